@@ -1,0 +1,1 @@
+"""Networks and the parameter math behind them."""

@@ -1,0 +1,85 @@
+"""The MLPs that archsearch trains, built from a list of hidden widths."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.budget import CLASSES, INPUTS
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
+INITS = ("default", "zeros", "normal", "constant", "xavier", "kaiming")
+
+
+@dataclass(frozen=True)
+class Init:
+    """How to set the starting weights; `value` is the std for normal and the value for constant."""
+
+    name: str = "default"
+    value: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name not in INITS:
+            raise ValueError(f"unknown init {self.name!r}; choose from {', '.join(INITS)}")
+
+    def label(self) -> str:
+        return f"{self.name}({self.value:g})" if self.name in ("normal", "constant") else self.name
+
+
+def build_mlp(widths: Sequence[int], activation: str = "tanh", init: Init = Init()) -> nn.Sequential:
+    """Linear layers with the activation between them; `[]` gives the linear softmax model."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
+    sizes = [INPUTS, *widths, CLASSES]
+    layers: list[nn.Module] = []
+    for index, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+        if index:
+            layers.append(ACTIVATIONS[activation]())
+        layers.append(nn.Linear(fan_in, fan_out))
+    model = nn.Sequential(*layers)
+    initialize(model, init, activation)
+    return model
+
+
+def initialize(model: nn.Module, init: Init, activation: str = "tanh") -> None:
+    if init.name == "default":
+        return
+    gain_name = "tanh" if activation == "tanh" else "relu"
+    with torch.no_grad():
+        for layer in model.modules():
+            if not isinstance(layer, nn.Linear):
+                continue
+            if init.name == "zeros":
+                nn.init.zeros_(layer.weight)
+            elif init.name == "normal":
+                nn.init.normal_(layer.weight, std=init.value)
+            elif init.name == "constant":
+                nn.init.constant_(layer.weight, init.value)
+            elif init.name == "xavier":
+                nn.init.xavier_uniform_(layer.weight, gain=nn.init.calculate_gain(gain_name))
+            elif init.name == "kaiming":
+                nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+            if init.name == "constant":
+                nn.init.constant_(layer.bias, init.value)
+            else:
+                nn.init.zeros_(layer.bias)
+
+
+def hidden_widths(model: nn.Sequential) -> list[int]:
+    return [layer.out_features for layer in model if isinstance(layer, nn.Linear)][:-1]
+
+
+def save_model(model: nn.Sequential, activation: str, path, extra: dict | None = None) -> None:
+    """A self-describing checkpoint: widths and activation travel with the weights."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"widths": hidden_widths(model), "activation": activation, "state_dict": state, **(extra or {})}, path)
+
+
+def load_model(path) -> tuple[nn.Sequential, dict]:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_mlp(checkpoint["widths"], checkpoint["activation"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model, checkpoint

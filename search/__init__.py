@@ -1,0 +1,1 @@
+"""Studies, search spaces, training and the command line of archsearch."""

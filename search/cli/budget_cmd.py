@@ -1,0 +1,31 @@
+"""archsearch budget: the parameter math for one budget."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from models.budget import budget_table, depth_range
+from search.cli.args import add_json_option, int_list, positive_int
+
+HELP = "show Parameters(k, m), the depth range and m_P(k) for a parameter budget"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("budget", type=positive_int, help="the parameter budget P")
+    parser.add_argument("--depths", type=int_list, help="depths to tabulate, e.g. 1,2,4,8 (default: 1..8 that fit)")
+    add_json_option(parser)
+
+
+def run(args) -> int:
+    low, high = depth_range(args.budget)
+    rows = budget_table(args.budget, args.depths)
+    if args.json:
+        print(json.dumps({"budget": args.budget, "min_depth": low, "max_depth": high, "rows": [asdict(r) for r in rows]}))
+        return 0
+    print("Parameters(k, m) = (k-1)m^2 + (794+k)m + 10")
+    print(f"budget P = {args.budget}: depth k from {low} to {high} (the largest at width 1)")
+    print(f"{'k':>4} {'m_P(k)':>8} {'params':>10} {'rel. error':>11}")
+    for row in rows:
+        print(f"{row.depth:>4} {row.width:>8} {row.params:>10} {row.rel_error:>+11.4%}")
+    return 0

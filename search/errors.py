@@ -1,0 +1,5 @@
+"""The one error type the CLI turns into a single line on stderr and exit status 2."""
+
+
+class UsageError(Exception):
+    """Bad input or an unusable environment, with a message that says what to do."""
