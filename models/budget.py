@@ -5,6 +5,7 @@ Pure integer math, no torch, so the CLI and the samplers can use it without buil
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ def count_parameters(widths: Sequence[int], inputs: int = INPUTS, outputs: int =
     if any(w < 1 for w in widths):
         raise ValueError(f"every width must be at least 1, got {list(widths)}")
     sizes = [inputs, *widths, outputs]
-    return sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
+    return sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
 
 
 def uniform_parameters(depth: int, width: int) -> int:

@@ -6,6 +6,7 @@ equals the budget, then the integer rounding is corrected. Pure math, no torch.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -37,7 +38,7 @@ def solve_scale(relative: Sequence[float], budget: int) -> float:
 
     count(s) = a s^2 + b s + CLASSES with a = sum r_i r_{i+1}, b = (INPUTS+1) r_1 + sum_{i>1} r_i + CLASSES r_k.
     """
-    a = sum(x * y for x, y in zip(relative, relative[1:]))
+    a = sum(x * y for x, y in itertools.pairwise(relative))
     b = (INPUTS + 1) * relative[0] + sum(relative[1:]) + CLASSES * relative[-1]
     target = budget - CLASSES
     if a == 0:

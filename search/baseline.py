@@ -83,7 +83,8 @@ def conclude(outcomes: Sequence[InitOutcome], loss_tolerance: float = 0.005) -> 
     ]
     if worse:
         parts.append(
-            "worse: " + ", ".join(f"{o.init} ({o.mean('train_loss'):.4f}, test acc {o.mean('test_accuracy'):.2%})" for o in worse)
+            "worse: "
+            + ", ".join(f"{o.init} ({o.mean('train_loss'):.4f}, test acc {o.mean('test_accuracy'):.2%})" for o in worse)
         )
     if better:
         parts.append("better: " + ", ".join(f"{o.init} ({o.mean('train_loss'):.4f})" for o in better))

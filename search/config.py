@@ -138,7 +138,9 @@ def _coerce(cls: type, raw: dict[str, Any], where: str) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = set(raw) - known
     if unknown:
-        raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known keys: {', '.join(sorted(known))}")
+        raise UsageError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known keys: {', '.join(sorted(known))}"
+        )
     values = {}
     for key, value in raw.items():
         hint = hints[key]

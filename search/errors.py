@@ -3,3 +3,7 @@
 
 class UsageError(Exception):
     """Bad input or an unusable environment, with a message that says what to do."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C: the message says how to resume; the exit status is 130."""

@@ -9,9 +9,9 @@ import sys
 import warnings
 
 from models.budget import BudgetError
-from search.errors import UsageError
+from search.errors import Interrupted, UsageError
 
-COMMANDS = ("budget", "baseline")
+COMMANDS = ("budget", "baseline", "search", "worker", "best")
 
 
 class Parser(argparse.ArgumentParser):
@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, BudgetError) as error:
         print(f"archsearch: error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as error:
+        print(f"archsearch: {error}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("archsearch: interrupted", file=sys.stderr)
         return 130

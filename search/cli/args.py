@@ -60,9 +60,12 @@ def _number(text: str, kind: type):
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="dataset root in torchvision's layout (default: $ARCHSEARCH_DATA or ./data)")
-    parser.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist", "kmnist"))
+    parser.add_argument("--dataset", choices=("mnist", "fashion-mnist", "kmnist"), help="default mnist")
     parser.add_argument(
-        "--data-limit", type=non_negative_int, default=None, help="use only the first N samples of each split (quick runs)"
+        "--data-limit",
+        type=non_negative_int,
+        default=None,
+        help="use only the first N samples of each split (quick runs)",
     )
 
 

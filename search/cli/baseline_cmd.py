@@ -16,8 +16,8 @@ from search.cli.args import (
     positive_int,
 )
 from search.config import TrainConfig
-from search.errors import UsageError
 from search.data import load_data
+from search.errors import UsageError
 from search.progress import progress
 from search.trainer import resolve_device
 
@@ -45,7 +45,7 @@ def run(args) -> int:
     if args.init == "normal" and not args.init_value > 0:
         raise UsageError("--init normal needs --init-value, the standard deviation, above 0 (e.g. 0.01)")
     device = resolve_device(config.device)
-    data = load_data(args.data_dir, args.dataset, str(device), limit=args.data_limit)
+    data = load_data(args.data_dir, args.dataset or "mnist", str(device), limit=args.data_limit)
     if args.init_study:
         return _init_study(args, config, data)
     with progress(config.epochs, "baseline", args.json) as bar:
@@ -66,10 +66,16 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"linear softmax 784 -> 10 (7,850 parameters), {config.epochs} epochs of SGD at lr {config.lr}, "
-          f"{'full batch' if not config.batch_size else f'batch {config.batch_size}'}, init {summary['init']}, {result.device}")
-    print(f"train loss {result.train.loss:.4f}  test loss {result.test.loss:.4f}  "
-          f"train accuracy {result.train.accuracy:.2%}  test accuracy {result.test.accuracy:.2%}  ({result.seconds:.1f} s)")
+    print(
+        f"linear softmax 784 -> 10 (7,850 parameters), {config.epochs} epochs of SGD at lr {config.lr}, "
+        f"{'full batch' if not config.batch_size else f'batch {config.batch_size}'}, "
+        f"init {summary['init']}, {result.device}"
+    )
+    print(
+        f"train loss {result.train.loss:.4f}  test loss {result.test.loss:.4f}  "
+        f"train accuracy {result.train.accuracy:.2%}  test accuracy {result.test.accuracy:.2%}  "
+        f"({result.seconds:.1f} s)"
+    )
     print("original study: train loss 0.4321  test loss 0.4120  train accuracy 88.55%  test accuracy 89.17%")
     return 0
 
@@ -90,12 +96,16 @@ def _init_study(args, config, data) -> int:
         outcomes = init_study(data, config, args.seeds, on_epoch=_advance(bar))
     conclusion = conclude(outcomes)
     if args.json:
-        print(json.dumps({"config": asdict(config), "outcomes": [asdict(o) for o in outcomes], "conclusion": conclusion}))
+        print(
+            json.dumps({"config": asdict(config), "outcomes": [asdict(o) for o in outcomes], "conclusion": conclusion})
+        )
         return 0
     print(f"{len(args.seeds)} seeds each, {config.epochs} epochs of full-batch SGD at lr {config.lr}")
     print(f"{'init':<16} {'train loss':>14} {'test loss':>10} {'train acc':>10} {'test acc':>9}")
     for o in outcomes:
-        print(f"{o.init:<16} {o.mean('train_loss'):>8.4f}±{o.spread('train_loss') / 2:.4f} {o.mean('test_loss'):>10.4f} "
-              f"{o.mean('train_accuracy'):>10.2%} {o.mean('test_accuracy'):>9.2%}")
+        print(
+            f"{o.init:<16} {o.mean('train_loss'):>8.4f}±{o.spread('train_loss') / 2:.4f} {o.mean('test_loss'):>10.4f} "
+            f"{o.mean('train_accuracy'):>10.2%} {o.mean('test_accuracy'):>9.2%}"
+        )
     print(conclusion)
     return 0

@@ -21,7 +21,9 @@ def run(args) -> int:
     low, high = depth_range(args.budget)
     rows = budget_table(args.budget, args.depths)
     if args.json:
-        print(json.dumps({"budget": args.budget, "min_depth": low, "max_depth": high, "rows": [asdict(r) for r in rows]}))
+        print(
+            json.dumps({"budget": args.budget, "min_depth": low, "max_depth": high, "rows": [asdict(r) for r in rows]})
+        )
         return 0
     print("Parameters(k, m) = (k-1)m^2 + (794+k)m + 10")
     print(f"budget P = {args.budget}: depth k from {low} to {high} (the largest at width 1)")

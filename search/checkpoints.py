@@ -1,0 +1,62 @@
+"""Best-model weights kept in Optuna's artifact store, so any storage URL can find them."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
+from torch import nn
+
+from models.mlp import save_model
+from search.errors import UsageError
+
+MODEL_FILE = "model.pt"
+
+
+def artifact_store(directory: str | Path) -> FileSystemArtifactStore:
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create artifact folder {path}: {error.strerror}; pass --artifacts DIR") from None
+    return FileSystemArtifactStore(path)
+
+
+def upload_model(
+    trial: optuna.Trial, store: FileSystemArtifactStore, model: nn.Sequential, activation: str, metadata: dict
+) -> str:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / MODEL_FILE
+        save_model(model, activation, path, {"metadata": metadata})
+        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+
+
+def has_model(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    return any(m.filename == MODEL_FILE for m in get_all_artifact_meta(trial, storage=study._storage))
+
+
+def download_model(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, directory: str | Path, destination: str | Path
+) -> None:
+    """Copy the trial's checkpoint to `destination`, replacing a file that is already there."""
+    metas = [m for m in get_all_artifact_meta(trial, storage=study._storage) if m.filename == MODEL_FILE]
+    if not metas:
+        raise UsageError(f"trial {trial.number} of study {study.study_name} has no saved model")
+    target = Path(destination)
+    if not target.parent.is_dir():
+        raise UsageError(f"cannot write {target}: folder {target.parent} does not exist")
+    store = FileSystemArtifactStore(Path(directory))
+    try:
+        with tempfile.TemporaryDirectory(dir=target.parent) as folder:
+            staged = Path(folder) / MODEL_FILE
+            download_artifact(artifact_store=store, file_path=str(staged), artifact_id=metas[-1].artifact_id)
+            os.replace(staged, target)
+    except FileNotFoundError:
+        raise UsageError(
+            f"the model of trial {trial.number} is missing from {directory}; pass --artifacts DIR"
+        ) from None
+    except OSError as error:
+        raise UsageError(f"cannot write {target}: {error.strerror}") from None

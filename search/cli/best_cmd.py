@@ -1,0 +1,126 @@
+"""archsearch best: the best trial of a study, its saved model, and an optional retrain."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from models.mlp import build_mlp, save_model
+from search.cli.args import add_data_options, add_json_option
+from search.cli.common import add_device_option, add_storage_options, artifacts_dir, storage_url
+from search.config import TrainConfig
+from search.data import load_data
+from search.errors import UsageError
+from search.progress import progress
+from search.studies import best_trial, load_study, open_storage
+from search.trainer import resolve_device, train
+
+HELP = "print the best trial of a study; --export writes its model, --retrain trains it on all training data"
+
+
+def add_arguments(parser) -> None:
+    add_storage_options(parser, study_required=True)
+    parser.add_argument("--export", metavar="FILE", help="write the best model (weights, widths, activation) to FILE")
+    parser.add_argument("--retrain", action="store_true", help="retrain the best configuration on all 60,000 images")
+    add_device_option(parser)
+    add_data_options(parser)
+    add_json_option(parser)
+
+
+def describe_trial(trial) -> dict:
+    attrs = trial.user_attrs
+    return {
+        "study_trial": trial.number,
+        "profile": attrs.get("profile", "uniform"),
+        "widths": attrs["widths"],
+        "params": attrs["params"],
+        "train_config": attrs["train_config"],
+        "objective": trial.value,
+        "val_loss": attrs["val_loss"],
+        "val_accuracy": attrs["val_accuracy"],
+        "test_loss": attrs["test_loss"],
+        "test_accuracy": attrs["test_accuracy"],
+        "trained_on": "train split (50,000 images; 10,000 held out for validation)",
+    }
+
+
+def run(args) -> int:
+    url = storage_url(args)
+    study = load_study(open_storage(url, must_exist=True), args.study)
+    trial = best_trial(study)
+    summary = describe_trial(trial)
+    if args.export and not Path(args.export).resolve().parent.is_dir():
+        raise UsageError(f"cannot write {args.export}: its folder does not exist")
+    if args.retrain:
+        summary["retrained"] = _retrain(args, study, summary)
+    if args.export:
+        if args.retrain:
+            _export_retrained(args.export, summary)
+        else:
+            from search.checkpoints import download_model
+
+            download_model(study, trial, artifacts_dir(args, study, url), args.export)
+        summary["exported"] = str(Path(args.export).resolve())
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "retrained"} | _public_retrain(summary)))
+        return 0
+    config = summary["train_config"]
+    print(f"study {study.study_name!r}, best of {len(study.trials)} trials: trial {trial.number}")
+    print(f"  architecture  {summary['profile']} {summary['widths']}  ({summary['params']:,} parameters)")
+    print(
+        f"  training      {config['optimizer']} lr {config['lr']:.2e}, {config['schedule']} schedule, "
+        f"batch {config['batch_size']}, weight decay {config['weight_decay']:.2e}, {config['activation']}, "
+        f"{config['epochs']} epochs"
+    )
+    print(f"  validation    loss {summary['val_loss']:.4f}  accuracy {summary['val_accuracy']:.2%}  (used to select)")
+    print(
+        f"  test          loss {summary['test_loss']:.4f}  accuracy {summary['test_accuracy']:.2%}  "
+        f"(model trained on the {summary['trained_on']})"
+    )
+    if args.retrain:
+        retrained = summary["retrained"]
+        print(
+            f"  retrained     on {retrained['trained_on']}: test loss {retrained['test_loss']:.4f}  "
+            f"accuracy {retrained['test_accuracy']:.2%}"
+        )
+    if args.export:
+        print(f"  exported      {summary['exported']} ({'retrained' if args.retrain else 'searched'} model)")
+    return 0
+
+
+def _public_retrain(summary: dict) -> dict:
+    if "retrained" not in summary:
+        return {}
+    return {"retrained": {k: v for k, v in summary["retrained"].items() if k != "model"}}
+
+
+def _retrain(args, study, summary) -> dict:
+    stored = study.user_attrs.get("config", {})
+    config = TrainConfig(**{**summary["train_config"], "device": args.device})
+    device = resolve_device(args.device)
+    data = load_data(args.data_dir, stored.get("dataset", "mnist"), str(device), limit=stored.get("data_limit") or None)
+    torch.manual_seed(config.seed)
+    model = build_mlp(summary["widths"], config.activation)
+    with progress(config.epochs, "retrain", args.json) as bar:
+        result = train(model, data.train_full, config, test=data.test, on_epoch=lambda r: bar.update(1))
+    return {
+        "trained_on": f"all {len(data.train_full):,} training images",
+        "train_loss": result.train.loss,
+        "test_loss": result.test.loss,
+        "test_accuracy": result.test.accuracy,
+        "model": model,
+    }
+
+
+def _export_retrained(path: str, summary: dict) -> None:
+    retrained = summary["retrained"]
+    metadata = {k: v for k, v in summary.items() if k not in ("retrained", "train_config")}
+    metadata |= {"trained_on": retrained["trained_on"], "test_accuracy": retrained["test_accuracy"]}
+    target = Path(path)
+    with tempfile.TemporaryDirectory(dir=target.resolve().parent) as folder:
+        staged = Path(folder) / "model.pt"
+        save_model(retrained["model"], summary["train_config"]["activation"], staged, {"metadata": metadata})
+        staged.replace(target)

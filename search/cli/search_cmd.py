@@ -1,0 +1,112 @@
+"""archsearch search: an Optuna study of layer-width profiles under a parameter budget."""
+
+from __future__ import annotations
+
+from search.cli.args import add_data_options, positive_float, positive_int
+from search.cli.common import (
+    add_device_option,
+    add_storage_options,
+    add_worker_options,
+    artifacts_dir,
+    resume_hint,
+    run_with_progress,
+    spawn_workers,
+    stop_workers,
+    storage_url,
+    summary_line,
+)
+from search.config import PRUNERS, SAMPLERS, StudyConfig, load_toml, replace, study_from_dict, to_dict
+from search.data import load_data
+from search.errors import Interrupted, UsageError
+from search.objective import SearchObjective
+from search.studies import best_trial, create_study, make_pruner, make_sampler, open_storage
+from search.trainer import resolve_device
+
+HELP = "search layer-width profiles and hyperparameters under a parameter budget (resumable)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", help="study file (TOML), e.g. studies/profiles-50k.toml; flags override it")
+    parser.add_argument("--budget", type=positive_int, help="parameter budget P")
+    parser.add_argument("--tolerance", type=positive_float, help="allowed relative distance to P (default 0.02)")
+    parser.add_argument("--trials", type=positive_int, help="finished trials wanted in total (resume counts)")
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--profiles", help="comma-separated subset of uniform,decreasing,increasing,free")
+    parser.add_argument("--max-depth", type=positive_int)
+    parser.add_argument("--sampler", choices=SAMPLERS)
+    parser.add_argument("--pruner", choices=PRUNERS)
+    parser.add_argument("--seed", type=int)
+    add_storage_options(parser)
+    add_worker_options(parser)
+    add_device_option(parser)
+    add_data_options(parser)
+
+
+def resolve_config(args) -> StudyConfig:
+    base = study_from_dict(load_toml(args.config), args.config) if args.config else StudyConfig(name="")
+    profiles = tuple(p.strip() for p in args.profiles.split(",") if p.strip()) if args.profiles is not None else None
+    space = replace(base.space, profiles=profiles, max_depth=args.max_depth)
+    config = replace(
+        base,
+        budget=args.budget,
+        tolerance=args.tolerance,
+        trials=args.trials,
+        epochs=args.epochs,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        seed=args.seed,
+        dataset=args.dataset,
+        data_limit=args.data_limit,
+        storage=args.storage,
+        name=args.study,
+        space=space,
+    )
+    if not config.name:
+        config = replace(config, name=f"profiles-{config.budget}")
+    if config.space.max_depth > (config.budget - 803) // 2:
+        raise UsageError(
+            f"budget {config.budget} cannot hold {config.space.max_depth} hidden layers; lower --max-depth "
+            f"to at most {(config.budget - 803) // 2} or raise --budget"
+        )
+    return config
+
+
+def run(args) -> int:
+    config = resolve_config(args)
+    url = storage_url(args, config.storage)
+    storage = open_storage(url, config.heartbeat_seconds, config.grace_seconds)
+    study_settings = {k: v for k, v in to_dict(config).items() if k != "name"}
+    study = create_study(
+        storage,
+        config.name,
+        "search",
+        study_settings,
+        make_sampler(config.sampler, config.seed),
+        make_pruner(config.pruner, config.epochs),
+    )
+    artifacts = artifacts_dir(args, study, url).resolve()
+    study.set_user_attr("artifacts", str(artifacts))
+    device = resolve_device(args.device)
+    data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
+    objective = SearchObjective(config, data, artifacts)
+    worker_args = ["--study", config.name, "--storage", url, "--artifacts", str(artifacts), "--device", args.device]
+    if args.data_dir:
+        worker_args += ["--data-dir", args.data_dir]
+    print(
+        f"study {config.name!r} in {url}: {config.trials} trials, budget {config.budget} ±{config.tolerance:.0%}, "
+        f"{config.epochs} epochs, {max(args.workers, 1)} worker(s), training on {device}"
+    )
+    workers = spawn_workers(args.workers, worker_args)
+    try:
+        run_with_progress(study, objective, config.trials)
+    except KeyboardInterrupt:
+        stop_workers(workers, interrupt=True)
+        raise Interrupted(resume_hint("archsearch search", config.name, url)) from None
+    stop_workers(workers, interrupt=False)
+    best = best_trial(study)
+    print(f"best: {summary_line(best)}")
+    print(
+        f"      test loss {best.user_attrs['test_loss']:.4f}, test accuracy {best.user_attrs['test_accuracy']:.2%} "
+        f"(for information; selection used validation). Details: archsearch best --study {config.name} --storage {url}"
+    )
+    return 0

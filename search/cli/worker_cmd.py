@@ -1,0 +1,66 @@
+"""archsearch worker: join an existing study from any process or machine."""
+
+from __future__ import annotations
+
+import importlib
+
+from search.cli.args import add_data_options, non_negative_int, positive_int
+from search.cli.common import (
+    add_device_option,
+    add_storage_options,
+    artifacts_dir,
+    resume_hint,
+    run_with_progress,
+    storage_url,
+)
+from search.errors import Interrupted, UsageError
+from search.studies import load_study, make_pruner, make_sampler, open_storage
+from search.trainer import resolve_device
+
+HELP = "join an existing search or grid study and run trials until it has its number of trials"
+
+# Each study kind names the module whose `worker_setup(study, args, device, artifacts)` gives
+# (sampler, pruner, objective, target); the search kind is built here.
+KINDS = {"search": "search.cli.worker_cmd", "grid": "search.grid"}
+
+
+def add_arguments(parser) -> None:
+    add_storage_options(parser, study_required=True)
+    parser.add_argument("--trials", type=positive_int, help="finished trials wanted (default: the study's own)")
+    parser.add_argument("--worker-index", type=non_negative_int, default=0, help="varies the sampler seed per worker")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, no per-trial lines")
+    add_device_option(parser)
+    add_data_options(parser)
+
+
+def worker_setup(study, args, device, artifacts):
+    from search.config import study_from_dict
+    from search.data import load_data
+    from search.objective import SearchObjective
+
+    config = study_from_dict(study.user_attrs["config"], f"study {study.study_name}")
+    data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
+    sampler = make_sampler(config.sampler, config.seed, args.worker_index)
+    return sampler, make_pruner(config.pruner, config.epochs), SearchObjective(config, data, artifacts), config.trials
+
+
+def run(args) -> int:
+    url = storage_url(args)
+    storage = open_storage(url, must_exist=True)
+    study = load_study(storage, args.study)
+    kind = study.user_attrs.get("kind")
+    if kind not in KINDS:
+        raise UsageError(f"study {args.study!r} was not made by archsearch (kind {kind!r}); nothing to run")
+    config = study.user_attrs.get("config", {})
+    storage = open_storage(url, config.get("heartbeat_seconds", 5), config.get("grace_seconds", 20), must_exist=True)
+    device = resolve_device(args.device)
+    artifacts = artifacts_dir(args, study, url)
+    sampler, pruner, objective, target = importlib.import_module(KINDS[kind]).worker_setup(
+        study, args, device, artifacts
+    )
+    study = load_study(storage, args.study, sampler, pruner)
+    try:
+        run_with_progress(study, objective, args.trials or target, quiet=args.quiet)
+    except KeyboardInterrupt:
+        raise Interrupted(resume_hint("archsearch worker", args.study, url)) from None
+    return 0

@@ -1,0 +1,99 @@
+"""What one trial does: build the network, train it, report each epoch, record the scores."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import optuna
+import torch
+
+from models.budget import count_parameters
+from models.mlp import build_mlp
+from search.checkpoints import artifact_store, upload_model
+from search.config import StudyConfig, TrainConfig
+from search.data import Data
+from search.space import suggest
+from search.trainer import Diverged, TrainResult, train
+
+
+def prune(trial: optuna.Trial, reason: str) -> optuna.TrialPruned:
+    trial.set_user_attr("pruned_reason", reason)
+    return optuna.TrialPruned(reason)
+
+
+def train_trial(
+    trial: optuna.Trial, widths: list[int], config: TrainConfig, data: Data
+) -> tuple[TrainResult, torch.nn.Module]:
+    """Train and score one network, reporting validation loss each epoch for pruning and curves."""
+    trial.set_user_attr("widths", list(widths))
+    trial.set_user_attr("params", count_parameters(widths))
+    trial.set_user_attr("seed", config.seed)
+    trial.set_user_attr("train_config", asdict(config))
+    trial.set_user_attr("torch_version", torch.__version__)
+    torch.manual_seed(config.seed)
+    model = build_mlp(widths, config.activation)
+
+    def on_epoch(record) -> None:
+        trial.report(record.val_loss, record.epoch)
+        if trial.should_prune():
+            raise prune(trial, f"pruner stopped it at epoch {record.epoch} (validation loss {record.val_loss:.4f})")
+
+    try:
+        result = train(model, data.train, config, data.validation, data.test, on_epoch)
+    except Diverged as error:
+        raise prune(trial, str(error)) from None
+    trial.set_user_attr("device", result.device)
+    trial.set_user_attr("epoch_seconds", [round(r.seconds, 4) for r in result.history])
+    trial.set_user_attr("val_accuracy_curve", [r.val_accuracy for r in result.history])
+    trial.set_user_attr("train_loss", result.train.loss)
+    trial.set_user_attr("train_accuracy", result.train.accuracy)
+    trial.set_user_attr("val_loss", result.validation.loss)
+    trial.set_user_attr("val_accuracy", result.validation.accuracy)
+    trial.set_user_attr("test_loss", result.test.loss)
+    trial.set_user_attr("test_accuracy", result.test.accuracy)
+    return result, model
+
+
+class SearchObjective:
+    """Profile search: validation loss of a sampled architecture within the budget."""
+
+    def __init__(self, config: StudyConfig, data: Data, artifacts: str | Path):
+        self.config = config
+        self.data = data
+        self.store = artifact_store(artifacts)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        config = self.config
+        candidate = suggest(
+            trial, config.space, config.budget, config.tolerance, config.epochs, config.seed + trial.number
+        )
+        trial.set_user_attr("profile", candidate.profile)
+        trial.set_user_attr("weight_decay", candidate.train.weight_decay)
+        if candidate.widths is None:
+            raise prune(
+                trial,
+                f"no integer widths for a {candidate.depth}-layer {candidate.profile} profile come within "
+                f"{config.tolerance:.1%} of {config.budget} parameters",
+            )
+        result, model = train_trial(trial, candidate.widths, candidate.train, self.data)
+        value = result.validation.loss
+        if self._is_best(trial, value):
+            metadata = {
+                "study": trial.study.study_name,
+                "trial": trial.number,
+                "profile": candidate.profile,
+                "params": count_parameters(candidate.widths),
+                "train_config": asdict(candidate.train),
+                "trained_on": f"train split ({len(self.data.train)} images)",
+                "val_loss": value,
+                "test_accuracy": result.test.accuracy,
+            }
+            upload_model(trial, self.store, model, candidate.train.activation, metadata)
+        return value
+
+    @staticmethod
+    def _is_best(trial: optuna.Trial, value: float) -> bool:
+        done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        return all(value < t.value for t in done if t.value is not None and math.isfinite(t.value))
