@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from models.budget import CLASSES, INPUTS
+from models.catalog import ACTIVATION_NAMES, INIT_NAMES
 
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
-INITS = ("default", "zeros", "normal", "constant", "xavier", "kaiming")
+ACTIVATIONS = dict(zip(ACTIVATION_NAMES, (nn.Tanh, nn.ReLU, nn.GELU), strict=True))
+INITS = INIT_NAMES
 
 
 @dataclass(frozen=True)

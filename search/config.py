@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from models.catalog import ACTIVATION_NAMES
 from models.profiles import PROFILES
 from search.errors import UsageError
 
@@ -38,7 +39,7 @@ class TrainConfig:
         check_range("batch_size", self.batch_size, 0, None)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
-        check_choice("activation", self.activation, ("tanh", "relu", "gelu"))
+        check_choice("activation", self.activation, ACTIVATION_NAMES)
         check_positive("lr", self.lr)
         check_range("momentum", self.momentum, 0, 1)
         check_range("weight_decay", self.weight_decay, 0, None)
@@ -59,7 +60,7 @@ class SearchSpace:
     optimizers: tuple[str, ...] = ("adam", "adamw", "sgd")
     schedules: tuple[str, ...] = SCHEDULES
     batch_sizes: tuple[int, ...] = (64, 128, 256, 512)
-    activations: tuple[str, ...] = ("tanh", "relu", "gelu")
+    activations: tuple[str, ...] = ACTIVATION_NAMES
 
     def __post_init__(self) -> None:
         check_positive("max_depth", self.max_depth)
@@ -78,7 +79,7 @@ class SearchSpace:
         for value in self.schedules:
             check_choice("schedule", value, SCHEDULES)
         for value in self.activations:
-            check_choice("activation", value, ("tanh", "relu", "gelu"))
+            check_choice("activation", value, ACTIVATION_NAMES)
         for value in self.batch_sizes:
             check_range("batch_size", value, 0, None)
 
@@ -130,6 +131,10 @@ def check_range(name: str, value: float, low: float | None, high: float | None) 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise UsageError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
+
+
+# The original study's linear baseline: full-batch SGD at lr 0.2 for 150 epochs.
+BASELINE_TRAIN = TrainConfig(epochs=150, batch_size=0, optimizer="sgd", lr=0.2)
 
 
 def _coerce(cls: type, raw: dict[str, Any], where: str) -> Any:

@@ -36,10 +36,12 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         handle.write(header + array.astype(np.uint8).tobytes())
 
 
-@pytest.fixture()
-def tiny_mnist(tmp_path: Path) -> Path:
-    """A few hundred synthetic digits in MNIST's gz layout: class c lights up pixel block c."""
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory) -> Path:
+    """Synthetic digits in MNIST's gz layout (enough for the 10,000-image validation split):
+    class c lights up pixel rows 2c..2c+2, so small nets learn it in a few steps."""
     rng = np.random.default_rng(0)
+    tmp_path = tmp_path_factory.mktemp("data")
     raw = tmp_path / "tiny" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for prefix, count in (("train", 12_000), ("t10k", 300)):

@@ -39,10 +39,18 @@ def batch_size(text: str) -> int:
 
 
 def int_list(text: str) -> list[int]:
+    return _list(text, positive_int, "positive integers")
+
+
+def seed_list(text: str) -> list[int]:
+    return _list(text, non_negative_int, "integers of 0 or more")
+
+
+def _list(text: str, parse, what: str) -> list[int]:
     try:
-        values = [positive_int(part) for part in text.split(",") if part.strip()]
+        values = [parse(part) for part in text.split(",") if part.strip()]
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one value")
     return values

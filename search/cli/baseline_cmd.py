@@ -5,21 +5,18 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from models.mlp import INITS, Init
-from search.baseline import conclude, init_study, run_baseline
+from models.catalog import INIT_NAMES
 from search.cli.args import (
     add_data_options,
     add_json_option,
     batch_size,
-    int_list,
     positive_float,
     positive_int,
+    seed_list,
 )
 from search.config import TrainConfig
-from search.data import load_data
 from search.errors import UsageError
 from search.progress import progress
-from search.trainer import resolve_device
 
 HELP = "train the linear softmax baseline (784 -> 10) with full-batch SGD, or compare initializations"
 
@@ -28,17 +25,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=positive_float, default=0.2)
     parser.add_argument("--epochs", type=positive_int, default=150)
     parser.add_argument("--batch-size", type=batch_size, default=0, help="'full' (default) or a mini-batch size")
-    parser.add_argument("--init", choices=INITS, default="default")
+    parser.add_argument("--init", choices=INIT_NAMES, default="default")
     parser.add_argument("--init-value", type=float, default=0.0, help="std for normal, value for constant")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--init-study", action="store_true", help="compare several initializations over several seeds")
-    parser.add_argument("--seeds", type=int_list, default=[0, 1, 2], help="seeds for --init-study (default 0,1,2)")
+    parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="seeds for --init-study (default 0,1,2)")
     add_data_options(parser)
     add_json_option(parser)
 
 
 def run(args) -> int:
+    from models.mlp import Init
+    from search.baseline import run_baseline
+    from search.data import load_data
+    from search.trainer import resolve_device
+
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, optimizer="sgd", lr=args.lr, seed=args.seed, device=args.device
     )
@@ -89,7 +91,7 @@ def _advance(bar):
 
 
 def _init_study(args, config, data) -> int:
-    from search.baseline import INIT_STUDY_INITS
+    from search.baseline import INIT_STUDY_INITS, conclude, init_study
 
     runs = len(INIT_STUDY_INITS) * len(args.seeds)
     with progress(runs * config.epochs, "init study", args.json) as bar:

@@ -6,17 +6,12 @@ import json
 import tempfile
 from pathlib import Path
 
-import torch
-
-from models.mlp import build_mlp, save_model
 from search.cli.args import add_data_options, add_json_option
 from search.cli.common import add_device_option, add_storage_options, artifacts_dir, storage_url
 from search.config import TrainConfig
-from search.data import load_data
 from search.errors import UsageError
 from search.progress import progress
 from search.studies import best_trial, load_study, open_storage
-from search.trainer import resolve_device, train
 
 HELP = "print the best trial of a study; --export writes its model, --retrain trains it on all training data"
 
@@ -98,6 +93,12 @@ def _public_retrain(summary: dict) -> dict:
 
 
 def _retrain(args, study, summary) -> dict:
+    import torch
+
+    from models.mlp import build_mlp
+    from search.data import load_data
+    from search.trainer import resolve_device, train
+
     stored = study.user_attrs.get("config", {})
     config = TrainConfig(**{**summary["train_config"], "device": args.device})
     device = resolve_device(args.device)
@@ -116,6 +117,8 @@ def _retrain(args, study, summary) -> dict:
 
 
 def _export_retrained(path: str, summary: dict) -> None:
+    from models.mlp import save_model
+
     retrained = summary["retrained"]
     metadata = {k: v for k, v in summary.items() if k not in ("retrained", "train_config")}
     metadata |= {"trained_on": retrained["trained_on"], "test_accuracy": retrained["test_accuracy"]}

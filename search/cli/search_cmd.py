@@ -16,11 +16,8 @@ from search.cli.common import (
     summary_line,
 )
 from search.config import PRUNERS, SAMPLERS, StudyConfig, load_toml, replace, study_from_dict, to_dict
-from search.data import load_data
 from search.errors import Interrupted, UsageError
-from search.objective import SearchObjective
 from search.studies import best_trial, create_study, make_pruner, make_sampler, open_storage
-from search.trainer import resolve_device
 
 HELP = "search layer-width profiles and hyperparameters under a parameter budget (resumable)"
 
@@ -72,6 +69,10 @@ def resolve_config(args) -> StudyConfig:
 
 
 def run(args) -> int:
+    from search.data import load_data
+    from search.objective import SearchObjective
+    from search.trainer import resolve_device
+
     config = resolve_config(args)
     url = storage_url(args, config.storage)
     storage = open_storage(url, config.heartbeat_seconds, config.grace_seconds)

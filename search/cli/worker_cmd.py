@@ -15,7 +15,6 @@ from search.cli.common import (
 )
 from search.errors import Interrupted, UsageError
 from search.studies import load_study, make_pruner, make_sampler, open_storage
-from search.trainer import resolve_device
 
 HELP = "join an existing search or grid study and run trials until it has its number of trials"
 
@@ -45,6 +44,8 @@ def worker_setup(study, args, device, artifacts):
 
 
 def run(args) -> int:
+    from search.trainer import resolve_device
+
     url = storage_url(args)
     storage = open_storage(url, must_exist=True)
     study = load_study(storage, args.study)
