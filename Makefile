@@ -14,9 +14,22 @@ install: $(VENV)/bin/activate
 install-test: $(VENV)/bin/activate
 	$(PY) -m pip install -q -e '.[test]'
 
+ARCHSEARCH := $(VENV)/bin/archsearch
+
+# The main job, small but real, on the embedded SQLite default (studies/archsearch.db):
+# a profile search, a k-sweep grid, their plots and the report. Running it again resumes.
 demo: install
-	$(VENV)/bin/archsearch budget 50000
-	$(VENV)/bin/archsearch baseline
+	$(ARCHSEARCH) budget 50000
+	$(ARCHSEARCH) search --study demo-search --budget 50000 --trials 8 --epochs 3
+	$(ARCHSEARCH) best --study demo-search
+	$(ARCHSEARCH) grid --study demo-ksweep --budgets 25000,50000,100000 --depths 1,2,4 --seeds 1 --epochs 3
+	$(ARCHSEARCH) export --study demo-search --out exports/demo-search
+	$(ARCHSEARCH) export --study demo-ksweep --out exports/demo-ksweep
+	$(ARCHSEARCH) report --out report --init-study --seeds 0
+	@echo
+	@echo "plots:  exports/demo-search/ and exports/demo-ksweep/ (HTML, PNG, CSV)"
+	@echo "report: report/report.html"
+	@echo "watch:  $(ARCHSEARCH) dashboard   (then open http://127.0.0.1:8080)"
 
 test: install-test
 	$(VENV)/bin/ruff check .

@@ -17,6 +17,10 @@ from search.data import Data
 from search.space import suggest
 from search.trainer import Diverged, TrainResult, train
 
+# Cross-entropy over 10 classes is ln 10 = 2.3 at chance. A validation loss this far above it means the
+# weights blew up (a huge learning rate) even while it is still finite, so the trainer's NaN check misses it.
+DIVERGED_LOSS = 1000.0
+
 
 def prune(trial: optuna.Trial, reason: str) -> optuna.TrialPruned:
     trial.set_user_attr("pruned_reason", reason)
@@ -36,6 +40,12 @@ def train_trial(
     model = build_mlp(widths, config.activation)
 
     def on_epoch(record) -> None:
+        if not record.val_loss < DIVERGED_LOSS:
+            raise prune(
+                trial,
+                f"training diverged at epoch {record.epoch}: validation loss {record.val_loss:.4g} "
+                f"is over {DIVERGED_LOSS:g} (chance level is 2.3)",
+            )
         trial.report(record.val_loss, record.epoch)
         if trial.should_prune():
             raise prune(trial, f"pruner stopped it at epoch {record.epoch} (validation loss {record.val_loss:.4f})")

@@ -27,6 +27,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 COUNTED = (*FINISHED, TrialState.RUNNING)
 JOURNAL_PREFIX = "journal:"
 SQLITE_TIMEOUT_SECONDS = 120
+SCHEMA_ATTEMPTS = 5
+RACES = ("already exists", "UNIQUE constraint failed", "duplicate key value", "database is locked")
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -78,23 +80,41 @@ def open_storage(url: str, heartbeat_seconds: int = 5, grace_seconds: int = 20, 
             _check_folder(path)
     elif parsed.drivername.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
+        if parsed.drivername == "postgresql":
+            # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the driver installed with us is psycopg2.
+            parsed = parsed.set(drivername="postgresql+psycopg2")
     try:
-        storage = RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_seconds,
-            grace_period=grace_seconds,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
-    except ModuleNotFoundError as error:
-        raise UsageError(f"storage {describe(url)} needs the Python package {error.name}; pip install it") from None
+        for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+            try:
+                storage = RDBStorage(
+                    parsed.render_as_string(hide_password=False),
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_seconds,
+                    grace_period=grace_seconds,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                )
+                if path is not None:
+                    # WAL lets readers (the dashboard, other workers) proceed while one worker writes.
+                    with storage.engine.connect() as connection:
+                        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+                break
+            except sqlalchemy.exc.DBAPIError as error:
+                # Processes that open a new database at once all create Optuna's tables (and SQLite's
+                # WAL mode), and the slower ones trip over the first one's; opening again then works.
+                if attempt == SCHEMA_ATTEMPTS or not any(text in str(error.orig) for text in RACES):
+                    raise
+                time.sleep(0.5 * attempt)
+    except ImportError as error:  # optuna re-raises the driver's ModuleNotFoundError as a plain ImportError
+        missing = getattr(error.__cause__, "name", None) or getattr(error, "name", None) or "for its driver"
+        raise UsageError(f"storage {describe(url)} needs the Python package {missing}; pip install it") from None
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise UsageError(
+            f"storage URL {describe(url)} names no database that Optuna can use ({parsed.drivername}); "
+            "use sqlite:///studies/NAME.db, postgresql://USER:PASSWORD@HOST/DB or journal:PATH"
+        ) from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise UsageError(f"cannot use storage {describe(url)}: {reason}") from None
-    if path is not None:
-        # WAL lets readers (the dashboard, other workers) proceed while one worker writes.
-        with storage.engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
     return storage
 
 
@@ -131,7 +151,8 @@ def create_study(storage, name: str, kind: str, config: dict, sampler, pruner) -
             raise UsageError(
                 f"study {name!r} exists with other settings ({details}); use another --study to start anew"
             )
-        study.set_user_attr("config", _jsonable(config))
+        if stored != _jsonable(config):  # a new --trials or --storage; no write otherwise
+            study.set_user_attr("config", _jsonable(config))
         return study
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="minimize")
     study.set_user_attr("kind", kind)

@@ -1,10 +1,14 @@
-"""Training on device-resident tensors: no DataLoader, no host sync inside the step loop."""
+"""Training on device-resident tensors: no DataLoader, no host sync inside the step loop.
+
+The MLPs searched here are small, so on a CPU a step costs little more than its matmuls only when the
+Python and allocation overhead around them is cut: bench/train_speed.py measures what each choice below buys.
+"""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -15,6 +19,9 @@ from search.config import TrainConfig
 from search.data import Split
 
 EVAL_BATCH = 16_384
+CPU_CHUNK = 4096  # rows per forward/backward pass: 4096 x 784 floats (12.5 MiB) stay in L3 for the backward
+
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Diverged(RuntimeError):
@@ -65,12 +72,17 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     params = list(model.parameters())
     fused = {"fused": True}
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, **fused)
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, **fused
+        )
     cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
     return cls(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
+def make_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """None for a constant rate, so the step loop skips the scheduler entirely."""
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     if config.schedule == "onecycle":
@@ -95,6 +107,166 @@ def evaluate(model: nn.Module, split: Split) -> Scores:
     return Scores(loss_sum.item() / count, correct.item() / count)
 
 
+def autograd_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Step:
+    """The general step, for any model: returns the detached loss so the caller never syncs."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(model(x), y)
+        for p in params:  # what zero_grad(set_to_none=True) does, without its per-call bookkeeping
+            p.grad = None
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+class MLPStep:
+    """Forward and backward of a Linear/activation stack written out, for the models build_mlp makes.
+
+    Autograd dispatches about twice the ops a step needs (views, graph nodes, fresh gradient tensors);
+    at these sizes that overhead is a large share of a CPU step. Here the gradients go into buffers that
+    live across steps, tanh and ReLU run in place, the first layer's input gradient is never formed, and
+    the last layer is computed with classes as rows: log-softmax over a 10-wide last dimension is several
+    times slower on CPU than over a batch-wide first one. A batch larger than `chunk` rows is processed in
+    chunks whose gradients add up, so the backward pass reads each chunk from cache rather than memory
+    (full-batch steps are memory-bound). Results match autograd's up to float rounding.
+    """
+
+    def __init__(
+        self,
+        linears: list[nn.Linear],
+        activations: list[nn.Module],
+        optimizer: torch.optim.Optimizer,
+        chunk: int | None,
+    ):
+        self.hidden = [
+            (linear, linear.weight.t(), activation)
+            for linear, activation in zip(linears[:-1], activations, strict=True)
+        ]
+        self.last = linears[-1]
+        self.last_bias_column = self.last.bias.unsqueeze(1)
+        self.optimizer = optimizer
+        self.chunk = chunk
+        self.minus_ones = self.last.weight.new_full((1, 0), -1.0)
+        for linear in linears:
+            for param in linear.parameters():
+                param.grad = torch.zeros_like(param)
+
+    @classmethod
+    def build(cls, model: nn.Module, optimizer: torch.optim.Optimizer, chunk: int | None) -> MLPStep | None:
+        """None unless `model` is exactly Linear (activation Linear)*, with biases, trainable and hook-free."""
+        if type(model) is not nn.Sequential or len(model) % 2 == 0:
+            return None
+        modules = list(model)
+        linears, activations = modules[0::2], modules[1::2]
+        if any(type(m) is not nn.Linear or m.bias is None for m in linears):
+            return None
+        if any(type(m) not in (nn.Tanh, nn.ReLU, nn.GELU) for m in activations):
+            return None
+        hooks = (
+            (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks)
+            for m in [model, *modules]
+        )
+        if any(any(kinds) for kinds in hooks):
+            return None
+        optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if not all(p.requires_grad and id(p) in optimized for p in model.parameters()):
+            return None
+        return cls(linears, activations, optimizer, chunk)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        size = len(y)
+        chunk = self.chunk if self.chunk and self.chunk < size else size
+        loss = self.accumulate(x[:chunk], y[:chunk], size, first=True)
+        for start in range(chunk, size, chunk):
+            loss += self.accumulate(x[start : start + chunk], y[start : start + chunk], size, first=False)
+        self.optimizer.step()
+        return loss / size
+
+    def accumulate(self, x: torch.Tensor, y: torch.Tensor, size: int, first: bool) -> torch.Tensor:
+        """Add this chunk's share of the batch-mean gradient into the .grad buffers; return its summed loss."""
+        saved: list[tuple[torch.Tensor, torch.Tensor]] = []  # (layer input, pre-activation or output)
+        h = x
+        for linear, weight_t, activation in self.hidden:
+            z = torch.addmm(linear.bias, h, weight_t)
+            saved.append((h, z))
+            if type(activation) is nn.Tanh:
+                h = z.tanh_()
+            elif type(activation) is nn.ReLU:
+                h = z.relu_()
+            else:
+                h = F.gelu(z, approximate=activation.approximate)
+        logits_t = torch.addmm(self.last_bias_column, self.last.weight, h.t())
+        log_probs_t = torch.log_softmax(logits_t, dim=0)
+        loss = F.nll_loss(log_probs_t.t(), y, reduction="sum")
+        grad_t = log_probs_t.exp_()  # d mean loss / d logits = (softmax - one_hot) / batch
+        grad_t.scatter_add_(0, y.unsqueeze(0), self.minus_one_row(len(y)))
+        grad_t /= size
+        add_product(self.last.weight.grad, grad_t, h, first)
+        add_sum(self.last.bias.grad, grad_t, 1, first)
+        grad = grad_t.t().mm(self.last.weight) if saved else grad_t
+        for index in range(len(saved) - 1, -1, -1):
+            linear, _, activation = self.hidden[index]
+            layer_input, z = saved[index]
+            if type(activation) is nn.Tanh:
+                grad = torch.ops.aten.tanh_backward.default(grad, z)
+            elif type(activation) is nn.ReLU:
+                grad = torch.ops.aten.threshold_backward.default(grad, z, 0)
+            else:
+                grad = torch.ops.aten.gelu_backward.default(grad, z, approximate=activation.approximate)
+            add_product(linear.weight.grad, grad.t(), layer_input, first)
+            add_sum(linear.bias.grad, grad, 0, first)
+            if index:
+                grad = grad.mm(linear.weight)
+        return loss
+
+    def minus_one_row(self, length: int) -> torch.Tensor:
+        """A (1, length) row of -1 for subtracting the one-hot targets, kept between steps."""
+        if self.minus_ones.shape[1] < length:
+            self.minus_ones = self.minus_ones.new_full((1, length), -1.0)
+        return self.minus_ones[:, :length]
+
+
+def add_product(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, first: bool) -> None:
+    """out = a @ b on the first chunk of a batch, out += a @ b on the others, in place either way."""
+    if first:
+        torch.mm(a, b, out=out)
+    else:
+        out.addmm_(a, b)
+
+
+def add_sum(out: torch.Tensor, a: torch.Tensor, dim: int, first: bool) -> None:
+    if first:
+        torch.sum(a, dim=dim, out=out)
+    else:
+        out += a.sum(dim=dim)
+
+
+def batches(split: Split, batch: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled batches, or the whole split when the batch is full.
+
+    On CPU each batch is gathered just before its step: it is still in cache when the first layer reads
+    it, and no 190 MB shuffled copy is allocated and faulted in every epoch. On a GPU one gather per
+    epoch is one kernel instead of one per step.
+    """
+    size = len(split)
+    if batch >= size:
+        yield split.x, split.y
+        return
+    order = torch.randperm(size, device=split.x.device, generator=generator)
+    if split.x.device.type == "cpu":
+        for start in range(0, size, batch):
+            index = order[start : start + batch]
+            yield split.x.index_select(0, index), split.y.index_select(0, index)
+        return
+    xs, ys = split.x.index_select(0, order), split.y.index_select(0, order)
+    for start in range(0, size, batch):
+        yield xs[start : start + batch], ys[start : start + batch]
+
+
 def train(
     model: nn.Module,
     train_split: Split,
@@ -111,25 +283,18 @@ def train(
     batch = size if config.batch_size in (0, None) or config.batch_size >= size else config.batch_size
     steps_per_epoch = math.ceil(size / batch)
     schedule = make_schedule(optimizer, config, steps_per_epoch * config.epochs)
+    chunk = CPU_CHUNK if device.type == "cpu" else None
+    step = MLPStep.build(model, optimizer, chunk) or autograd_step(model, optimizer)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     result = TrainResult(device=str(device))
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
-        if batch == size:
-            xs, ys = train_split.x, train_split.y
-        else:
-            order = torch.randperm(size, device=device, generator=generator)
-            xs, ys = train_split.x[order], train_split.y[order]
         loss_sum = torch.zeros((), device=device)
-        for start in range(0, size, batch):
-            loss = F.cross_entropy(model(xs[start : start + batch]), ys[start : start + batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        for x, y in batches(train_split, batch, generator):
+            loss_sum += step(x, y)
             if schedule is not None:
                 schedule.step()
-            loss_sum += loss.detach()
         train_loss = loss_sum.item() / steps_per_epoch
         if not math.isfinite(train_loss):
             raise Diverged(epoch, train_loss)

@@ -11,7 +11,7 @@ import warnings
 from models.budget import BudgetError
 from search.errors import Interrupted, UsageError
 
-COMMANDS = ("budget", "baseline", "search", "worker", "best")
+COMMANDS = ("budget", "baseline", "search", "grid", "worker", "best", "export", "report", "dashboard")
 
 
 class Parser(argparse.ArgumentParser):

@@ -44,8 +44,16 @@ def summary_line(trial: FrozenTrial) -> str:
     return f"#{trial.number:<4} {shape}  {trial.state.name.lower()}: {reason}  {seconds:.1f} s"
 
 
+def _interrupt_once(signum, frame) -> None:
+    """Ctrl-C raises KeyboardInterrupt once; later ones (a second press, or the one the search forwards
+    to the workers that the terminal already signalled) must not cut short marking the trial failed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def run_with_progress(study: optuna.Study, objective, target: int, quiet: bool = False) -> None:
     """One worker in this process, with a bar over the study's finished trials and a line per trial."""
+    signal.signal(signal.SIGINT, _interrupt_once)
     with progress(target, study.study_name, quiet, unit="trial") as bar:
         bar.update(min(count_trials(study).finished, target))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from optuna.trial import TrialState
+
 from search.cli.args import add_data_options, positive_float, positive_int
 from search.cli.common import (
     add_device_option,
@@ -15,9 +17,18 @@ from search.cli.common import (
     storage_url,
     summary_line,
 )
-from search.config import PRUNERS, SAMPLERS, StudyConfig, load_toml, replace, study_from_dict, to_dict
+from search.config import (
+    DEFAULT_STORAGE,
+    PRUNERS,
+    SAMPLERS,
+    StudyConfig,
+    load_toml,
+    replace,
+    study_from_dict,
+    to_dict,
+)
 from search.errors import Interrupted, UsageError
-from search.studies import best_trial, create_study, make_pruner, make_sampler, open_storage
+from search.studies import best_trial, create_study, load_study, make_pruner, make_sampler, open_storage, study_names
 
 HELP = "search layer-width profiles and hyperparameters under a parameter budget (resumable)"
 
@@ -40,7 +51,12 @@ def add_arguments(parser) -> None:
 
 
 def resolve_config(args) -> StudyConfig:
-    base = study_from_dict(load_toml(args.config), args.config) if args.config else StudyConfig(name="")
+    """Flags over the study file; without one, over an existing study's settings, so a bare resume works."""
+    if args.config:
+        base = study_from_dict(load_toml(args.config), args.config)
+    else:
+        stored = _stored_settings(args.storage or DEFAULT_STORAGE, args.study) if args.study else None
+        base = study_from_dict(stored, f"study {args.study!r}") if stored is not None else StudyConfig(name="")
     profiles = tuple(p.strip() for p in args.profiles.split(",") if p.strip()) if args.profiles is not None else None
     space = replace(base.space, profiles=profiles, max_depth=args.max_depth)
     config = replace(
@@ -68,7 +84,20 @@ def resolve_config(args) -> StudyConfig:
     return config
 
 
+def _stored_settings(url: str, name: str) -> dict | None:
+    """A search study's stored settings, read without creating a database that is not there yet."""
+    try:
+        storage = open_storage(url, must_exist=True)
+    except UsageError:
+        return None  # no database yet, or one that the real open reports properly
+    if name not in study_names(storage):
+        return None
+    study = load_study(storage, name)
+    return study.user_attrs.get("config") if study.user_attrs.get("kind") == "search" else None
+
+
 def run(args) -> int:
+    from search.checkpoints import artifact_store
     from search.data import load_data
     from search.objective import SearchObjective
     from search.trainer import resolve_device
@@ -76,6 +105,11 @@ def run(args) -> int:
     config = resolve_config(args)
     url = storage_url(args, config.storage)
     storage = open_storage(url, config.heartbeat_seconds, config.grace_seconds)
+    # Everything that can fail on bad input (data, artifact folder) fails before the study is written to.
+    device = resolve_device(args.device)
+    data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
+    if args.artifacts:
+        artifact_store(args.artifacts)  # creates the folder, or says why it cannot
     study_settings = {k: v for k, v in to_dict(config).items() if k != "name"}
     study = create_study(
         storage,
@@ -86,10 +120,9 @@ def run(args) -> int:
         make_pruner(config.pruner, config.epochs),
     )
     artifacts = artifacts_dir(args, study, url).resolve()
-    study.set_user_attr("artifacts", str(artifacts))
-    device = resolve_device(args.device)
-    data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
     objective = SearchObjective(config, data, artifacts)
+    if study.user_attrs.get("artifacts") != str(artifacts):
+        study.set_user_attr("artifacts", str(artifacts))
     worker_args = ["--study", config.name, "--storage", url, "--artifacts", str(artifacts), "--device", args.device]
     if args.data_dir:
         worker_args += ["--data-dir", args.data_dir]
@@ -104,6 +137,12 @@ def run(args) -> int:
         stop_workers(workers, interrupt=True)
         raise Interrupted(resume_hint("archsearch search", config.name, url)) from None
     stop_workers(workers, interrupt=False)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:  # every trial was pruned (diverged, or too far from the budget): say why, not "resume"
+        pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+        reason = pruned[0].user_attrs.get("pruned_reason", "pruned") if pruned else "none finished"
+        print(f"best: none; all {len(pruned)} finished trials were pruned (first: {reason}); change the search space")
+        return 0
     best = best_trial(study)
     print(f"best: {summary_line(best)}")
     print(

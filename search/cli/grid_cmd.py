@@ -1,0 +1,147 @@
+"""archsearch grid: the k-sweep, the uniform net (k, m_P(k)) at every (budget, depth, seed), each once."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.storages import fail_stale_trials
+
+from models.catalog import ACTIVATION_NAMES
+from search.cli.args import add_data_options, batch_size, int_list, positive_float, positive_int
+from search.cli.common import (
+    add_device_option,
+    add_worker_options,
+    resume_hint,
+    run_with_progress,
+    spawn_workers,
+    stop_workers,
+)
+from search.config import DEFAULT_STORAGE, OPTIMIZERS, load_toml, replace
+from search.errors import Interrupted, UsageError
+from search.grid import (
+    GridConfig,
+    GridObjective,
+    ShapeRow,
+    config_from_dict,
+    enqueue_missing,
+    grid_points,
+    make_grid_sampler,
+    reference_baseline,
+    settings,
+    summarize,
+)
+from search.studies import create_study, load_study, open_storage, study_names
+
+HELP = "train the uniform net (k, m_P(k)) once at every (budget, depth, seed) of a grid (resumable)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", help="grid file (TOML), e.g. studies/ksweep.toml; flags override it")
+    parser.add_argument("--budgets", type=int_list, help="comma-separated parameter budgets, e.g. 25000,50000,100000")
+    parser.add_argument("--depths", type=int_list, help="comma-separated numbers of hidden layers, e.g. 1,2,3,4,6,8")
+    parser.add_argument("--seeds", type=positive_int, help="seeds per shape: 0, 1, ..., N-1")
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--lr", type=positive_float)
+    parser.add_argument("--batch-size", type=batch_size, help="'full' or a mini-batch size")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS)
+    parser.add_argument("--activation", choices=ACTIVATION_NAMES)
+    parser.add_argument("--study", help="study name (default: the grid file's, else ksweep); resumes if it exists")
+    parser.add_argument("--storage", help=f"Optuna storage URL (default {DEFAULT_STORAGE}), or journal:PATH")
+    add_worker_options(parser)
+    add_device_option(parser)
+    add_data_options(parser)
+
+
+def resolve_config(args) -> GridConfig:
+    """Flags over the grid file; without one, over an existing study's settings, so a bare resume works."""
+    if args.config:
+        base = config_from_dict(load_toml(args.config), args.config)
+    else:
+        name = args.study or GridConfig.name
+        stored = _stored_settings(args.storage or DEFAULT_STORAGE, name)
+        base = config_from_dict(stored, f"study {name!r}") if stored is not None else GridConfig()
+    train = replace(
+        base.train,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        activation=args.activation,
+    )
+    return replace(
+        base,
+        name=args.study,
+        budgets=tuple(args.budgets) if args.budgets else None,
+        depths=tuple(args.depths) if args.depths else None,
+        seeds=args.seeds,
+        dataset=args.dataset,
+        data_limit=args.data_limit,
+        storage=args.storage,
+        train=train,
+    )
+
+
+def _stored_settings(url: str, name: str) -> dict | None:
+    """A grid study's stored settings, read without creating a database that is not there yet."""
+    try:
+        storage = open_storage(url, must_exist=True)
+    except UsageError:
+        return None  # no database yet, or one that the real open reports properly
+    if name not in study_names(storage):
+        return None
+    study = load_study(storage, name)
+    return study.user_attrs.get("config") if study.user_attrs.get("kind") == "grid" else None
+
+
+def run(args) -> int:
+    from search.data import load_data
+    from search.trainer import resolve_device
+
+    config = resolve_config(args)
+    url = config.storage
+    points = grid_points(config)
+    storage = open_storage(url, config.heartbeat_seconds, config.grace_seconds)
+    device = resolve_device(args.device)
+    data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
+    study = create_study(
+        storage, config.name, "grid", settings(config), make_grid_sampler(config), optuna.pruners.NopPruner()
+    )
+    fail_stale_trials(study)
+    queued = enqueue_missing(study, points)
+    train = config.train
+    print(
+        f"grid study {config.name!r} in {url}: {len(config.budgets)} budgets x {len(config.depths)} depths x "
+        f"{config.seeds} seeds = {len(points)} trials ({queued} queued now); {train.epochs} epochs of "
+        f"{train.optimizer} at lr {train.lr:g}, batch {train.batch_size or 'full'}, {train.activation}; "
+        f"{max(args.workers, 1)} worker(s), training on {device}"
+    )
+    worker_args = ["--study", config.name, "--storage", url, "--device", args.device]
+    if args.data_dir:
+        worker_args += ["--data-dir", args.data_dir]
+    workers = []
+    try:
+        if "baseline" not in study.user_attrs:
+            study.set_user_attr("baseline", reference_baseline(data))
+        workers = spawn_workers(args.workers, worker_args)
+        run_with_progress(study, GridObjective(config, data), len(points))
+    except KeyboardInterrupt:
+        stop_workers(workers, interrupt=True)
+        raise Interrupted(resume_hint("archsearch grid", config.name, url)) from None
+    stop_workers(workers, interrupt=False)
+    print_table(summarize(study, config), study.user_attrs["baseline"], config.seeds)
+    return 0
+
+
+def print_table(rows: list[ShapeRow], baseline: dict, seeds: int) -> None:
+    print(f"{'budget':>7} {'depth':>5} {'width':>5} {'params':>7} {'seeds':>5} {'train loss':>10} {'test acc':>8}")
+    for row in rows:
+        loss = f"{row.train_loss:.4f}" if row.train_loss is not None else "-"
+        accuracy = f"{row.test_accuracy:.2%}" if row.test_accuracy is not None else "-"
+        print(
+            f"{row.budget:>7} {row.depth:>5} {row.width:>5} {row.params:>7} {f'{row.completed}/{seeds}':>5} "
+            f"{loss:>10} {accuracy:>8}"
+        )
+    print(
+        f"linear baseline ({baseline['params']} params, {baseline['train_config']['epochs']} epochs of full-batch SGD "
+        f"on {baseline['train_images']} images): train loss {baseline['train_loss']:.4f}, "
+        f"test acc {baseline['test_accuracy']:.2%}"
+    )

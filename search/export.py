@@ -1,0 +1,104 @@
+"""Writing figures to a folder: self-contained HTML, PNG through kaleido, and the CSV behind each.
+
+Files are staged in a hidden folder inside the target and moved in at the end, so a failure
+leaves no half-written export behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import kaleido
+from kaleido.errors import ChromeNotFoundError
+
+from search.errors import UsageError
+from search.plots import Plot
+
+FORMATS = ("html", "png")
+PNG_WIDTH = 1100
+PNG_HEIGHT = 650
+PNG_HINT = (
+    "PNG files not written: kaleido needs Chrome or Chromium and found none; install one "
+    "(on Debian: apt-get install chromium) or point BROWSER_PATH at it, then export again"
+)
+
+
+@contextlib.contextmanager
+def output_folder(out: str | Path) -> Iterator[Path]:
+    """The output folder, created if needed, and removed again if it was new and the writing fails."""
+    path = Path(out)
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise UsageError(f"cannot write to --out folder {path}: {error.strerror}") from None
+    try:
+        yield path
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+
+
+def write_plots(plots: Sequence[Plot], out: Path, formats: Sequence[str]) -> tuple[list[Path], bool]:
+    """Write each plot's CSV and the asked formats; returns the files and whether PNG was possible."""
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as folder:
+        stage = Path(folder)
+        for plot in plots:
+            write_csv(stage / f"{plot.name}.csv", plot.rows)
+            if "html" in formats:
+                plot.figure.write_html(stage / f"{plot.name}.html", include_plotlyjs=True, config={"responsive": True})
+        png = "png" in formats and _write_pngs(plots, stage)
+        if "png" in formats and not png and "html" not in formats:
+            raise UsageError(PNG_HINT.replace("PNG files not written: ", "cannot write PNG: "))
+        written = []
+        for staged in sorted(stage.iterdir()):
+            os.replace(staged, out / staged.name)
+            written.append(out / staged.name)
+    return written, png
+
+
+def write_csv(path: Path, rows: Sequence[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Replace `path` in one step, so a reader never sees half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _write_pngs(plots: Sequence[Plot], stage: Path) -> bool:
+    """All PNGs in one browser session; False when kaleido finds no browser to render with."""
+    specs = [
+        {
+            "fig": plot.figure,
+            "path": stage / f"{plot.name}.png",
+            "opts": {
+                "format": "png",
+                "width": plot.figure.layout.width or PNG_WIDTH,
+                "height": plot.figure.layout.height or PNG_HEIGHT,
+            },
+        }
+        for plot in plots
+    ]
+    try:
+        kaleido.write_fig_from_object_sync(specs)
+    except ChromeNotFoundError:
+        return False
+    except Exception as error:  # kaleido wraps browser failures in many types; any of them means no PNG
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"kaleido could not render PNG ({reason}); export with --format html instead") from None
+    return True

@@ -1,0 +1,245 @@
+"""Grid studies (the k-sweep): every (budget, depth, seed) trains the uniform net (k, m_P(k)) once.
+
+Exactly once with any number of workers and across resumes: the `grid` command queues each point
+that has no live trial, workers pop queued trials, and a trial that is not the first live claim on
+its point is failed unrun. A worker that finds the queue empty while a point has no live trial
+(its run was interrupted) queues that point again.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from models.budget import LINEAR_PARAMETERS, MIN_BUDGET, depth_range, uniform_parameters, width_for_budget
+from search.config import BASELINE_TRAIN, DEFAULT_STORAGE, TrainConfig, _coerce, check_positive, check_range, replace
+from search.errors import UsageError
+from search.studies import FINISHED, Surplus
+
+if TYPE_CHECKING:
+    from search.data import Data
+
+LIVE = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """A k-sweep: what studies/ksweep.toml describes. `seeds` counts the seeds 0, 1, ..., seeds - 1."""
+
+    name: str = "ksweep"
+    budgets: tuple[int, ...] = (25_000, 50_000, 100_000)
+    depths: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
+    seeds: int = 3
+    dataset: str = "mnist"
+    data_limit: int = 0
+    storage: str = DEFAULT_STORAGE
+    heartbeat_seconds: int = 5
+    grace_seconds: int = 20
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("budgets", "depths"):
+            values = getattr(self, name)
+            if not values:
+                raise UsageError(f"{name} is empty; give at least one value")
+            if len(set(values)) != len(values):
+                raise UsageError(f"{name} lists a value twice: {list(values)}")
+        for depth in self.depths:
+            check_positive("every depth", depth)
+        check_positive("seeds", self.seeds)
+        check_range("data_limit", self.data_limit, 0, None)
+        check_positive("heartbeat_seconds", self.heartbeat_seconds)
+        if self.grace_seconds <= self.heartbeat_seconds:
+            raise UsageError("grace_seconds must be larger than heartbeat_seconds")
+        if self.train.seed != 0 or self.train.device != "auto":
+            raise UsageError(
+                "[train] seed and device are not grid settings: a trial's seed is its grid seed, "
+                "and --device picks the device"
+            )
+        check_budgets(self.budgets, self.depths)
+
+
+def check_budgets(budgets: tuple[int, ...], depths: tuple[int, ...]) -> None:
+    """Refuse up front, in one line, every budget that cannot hold some asked depth."""
+    problems = []
+    for budget in budgets:
+        if budget < MIN_BUDGET:
+            problems.append(f"{budget} (no hidden layer fits below {MIN_BUDGET} parameters)")
+            continue
+        deepest = depth_range(budget)[1]
+        too_deep = [str(depth) for depth in depths if depth > deepest]
+        if too_deep:
+            layers = "1 hidden layer" if deepest == 1 else f"{deepest} hidden layers"
+            problems.append(f"{budget} (holds at most {layers}; asked {', '.join(too_deep)})")
+    if problems:
+        raise UsageError(f"budgets too small for the asked depths: {'; '.join(problems)}; drop them or the depths")
+
+
+def config_from_dict(raw: dict[str, Any], where: str) -> GridConfig:
+    return _coerce(GridConfig, raw, where)
+
+
+def settings(config: GridConfig) -> dict[str, Any]:
+    """What a grid study stores and compares on resume: everything but its name."""
+    return {k: v for k, v in asdict(config).items() if k != "name"}
+
+
+class GridPoint(NamedTuple):
+    budget: int
+    depth: int
+    seed: int
+
+
+def grid_points(config: GridConfig) -> list[GridPoint]:
+    """Seed-major, so a partly run grid has every shape at seed 0 first."""
+    return [GridPoint(b, d, s) for s in range(config.seeds) for b in config.budgets for d in config.depths]
+
+
+def search_space(config: GridConfig) -> dict[str, list[int]]:
+    return {"budget": list(config.budgets), "depth": list(config.depths), "seed": list(range(config.seeds))}
+
+
+def point_of(trial: FrozenTrial) -> GridPoint | None:
+    """The grid point a trial holds: its queued parameters, or those it suggested."""
+    params = trial.system_attrs.get("fixed_params") or trial.params
+    if not {"budget", "depth", "seed"} <= params.keys():
+        return None
+    return GridPoint(params["budget"], params["depth"], params["seed"])
+
+
+def enqueue_missing(study: optuna.Study, points: list[GridPoint]) -> int:
+    """Queue each point without a finished, running or waiting trial; returns how many."""
+    taken = {point_of(t) for t in study.get_trials(deepcopy=False, states=LIVE)}
+    missing = [point for point in points if point not in taken]
+    for point in missing:
+        study.enqueue_trial(point._asdict())
+    return len(missing)
+
+
+class QueueGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for a study whose points are all queued.
+
+    Optuna 5's `after_trial` raises KeyError('grid_id') for a queued trial once one grid point is
+    left unvisited (always, for a one-point grid; optuna/optuna#6844), so queued trials skip it.
+    """
+
+    def after_trial(self, study, trial, state, values) -> None:
+        if "grid_id" in trial.system_attrs:
+            super().after_trial(study, trial, state, values)
+
+
+def make_grid_sampler(config: GridConfig, worker_index: int = 0) -> QueueGridSampler:
+    return QueueGridSampler(search_space(config), seed=worker_index)
+
+
+class GridObjective:
+    """Final loss on the whole training split of the uniform net (k, m_P(k)) at one grid point."""
+
+    def __init__(self, config: GridConfig, data: Data):
+        self.config = config
+        self.data = data
+        self.points = grid_points(config)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from search.objective import train_trial
+
+        self._claim(trial)
+        budget = trial.suggest_categorical("budget", self.config.budgets)
+        depth = trial.suggest_categorical("depth", self.config.depths)
+        seed = trial.suggest_categorical("seed", tuple(range(self.config.seeds)))
+        width = width_for_budget(budget, depth)
+        for key, value in (("profile", "uniform"), ("budget", budget), ("depth", depth), ("width", width)):
+            trial.set_user_attr(key, value)
+        result, _ = train_trial(trial, [width] * depth, replace(self.config.train, seed=seed), self.data)
+        return result.train.loss
+
+    def _claim(self, trial: optuna.Trial) -> None:
+        """Fail this trial unrun unless it is the lowest-numbered live trial of its point.
+
+        Any two live trials of one point both see the lower one live when they check, so at most
+        one of them trains, whichever order workers pop them in.
+        """
+        trials = trial.study.get_trials(deepcopy=False)
+        point = point_of(next(t for t in trials if t.number == trial.number))
+        if point is None:
+            queued = enqueue_missing(trial.study, self.points)
+            raise _surplus(trial, f"the queue was empty; queued {queued} unfinished grid point(s) again")
+        for other in trials:
+            if other.number == trial.number or point_of(other) != point:
+                continue
+            if other.state in FINISHED or (other.state in LIVE and other.number < trial.number):
+                raise _surplus(trial, f"grid point {tuple(point)} belongs to trial #{other.number}")
+
+
+def _surplus(trial: optuna.Trial, reason: str) -> Surplus:
+    trial.set_user_attr("fail_reason", f"surplus: {reason}")
+    return Surplus()
+
+
+def worker_setup(study: optuna.Study, args, device, artifacts):
+    """What `archsearch worker` runs for a grid study; grid trials save no models."""
+    from search.data import load_data
+
+    config = config_from_dict(study.user_attrs["config"], f"study {study.study_name}")
+    data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
+    sampler = make_grid_sampler(config, args.worker_index)
+    return sampler, optuna.pruners.NopPruner(), GridObjective(config, data), len(grid_points(config))
+
+
+def reference_baseline(data: Data) -> dict[str, Any]:
+    """The original study's linear model on the same data: the k-sweep plot's reference line."""
+    from search.baseline import run_baseline
+
+    result = run_baseline(data, BASELINE_TRAIN)
+    return {
+        "model": "linear softmax 784 -> 10",
+        "params": LINEAR_PARAMETERS,
+        "train_config": asdict(BASELINE_TRAIN),
+        "train_images": len(data.train_full),
+        "train_loss": result.train.loss,
+        "train_accuracy": result.train.accuracy,
+        "test_loss": result.test.loss,
+        "test_accuracy": result.test.accuracy,
+    }
+
+
+@dataclass(frozen=True)
+class ShapeRow:
+    """One (budget, depth) of a grid, averaged over its completed seeds."""
+
+    budget: int
+    depth: int
+    width: int
+    params: int
+    completed: int
+    train_loss: float | None
+    test_accuracy: float | None
+
+
+def summarize(study: optuna.Study, config: GridConfig) -> list[ShapeRow]:
+    done: dict[tuple[int, int], list[FrozenTrial]] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        point = point_of(trial)
+        if point is not None:
+            done.setdefault((point.budget, point.depth), []).append(trial)
+    rows = []
+    for budget in config.budgets:
+        for depth in config.depths:
+            width = width_for_budget(budget, depth)
+            trials = done.get((budget, depth), [])
+            rows.append(
+                ShapeRow(
+                    budget,
+                    depth,
+                    width,
+                    uniform_parameters(depth, width),
+                    len(trials),
+                    statistics.fmean(t.value for t in trials) if trials else None,
+                    statistics.fmean(t.user_attrs["test_accuracy"] for t in trials) if trials else None,
+                )
+            )
+    return rows

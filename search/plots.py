@@ -1,0 +1,450 @@
+"""Figures of the studies, each with the rows of numbers it draws: trials in, plotly figure out.
+
+Nothing here writes files or touches storage beyond reading a study's trials, so export, report
+and dashboard all show the same figures from the same numbers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import optuna
+import plotly.graph_objects as go
+from optuna.trial import FrozenTrial, TrialState
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from models.budget import LINEAR_PARAMETERS
+from models.profiles import PROFILES
+
+TEMPLATE = "plotly_white"
+PROFILE_COLORS = dict(zip(PROFILES, qualitative.Plotly, strict=False))
+BEST_SHAPES = 10
+VALIDATION = "validation loss (cross-entropy, final epoch)"
+OBJECTIVE = "validation loss"
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One figure and the table behind it; `name` is also its file name."""
+
+    name: str
+    figure: go.Figure
+    rows: list[dict]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A figure the study's trials cannot support yet, and why."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """Final training losses over seeds of one uniform shape (k, m_P(k)) of the grid."""
+
+    budget: int
+    depth: int
+    width: int
+    params: int
+    losses: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.losses)
+
+    @property
+    def spread(self) -> float:
+        return max(self.losses) - min(self.losses)
+
+
+def completed(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """Complete trials with a finite objective, the only ones a loss figure can place."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
+
+
+def sweep_points(trials: Iterable[FrozenTrial]) -> list[SweepPoint]:
+    """Grid trials grouped by (budget, depth), sorted; the objective is the final training loss."""
+    groups: dict[tuple[int, int], list[FrozenTrial]] = defaultdict(list)
+    for trial in completed(trials):
+        groups[(int(trial.params["budget"]), int(trial.params["depth"]))].append(trial)
+    return [
+        SweepPoint(
+            budget,
+            depth,
+            group[0].user_attrs["widths"][0],
+            group[0].user_attrs["params"],
+            tuple(t.value for t in sorted(group, key=lambda t: t.params.get("seed", 0))),
+        )
+        for (budget, depth), group in sorted(groups.items())
+    ]
+
+
+def ksweep(points: Sequence[SweepPoint], baseline: dict | None) -> Plot | Skipped:
+    """Final training loss against depth, one line per budget, the linear baseline as reference."""
+    if not points:
+        return Skipped("k-sweep", "no completed grid trials yet")
+    figure = go.Figure()
+    rows = []
+    budgets = sorted({p.budget for p in points})
+    for index, budget in enumerate(budgets):
+        line = [p for p in points if p.budget == budget]
+        seeds = max(len(p.losses) for p in line)
+        figure.add_trace(
+            go.Scatter(
+                x=[p.depth for p in line],
+                y=[p.mean for p in line],
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [max(p.losses) - p.mean for p in line],
+                    "arrayminus": [p.mean - min(p.losses) for p in line],
+                    "visible": seeds > 1,
+                },
+                mode="lines+markers",
+                name=f"P = {budget:,}" + (f" (mean of {seeds} seeds, bars: min to max)" if seeds > 1 else ""),
+                line={"color": qualitative.D3[index % len(qualitative.D3)]},
+                customdata=[[p.width, p.params, len(p.losses)] for p in line],
+                hovertemplate="k = %{x}, width %{customdata[0]} (%{customdata[1]:,} parameters)<br>"
+                "mean final training loss %{y:.4f} over %{customdata[2]} seed(s)<extra>P = " + f"{budget:,}</extra>",
+            )
+        )
+        rows += [
+            {
+                "series": f"P = {budget}",
+                "budget": budget,
+                "depth": p.depth,
+                "width": p.width,
+                "params": p.params,
+                "seeds": len(p.losses),
+                "train_loss_mean": p.mean,
+                "train_loss_min": min(p.losses),
+                "train_loss_max": max(p.losses),
+            }
+            for p in line
+        ]
+    if baseline is not None:
+        depths = [min(p.depth for p in points), max(p.depth for p in points)]
+        loss = baseline["train_loss"]
+        figure.add_trace(
+            go.Scatter(
+                x=depths,
+                y=[loss, loss],
+                mode="lines",
+                name=f"linear softmax baseline, no hidden layer ({LINEAR_PARAMETERS:,} parameters): {loss:.4f}",
+                line={"color": "black", "dash": "dash"},
+                hovertemplate=f"linear baseline: final training loss {loss:.4f}<extra></extra>",
+            )
+        )
+        rows.append(
+            {
+                "series": "linear baseline",
+                "budget": "",
+                "depth": 0,
+                "width": "",
+                "params": LINEAR_PARAMETERS,
+                "seeds": "",
+                "train_loss_mean": loss,
+                "train_loss_min": loss,
+                "train_loss_max": loss,
+            }
+        )
+    figure.update_layout(
+        template=TEMPLATE,
+        title="Final training loss of uniform MLPs (k hidden layers of width m_P(k)) at fixed parameter budgets P",
+        xaxis={"title": "k: number of hidden layers, each of width m_P(k)", "dtick": 1},
+        yaxis={"title": "final training loss (cross-entropy on the training set)"},
+        legend={"title": "parameter budget", "orientation": "h", "yanchor": "top", "y": -0.15},
+        height=620,
+    )
+    return Plot("k-sweep", figure, rows)
+
+
+def optuna_plots(study: optuna.Study) -> list[Plot | Skipped]:
+    """Optuna's standard figures of a search study, with the trial tables they draw."""
+    trials = study.get_trials(deepcopy=False)
+    done = sorted(completed(trials), key=lambda t: t.number)
+    params = sorted({name for t in done for name in t.params if not name.startswith("relative_width_")})
+    table = [{"number": t.number, "value": t.value, **{p: t.params.get(p) for p in params}} for t in done]
+    history = [
+        {"number": t.number, "value": t.value, "best_so_far": best}
+        for t, best in zip(done, itertools.accumulate((t.value for t in done), min), strict=True)
+    ]
+    visualization = optuna.visualization
+    if done:
+        results = [
+            Plot(
+                "optimization-history", visualization.plot_optimization_history(study, target_name=OBJECTIVE), history
+            ),
+            _importances(study, done, params),
+            Plot(
+                "parallel-coordinate",
+                visualization.plot_parallel_coordinate(study, params=params, target_name=OBJECTIVE),
+                table,
+            ),
+            Plot("slice", visualization.plot_slice(study, params=params, target_name=OBJECTIVE), table),
+        ]
+    else:
+        names = ("optimization-history", "param-importances", "parallel-coordinate", "slice")
+        results = [Skipped(name, "no completed trials yet") for name in names]
+    curves = [t for t in trials if t.intermediate_values]
+    if curves:
+        figure = visualization.plot_intermediate_values(study).update_layout(
+            xaxis={"title": "epoch", "dtick": 1},
+            yaxis_title="validation loss (cross-entropy)",
+            showlegend=True,
+            legend_title="trial",
+        )
+        rows = [
+            {"number": t.number, "state": t.state.name.lower(), "epoch": step, "val_loss": value}
+            for t in curves
+            for step, value in sorted(t.intermediate_values.items())
+        ]
+        results.append(Plot("intermediate-values", figure, rows))
+    else:
+        results.append(Skipped("intermediate-values", "no trial has reported a validation loss yet"))
+    return [_titled(result, study) for result in results]
+
+
+def _importances(study: optuna.Study, done: list[FrozenTrial], params: list[str]) -> Plot | Skipped:
+    """PED-ANOVA importances (Optuna's default, numpy only), skipped where the trials cannot support them."""
+    if len(done) < 2:
+        return Skipped("param-importances", f"needs at least 2 completed trials, the study has {len(done)}")
+    varying = [p for p in params if len({repr(t.params.get(p)) for t in done}) > 1]
+    if not varying:
+        return Skipped("param-importances", "no parameter varies across the completed trials")
+    try:
+        figure = optuna.visualization.plot_param_importances(study, params=varying, target_name=OBJECTIVE)
+    except (ValueError, RuntimeError) as error:
+        return Skipped("param-importances", str(error).strip().splitlines()[0])
+    bar = figure.data[0]
+    rows = [{"param": name, "importance": value} for name, value in zip(bar.y, bar.x, strict=True)]
+    return Plot("param-importances", figure, rows[::-1])
+
+
+def _titled(result: Plot | Skipped, study: optuna.Study) -> Plot | Skipped:
+    """The study's name in the title, so an exported file says where it came from."""
+    if isinstance(result, Plot):
+        title = result.figure.layout.title.text or result.name
+        result.figure.update_layout(title=f"{title}: study {study.study_name}", template=TEMPLATE)
+    return result
+
+
+def weight_decay(trial: FrozenTrial) -> float | None:
+    """The decay a trial trained with: its own attribute, else its training config's; None if unrecorded."""
+    return trial.user_attrs.get("weight_decay", trial.user_attrs.get("train_config", {}).get("weight_decay"))
+
+
+def shape_rows(trials: Iterable[FrozenTrial]) -> list[dict]:
+    """One row per completed search trial: its shape, training choice and validation loss."""
+    return [
+        {
+            "number": t.number,
+            "profile": t.user_attrs.get("profile", "uniform"),
+            "depth": len(t.user_attrs["widths"]),
+            "widths": " ".join(str(w) for w in t.user_attrs["widths"]),
+            "params": t.user_attrs["params"],
+            "weight_decay": weight_decay(t),
+            "val_loss": t.value,
+            "val_accuracy": t.user_attrs.get("val_accuracy"),
+        }
+        for t in sorted(completed(trials), key=lambda t: t.number)
+        if "widths" in t.user_attrs
+    ]
+
+
+def search_plots(study: optuna.Study) -> list[Plot | Skipped]:
+    """Our figures of a search study, the ones Optuna has no function for."""
+    rows = shape_rows(study.get_trials(deepcopy=False))
+    return [
+        _titled(plot, study)
+        for plot in (loss_vs_params(rows), loss_by_profile(rows), best_shapes(rows), loss_vs_weight_decay(rows))
+    ]
+
+
+def _by_profile(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    names = [p for p in PROFILES if any(r["profile"] == p for r in rows)]
+    return [(name, [r for r in rows if r["profile"] == name]) for name in names]
+
+
+def _hover(rows: list[dict]) -> dict:
+    return {
+        "customdata": [[r["number"], r["widths"], r["params"]] for r in rows],
+        "hovertemplate": "trial %{customdata[0]}: widths [%{customdata[1]}], %{customdata[2]:,} parameters"
+        "<br>validation loss %{y:.4f}<extra></extra>",
+    }
+
+
+def loss_vs_params(rows: list[dict]) -> Plot | Skipped:
+    if not rows:
+        return Skipped("loss-vs-params", "no completed trials yet")
+    figure = go.Figure(
+        [
+            go.Scatter(
+                x=[r["params"] for r in group],
+                y=[r["val_loss"] for r in group],
+                mode="markers",
+                name=profile,
+                marker={"color": PROFILE_COLORS[profile], "size": 9},
+                **_hover(group),
+            )
+            for profile, group in _by_profile(rows)
+        ]
+    )
+    figure.update_layout(
+        template=TEMPLATE,
+        title="Validation loss against parameter count, by profile",
+        xaxis_title="trainable parameters (weights and biases)",
+        yaxis_title=VALIDATION,
+        legend_title="profile",
+        height=600,
+    )
+    return Plot("loss-vs-params", figure, rows)
+
+
+def loss_by_profile(rows: list[dict]) -> Plot | Skipped:
+    if not rows:
+        return Skipped("loss-by-profile", "no completed trials yet")
+    figure = go.Figure(
+        [
+            go.Box(
+                y=[r["val_loss"] for r in group],
+                name=f"{profile} ({len(group)})",
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+                marker={"color": PROFILE_COLORS[profile]},
+                **_hover(group),
+            )
+            for profile, group in _by_profile(rows)
+        ]
+    )
+    figure.update_layout(
+        template=TEMPLATE,
+        title="Validation loss per profile (each point a trial; trials in brackets)",
+        xaxis_title="profile (completed trials)",
+        yaxis_title=VALIDATION,
+        showlegend=False,
+        height=600,
+    )
+    return Plot("loss-by-profile", figure, [{k: r[k] for k in ("number", "profile", "val_loss")} for r in rows])
+
+
+def best_shapes(rows: list[dict], count: int = BEST_SHAPES) -> Plot | Skipped:
+    """The widths of the best trials, layer by layer, one small panel each on a shared width axis."""
+    if not rows:
+        return Skipped("best-shapes", "no completed trials yet")
+    best = sorted(rows, key=lambda r: r["val_loss"])[:count]
+    columns = min(5, len(best))
+    lines = math.ceil(len(best) / columns)
+    figure = make_subplots(
+        rows=lines,
+        cols=columns,
+        shared_yaxes="all",
+        subplot_titles=[f"#{rank} (trial {r['number']})<br>loss {r['val_loss']:.4f}" for rank, r in enumerate(best, 1)],
+        vertical_spacing=0.22,
+    )
+    table = []
+    for rank, row in enumerate(best, 1):
+        widths = [int(w) for w in row["widths"].split()]
+        layers = list(range(1, len(widths) + 1))
+        figure.add_trace(
+            go.Bar(
+                x=layers,
+                y=widths,
+                marker={"color": PROFILE_COLORS[row["profile"]]},
+                name=row["profile"],
+                legendgroup=row["profile"],
+                showlegend=row["profile"] not in {r["profile"] for r in best[: rank - 1]},
+                hovertemplate="layer %{x}: %{y} units<extra>trial " + str(row["number"]) + "</extra>",
+            ),
+            row=(rank - 1) // columns + 1,
+            col=(rank - 1) % columns + 1,
+        )
+        table += [
+            {
+                "rank": rank,
+                "number": row["number"],
+                "profile": row["profile"],
+                "val_loss": row["val_loss"],
+                "params": row["params"],
+                "layer": layer,
+                "width": width,
+            }
+            for layer, width in zip(layers, widths, strict=True)
+        ]
+    figure.update_xaxes(title_text="hidden layer", dtick=1)
+    figure.update_yaxes(title_text="units", col=1)
+    figure.update_layout(
+        template=TEMPLATE,
+        title=f"Layer widths of the {len(best)} best trials, lowest validation loss first",
+        legend_title="profile",
+        height=360 * lines + 160,
+        margin={"t": 120},
+    )
+    return Plot("best-shapes", figure, table)
+
+
+def loss_vs_weight_decay(rows: list[dict]) -> Plot | Skipped:
+    """Trials without weight decay in their own panel, since 0 has no place on a log axis."""
+    rows = [r for r in rows if r["weight_decay"] is not None]
+    if not rows:
+        return Skipped("loss-vs-weight-decay", "no completed trial records its weight decay")
+    figure = make_subplots(
+        rows=1,
+        cols=2,
+        shared_yaxes=True,
+        column_widths=[0.2, 0.8],
+        horizontal_spacing=0.03,
+        subplot_titles=("no weight decay", "weight decay > 0 (log scale)"),
+    )
+    for profile, group in _by_profile(rows):
+        without = [r for r in group if r["weight_decay"] == 0]
+        with_decay = [r for r in group if r["weight_decay"] > 0]
+        legend_column = 2 if with_decay else 1
+        for column, side in ((1, without), (2, with_decay)):
+            figure.add_trace(
+                go.Scatter(
+                    x=["none"] * len(side) if column == 1 else [r["weight_decay"] for r in side],
+                    y=[r["val_loss"] for r in side],
+                    mode="markers",
+                    name=profile,
+                    legendgroup=profile,
+                    showlegend=column == legend_column,
+                    marker={"color": PROFILE_COLORS[profile], "size": 9},
+                    **_hover(side),
+                ),
+                row=1,
+                col=column,
+            )
+    figure.update_xaxes(type="log", title_text="weight decay (L2 coefficient)", row=1, col=2)
+    figure.update_yaxes(title_text=VALIDATION, row=1, col=1)
+    figure.update_layout(
+        template=TEMPLATE,
+        title="Validation loss against weight decay, by profile",
+        legend_title="profile",
+        height=600,
+    )
+    columns = ("number", "profile", "weight_decay", "val_loss")
+    return Plot("loss-vs-weight-decay", figure, [{k: r[k] for k in columns} for r in rows])
+
+
+def own_plots(study: optuna.Study) -> list[Plot | Skipped]:
+    """Our figures of a study, the ones Optuna has no function for: the k-sweep, or the shape figures."""
+    if study.user_attrs.get("kind") == "grid":
+        return [ksweep(sweep_points(study.get_trials(deepcopy=False)), study.user_attrs.get("baseline"))]
+    return search_plots(study)
+
+
+def study_plots(study: optuna.Study) -> list[Plot | Skipped]:
+    """Every figure of a study of either kind, in the order a reader meets them."""
+    if study.user_attrs.get("kind") == "grid":
+        return own_plots(study)
+    return [*optuna_plots(study), *own_plots(study)]

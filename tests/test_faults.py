@@ -1,0 +1,180 @@
+"""Faults: a worker killed mid-trial, Ctrl-C, and training that diverges. Nothing asked for is lost."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sqlite3
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+
+from search.studies import open_storage
+from tests.conftest import ENTRY_POINT, archsearch
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+EPOCHS = 10
+
+
+def write_study(folder: Path, name: str, trials: int, epochs: int, data_limit: int, space: str) -> Path:
+    """A study file with a 1 s heartbeat and a 3 s grace period, so a dead worker's trial goes stale fast."""
+    path = folder / f"{name}.toml"
+    path.write_text(
+        f'name = "{name}"\nbudget = 20000\ntrials = {trials}\nepochs = {epochs}\ndata_limit = {data_limit}\n'
+        f'sampler = "random"\npruner = "none"\nseed = 3\nheartbeat_seconds = 1\ngrace_seconds = 3\n'
+        f'storage = "sqlite:///{folder / "studies.db"}"\n\n[space]\nmax_depth = 2\n{space}\n'
+    )
+    return path
+
+
+# Long enough to be caught mid-trial: 10 epochs of 600+ steps each.
+SLOW_SPACE = 'batch_sizes = [16]\noptimizers = ["adam"]\nschedules = ["constant"]'
+
+
+def env_for(mnist_root: Path) -> dict[str, str]:
+    return {**os.environ, "ARCHSEARCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
+
+
+def trials_of(folder: Path, name: str) -> list[FrozenTrial]:
+    storage = open_storage(f"sqlite:///{folder / 'studies.db'}")
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def mid_trial(folder: Path) -> int:
+    """How many trials are running and have reported at least one epoch with two more to go.
+
+    Polled several times a second, so it reads Optuna's tables directly instead of opening a storage."""
+    try:
+        with sqlite3.connect(f"file:{folder / 'studies.db'}?mode=ro", uri=True) as connection:
+            rows = connection.execute(
+                "SELECT COUNT(v.trial_id) FROM trials t LEFT JOIN trial_intermediate_values v"
+                " ON v.trial_id = t.trial_id WHERE t.state = 'RUNNING' GROUP BY t.trial_id"
+            ).fetchall()
+    except sqlite3.OperationalError:  # no database or no tables yet
+        return 0
+    return sum(1 <= epochs < EPOCHS - 2 for (epochs,) in rows)
+
+
+def wait_for(condition, process: subprocess.Popen, stderr: Path, timeout: float = 240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        assert process.poll() is None, f"exited early with {process.returncode}: {stderr.read_text()}"
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting")
+
+
+def children_of(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def integrity(folder: Path) -> str:
+    with sqlite3.connect(folder / "studies.db") as connection:
+        return connection.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def test_killed_worker_trial_is_failed_retried_and_nothing_is_lost(tmp_path, mnist_root):
+    config = write_study(tmp_path, "crash", trials=5, epochs=EPOCHS, data_limit=10_000, space=SLOW_SPACE)
+    err_path = tmp_path / "err"
+    with open(tmp_path / "out", "w") as out, open(err_path, "w") as err:
+        search = subprocess.Popen(
+            [str(ENTRY_POINT), "search", "--config", str(config), "--workers", "2", "--device", "cpu"],
+            stdout=out, stderr=err, env=env_for(mnist_root), cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            # Both processes (the search and its one spawned worker) are in the middle of a trial.
+            wait_for(lambda: mid_trial(tmp_path) == 2 and children_of(search.pid), search, err_path)
+            (worker,) = children_of(search.pid)
+            os.kill(worker, signal.SIGKILL)
+            assert search.wait(timeout=300) == 0, err_path.read_text()
+        finally:
+            search.kill()
+    assert "Traceback" not in err_path.read_text()
+    trials = trials_of(tmp_path, "crash")
+    states = Counter(t.state for t in trials)
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 5, states
+    assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0, states
+    # The killed trial: failed by the heartbeat (no fail_reason of ours), after it had trained part-way.
+    (killed,) = [t for t in trials if t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs]
+    assert 1 <= len(killed.intermediate_values) < EPOCHS
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert retry.state in FINISHED and retry.params == killed.params
+    assert len(retry.intermediate_values) == EPOCHS
+    assert integrity(tmp_path) == "ok"
+
+
+def test_ctrl_c_marks_running_trials_failed_and_says_how_to_resume(tmp_path, mnist_root):
+    config = write_study(tmp_path, "stop", trials=5, epochs=EPOCHS, data_limit=10_000, space=SLOW_SPACE)
+    err_path = tmp_path / "err"
+    with open(err_path, "w") as err:
+        search = subprocess.Popen(
+            [str(ENTRY_POINT), "search", "--config", str(config), "--workers", "2", "--device", "cpu"],
+            stdout=subprocess.DEVNULL, stderr=err, env=env_for(mnist_root), cwd=tmp_path, start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: mid_trial(tmp_path) == 2, search, err_path)
+            os.killpg(search.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+            search.wait(timeout=120)
+        finally:
+            search.kill()
+    stderr = err_path.read_text()
+    assert search.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    hints = [line for line in stderr.splitlines() if "Resume with: archsearch search" in line]
+    assert len(hints) == 1, stderr
+    trials = trials_of(tmp_path, "stop")
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(stopped) == 2 and all(1 <= len(t.intermediate_values) < EPOCHS for t in stopped)
+    assert integrity(tmp_path) == "ok"
+
+    # The printed command, as is, finishes the study.
+    command = shlex.split(hints[0].split("Resume with: ", 1)[1])
+    assert command[:2] == ["archsearch", "search"]
+    resumed = archsearch(*command[1:], env=env_for(mnist_root), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sum(t.state in FINISHED for t in trials_of(tmp_path, "stop")) == 5
+
+
+@pytest.mark.parametrize(
+    ("lr", "expect_complete"),
+    [pytest.param("[1e6, 1e7]", False, id="all-diverge"), pytest.param("[1e-3, 1e7]", True, id="some-diverge")],
+)
+def test_diverging_trials_are_pruned_with_their_reason(tmp_path, mnist_root, lr, expect_complete):
+    # Uniform profiles meet the budget at every depth, so divergence is the only reason to prune here.
+    space = f'lr = {lr}\noptimizers = ["sgd"]\nschedules = ["constant"]\nbatch_sizes = [64]\nprofiles = ["uniform"]'
+    config = write_study(tmp_path, "boom", trials=8, epochs=1, data_limit=300, space=space)
+    result = archsearch("search", "--config", str(config), "--device", "cpu", env=env_for(mnist_root), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    trials = trials_of(tmp_path, "boom")
+    assert sum(t.state in FINISHED for t in trials) == 8
+    assert not [t for t in trials if t.state not in FINISHED]
+    diverged = [t for t in trials if t.state == TrialState.PRUNED]
+    assert diverged
+    for trial in diverged:
+        assert trial.user_attrs["pruned_reason"].startswith("training diverged at epoch 1"), trial.user_attrs
+        assert trial.params["lr"] > 1  # only the huge learning rates blow up
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert bool(complete) == expect_complete
+    if expect_complete:
+        assert "best: #" in result.stdout
+    else:
+        assert "best: none; all 8 finished trials were pruned (first: training diverged" in result.stdout

@@ -1,0 +1,115 @@
+"""Many workers on one study, on SQLite and on PostgreSQL: exactly N finished trials, nothing locked."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.studies import open_storage
+from tests.conftest import archsearch
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Small and quick: a few hundred images, one epoch; one thread per process on the 2-core machine.
+QUICK = ("--epochs", "1", "--data-limit", "200", "--device", "cpu")
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> str:
+    url = os.environ.get("ARCHSEARCH_TEST_PG")
+    if not url:
+        pytest.skip("ARCHSEARCH_TEST_PG is unset: start a server with `. .ci/postgres.sh` (.ci/run does)")
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def storage(request, tmp_path: Path):
+    """(URL, fresh study name); a PostgreSQL study is deleted afterwards."""
+    name = f"w-{uuid.uuid4().hex[:8]}"
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'studies.db'}", name
+        return
+    url = request.getfixturevalue("pg_url")
+    yield url, name
+    if name in optuna.get_all_study_names(open_storage(url)):
+        optuna.delete_study(study_name=name, storage=open_storage(url))
+
+
+def env_for(mnist_root: Path) -> dict[str, str]:
+    return {"ARCHSEARCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
+
+
+def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials(deepcopy=False)
+
+
+def most_at_once(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """The largest number of trials that were running at one moment."""
+    events = sorted(
+        [(t.datetime_start, 1) for t in trials if t.datetime_start and t.datetime_complete]
+        + [(t.datetime_complete, -1) for t in trials if t.datetime_start and t.datetime_complete]
+    )
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def check_clean_run(result, url: str) -> None:
+    assert result.returncode == 0, result.stderr
+    assert "database is locked" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+            assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_four_workers_finish_exactly_24_trials(storage, tmp_path, mnist_root):
+    url, name = storage
+    result = archsearch(
+        "search", "--study", name, "--storage", url, "--trials", "24", "--workers", "4",
+        "--budget", "20000", "--max-depth", "2", *QUICK,
+        env=env_for(mnist_root), cwd=tmp_path,
+    )  # fmt: skip
+    check_clean_run(result, url)
+    trials = trials_of(url, name)
+    states = Counter(t.state for t in trials)
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 24, states
+    assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0, states
+    # The only failures allowed are surplus trials, failed unrun by the exactly-N guard.
+    for trial in trials:
+        if trial.state == TrialState.FAIL:
+            assert trial.user_attrs["fail_reason"].startswith("surplus"), trial.user_attrs
+            assert not trial.intermediate_values
+    assert most_at_once([t for t in trials if t.state in FINISHED]) >= 2  # workers really overlapped
+    assert result.stdout.count("\nbest: #") == 1
+
+
+def test_four_workers_run_each_grid_point_once(storage, tmp_path, mnist_root):
+    url, name = storage
+    # A worker needs ~5 s of CPU to start; 600+ steps per grid trial keep the first process busy that long,
+    # so that the other workers get grid points too.
+    result = archsearch(
+        "grid", "--study", name, "--storage", url, "--budgets", "5000,10000", "--depths", "1,2", "--seeds", "3",
+        "--workers", "4", "--epochs", "2", "--data-limit", "5000", "--batch-size", "16", "--device", "cpu",
+        env=env_for(mnist_root), cwd=tmp_path,
+    )  # fmt: skip
+    check_clean_run(result, url)
+    trials = trials_of(url, name)
+    done = [t for t in trials if t.state in FINISHED]
+    points = Counter((t.params["budget"], t.params["depth"], t.params["seed"]) for t in done)
+    expected = {(b, d, s) for b in (5000, 10000) for d in (1, 2) for s in range(3)}
+    assert set(points) == expected
+    assert all(count == 1 for count in points.values()), points
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for trial in trials:
+        if trial.state == TrialState.FAIL:
+            assert trial.user_attrs["fail_reason"].startswith("surplus"), trial.user_attrs
+    assert most_at_once(done) >= 2
