@@ -1,4 +1,21 @@
 """Names of the activations and initializations the MLPs support, without importing torch."""
 
+from dataclasses import dataclass
+
 ACTIVATION_NAMES = ("tanh", "relu", "gelu")
 INIT_NAMES = ("default", "zeros", "normal", "constant", "xavier", "kaiming")
+
+
+@dataclass(frozen=True)
+class Init:
+    """How to set the starting weights; `value` is the std for normal and the value for constant."""
+
+    name: str = "default"
+    value: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name not in INIT_NAMES:
+            raise ValueError(f"unknown init {self.name!r}; choose from {', '.join(INIT_NAMES)}")
+
+    def label(self) -> str:
+        return f"{self.name}({self.value:g})" if self.name in ("normal", "constant") else self.name

@@ -4,31 +4,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from models.budget import CLASSES, INPUTS
-from models.catalog import ACTIVATION_NAMES, INIT_NAMES
+from models.catalog import ACTIVATION_NAMES, INIT_NAMES, Init
 
 ACTIVATIONS = dict(zip(ACTIVATION_NAMES, (nn.Tanh, nn.ReLU, nn.GELU), strict=True))
 INITS = INIT_NAMES
-
-
-@dataclass(frozen=True)
-class Init:
-    """How to set the starting weights; `value` is the std for normal and the value for constant."""
-
-    name: str = "default"
-    value: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.name not in INITS:
-            raise ValueError(f"unknown init {self.name!r}; choose from {', '.join(INITS)}")
-
-    def label(self) -> str:
-        return f"{self.name}({self.value:g})" if self.name in ("normal", "constant") else self.name
 
 
 def build_mlp(widths: Sequence[int], activation: str = "tanh", init: Init = Init()) -> nn.Sequential:

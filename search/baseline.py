@@ -6,13 +6,14 @@ import dataclasses
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from models.mlp import Init, build_mlp
+from models.catalog import Init
 from search.config import TrainConfig
-from search.data import Data
-from search.trainer import EpochRecord, TrainResult, train
+
+if TYPE_CHECKING:  # torch loads only when a model trains, so reading results (the report) stays light
+    from search.data import Data
+    from search.trainer import EpochRecord, TrainResult
 
 INIT_STUDY_INITS = (
     Init("default"),
@@ -28,6 +29,11 @@ def run_baseline(
     data: Data, config: TrainConfig, init: Init = Init(), on_epoch: Callable[[EpochRecord], None] | None = None
 ) -> TrainResult:
     """Train on all 60,000 training images and score on the test set, as the study did."""
+    import torch
+
+    from models.mlp import build_mlp
+    from search.trainer import train
+
     torch.manual_seed(config.seed)
     model = build_mlp([], init=init)
     return train(model, data.train_full, config, test=data.test, on_epoch=on_epoch)

@@ -97,6 +97,7 @@ def open_storage(url: str, heartbeat_seconds: int = 5, grace_seconds: int = 20, 
                     # WAL lets readers (the dashboard, other workers) proceed while one worker writes.
                     with storage.engine.connect() as connection:
                         connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+                    _begin_immediate(storage.engine)
                 break
             except sqlalchemy.exc.DBAPIError as error:
                 # Processes that open a new database at once all create Optuna's tables (and SQLite's
@@ -116,6 +117,26 @@ def open_storage(url: str, heartbeat_seconds: int = 5, grace_seconds: int = 20, 
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise UsageError(f"cannot use storage {describe(url)}: {reason}") from None
     return storage
+
+
+def _begin_immediate(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every SQLite transaction take the write lock as it begins.
+
+    pysqlite begins a transaction only at the first write, so the read before it (Optuna's "is this
+    queued trial still WAITING?") is not part of it: two workers could both claim one queued trial, run
+    it twice, and the slower one crash on "Cannot tell a COMPLETE trial". BEGIN IMMEDIATE makes such
+    read-then-write steps take turns; the busy timeout makes a worker wait for its turn, not fail.
+    """
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _let_sqlalchemy_begin(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened so far lack the hooks
 
 
 def _check_folder(path: Path) -> None:
@@ -228,7 +249,8 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        # Epochs are reported from 1: no trial is judged on its first epoch alone.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
     return optuna.pruners.NopPruner()
 
 

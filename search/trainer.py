@@ -19,7 +19,6 @@ from search.config import TrainConfig
 from search.data import Split
 
 EVAL_BATCH = 16_384
-CPU_CHUNK = 4096  # rows per forward/backward pass: 4096 x 784 floats (12.5 MiB) stay in L3 for the backward
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -129,18 +128,10 @@ class MLPStep:
     at these sizes that overhead is a large share of a CPU step. Here the gradients go into buffers that
     live across steps, tanh and ReLU run in place, the first layer's input gradient is never formed, and
     the last layer is computed with classes as rows: log-softmax over a 10-wide last dimension is several
-    times slower on CPU than over a batch-wide first one. A batch larger than `chunk` rows is processed in
-    chunks whose gradients add up, so the backward pass reads each chunk from cache rather than memory
-    (full-batch steps are memory-bound). Results match autograd's up to float rounding.
+    times slower on CPU than over a batch-wide first one. Results match autograd's up to float rounding.
     """
 
-    def __init__(
-        self,
-        linears: list[nn.Linear],
-        activations: list[nn.Module],
-        optimizer: torch.optim.Optimizer,
-        chunk: int | None,
-    ):
+    def __init__(self, linears: list[nn.Linear], activations: list[nn.Module], optimizer: torch.optim.Optimizer):
         self.hidden = [
             (linear, linear.weight.t(), activation)
             for linear, activation in zip(linears[:-1], activations, strict=True)
@@ -148,14 +139,13 @@ class MLPStep:
         self.last = linears[-1]
         self.last_bias_column = self.last.bias.unsqueeze(1)
         self.optimizer = optimizer
-        self.chunk = chunk
         self.minus_ones = self.last.weight.new_full((1, 0), -1.0)
         for linear in linears:
             for param in linear.parameters():
                 param.grad = torch.zeros_like(param)
 
     @classmethod
-    def build(cls, model: nn.Module, optimizer: torch.optim.Optimizer, chunk: int | None) -> MLPStep | None:
+    def build(cls, model: nn.Module, optimizer: torch.optim.Optimizer) -> MLPStep | None:
         """None unless `model` is exactly Linear (activation Linear)*, with biases, trainable and hook-free."""
         if type(model) is not nn.Sequential or len(model) % 2 == 0:
             return None
@@ -165,29 +155,16 @@ class MLPStep:
             return None
         if any(type(m) not in (nn.Tanh, nn.ReLU, nn.GELU) for m in activations):
             return None
-        hooks = (
-            (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks)
-            for m in [model, *modules]
-        )
-        if any(any(kinds) for kinds in hooks):
+        hooks = ((m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks) for m in modules)
+        if any(any(kinds) for kinds in hooks) or model._forward_hooks or model._forward_pre_hooks:
             return None
         optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
         if not all(p.requires_grad and id(p) in optimized for p in model.parameters()):
             return None
-        return cls(linears, activations, optimizer, chunk)
+        return cls(linears, activations, optimizer)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        size = len(y)
-        chunk = self.chunk if self.chunk and self.chunk < size else size
-        loss = self.accumulate(x[:chunk], y[:chunk], size, first=True)
-        for start in range(chunk, size, chunk):
-            loss += self.accumulate(x[start : start + chunk], y[start : start + chunk], size, first=False)
-        self.optimizer.step()
-        return loss / size
-
-    def accumulate(self, x: torch.Tensor, y: torch.Tensor, size: int, first: bool) -> torch.Tensor:
-        """Add this chunk's share of the batch-mean gradient into the .grad buffers; return its summed loss."""
         saved: list[tuple[torch.Tensor, torch.Tensor]] = []  # (layer input, pre-activation or output)
         h = x
         for linear, weight_t, activation in self.hidden:
@@ -201,12 +178,12 @@ class MLPStep:
                 h = F.gelu(z, approximate=activation.approximate)
         logits_t = torch.addmm(self.last_bias_column, self.last.weight, h.t())
         log_probs_t = torch.log_softmax(logits_t, dim=0)
-        loss = F.nll_loss(log_probs_t.t(), y, reduction="sum")
-        grad_t = log_probs_t.exp_()  # d mean loss / d logits = (softmax - one_hot) / batch
+        loss = F.nll_loss(log_probs_t.t(), y)
+        grad_t = log_probs_t.exp_()  # d loss / d logits = (softmax - one_hot) / batch
         grad_t.scatter_add_(0, y.unsqueeze(0), self.minus_one_row(len(y)))
-        grad_t /= size
-        add_product(self.last.weight.grad, grad_t, h, first)
-        add_sum(self.last.bias.grad, grad_t, 1, first)
+        grad_t /= len(y)
+        torch.mm(grad_t, h, out=self.last.weight.grad)
+        torch.sum(grad_t, dim=1, out=self.last.bias.grad)
         grad = grad_t.t().mm(self.last.weight) if saved else grad_t
         for index in range(len(saved) - 1, -1, -1):
             linear, _, activation = self.hidden[index]
@@ -217,10 +194,11 @@ class MLPStep:
                 grad = torch.ops.aten.threshold_backward.default(grad, z, 0)
             else:
                 grad = torch.ops.aten.gelu_backward.default(grad, z, approximate=activation.approximate)
-            add_product(linear.weight.grad, grad.t(), layer_input, first)
-            add_sum(linear.bias.grad, grad, 0, first)
+            torch.mm(grad.t(), layer_input, out=linear.weight.grad)
+            torch.sum(grad, dim=0, out=linear.bias.grad)
             if index:
                 grad = grad.mm(linear.weight)
+        self.optimizer.step()
         return loss
 
     def minus_one_row(self, length: int) -> torch.Tensor:
@@ -228,21 +206,6 @@ class MLPStep:
         if self.minus_ones.shape[1] < length:
             self.minus_ones = self.minus_ones.new_full((1, length), -1.0)
         return self.minus_ones[:, :length]
-
-
-def add_product(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, first: bool) -> None:
-    """out = a @ b on the first chunk of a batch, out += a @ b on the others, in place either way."""
-    if first:
-        torch.mm(a, b, out=out)
-    else:
-        out.addmm_(a, b)
-
-
-def add_sum(out: torch.Tensor, a: torch.Tensor, dim: int, first: bool) -> None:
-    if first:
-        torch.sum(a, dim=dim, out=out)
-    else:
-        out += a.sum(dim=dim)
 
 
 def batches(split: Split, batch: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -283,8 +246,7 @@ def train(
     batch = size if config.batch_size in (0, None) or config.batch_size >= size else config.batch_size
     steps_per_epoch = math.ceil(size / batch)
     schedule = make_schedule(optimizer, config, steps_per_epoch * config.epochs)
-    chunk = CPU_CHUNK if device.type == "cpu" else None
-    step = MLPStep.build(model, optimizer, chunk) or autograd_step(model, optimizer)
+    step = MLPStep.build(model, optimizer) or autograd_step(model, optimizer)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     result = TrainResult(device=str(device))
     started = time.perf_counter()

@@ -45,7 +45,15 @@ def test_baseline_reproduces_the_study(mnist_root):
 
 def test_init_study_prints_table_and_conclusion(tiny_mnist):
     result = archsearch(
-        "baseline", "--init-study", "--epochs", "3", "--seeds", "0,1", "--data-limit", "500", "--json",
+        "baseline",
+        "--init-study",
+        "--epochs",
+        "3",
+        "--seeds",
+        "0,1",
+        "--data-limit",
+        "500",
+        "--json",
         env={"ARCHSEARCH_DATA": str(tiny_mnist)},
     )
     assert result.returncode == 0, result.stderr

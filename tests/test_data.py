@@ -57,7 +57,12 @@ def test_environment_variable_sets_root(monkeypatch, tmp_path):
 
 def test_real_mnist_shapes_and_preprocessing(mnist_root):
     data = load_data(str(mnist_root), "mnist", "cpu")
-    assert (len(data.train_full), len(data.train), len(data.validation), len(data.test)) == (60_000, 50_000, 10_000, 10_000)
+    assert (len(data.train_full), len(data.train), len(data.validation), len(data.test)) == (
+        60_000,
+        50_000,
+        10_000,
+        10_000,
+    )
     assert data.train_full.x.min().item() == -0.5 and data.train_full.x.max().item() == 0.5
     assert sorted(torch.bincount(data.test.y).tolist())[0] > 800
     assert os.access(mnist_root, os.R_OK)

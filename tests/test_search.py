@@ -23,8 +23,11 @@ def sample(sampler, trials, space=SearchSpace(), budget=50_000):
         candidate = suggest(trial, space, budget, 0.02, 1, 0)
         candidates.append(candidate)
         value = candidate.train.lr if candidate.widths else float("nan")
-        study.tell(trial, value if candidate.widths else None,
-                   state=None if candidate.widths else optuna.trial.TrialState.PRUNED)
+        study.tell(
+            trial,
+            value if candidate.widths else None,
+            state=None if candidate.widths else optuna.trial.TrialState.PRUNED,
+        )
     return candidates
 
 
@@ -68,8 +71,23 @@ def finished_search(tmp_path_factory, mnist_root):
     folder = tmp_path_factory.mktemp("search")
     url = f"sqlite:///{folder / 'studies.db'}"
     env = {"ARCHSEARCH_DATA": str(mnist_root)}
-    args = ["search", "--budget", "20000", "--epochs", "2", "--data-limit", "2000", "--storage", url,
-            "--study", "s", "--device", "cpu", "--max-depth", "3"]
+    args = [
+        "search",
+        "--budget",
+        "20000",
+        "--epochs",
+        "2",
+        "--data-limit",
+        "2000",
+        "--storage",
+        url,
+        "--study",
+        "s",
+        "--device",
+        "cpu",
+        "--max-depth",
+        "3",
+    ]
     first = archsearch(*args, "--trials", "2", env=env, cwd=folder)
     assert first.returncode == 0, first.stderr
     resumed = archsearch(*args, "--trials", "4", env=env, cwd=folder)
@@ -88,8 +106,17 @@ def test_search_resumes_to_the_total(finished_search):
     for trial in study.trials:
         if trial.state == optuna.trial.TrialState.COMPLETE:
             assert abs(trial.user_attrs["params"] - 20_000) <= 400
-            assert {"val_accuracy", "test_loss", "test_accuracy", "epoch_seconds", "device", "seed",
-                    "torch_version", "widths", "profile"} <= set(trial.user_attrs)
+            assert {
+                "val_accuracy",
+                "test_loss",
+                "test_accuracy",
+                "epoch_seconds",
+                "device",
+                "seed",
+                "torch_version",
+                "widths",
+                "profile",
+            } <= set(trial.user_attrs)
             assert len(trial.intermediate_values) == 2
     stored = study.user_attrs["config"]
     assert stored["budget"] == 20_000 and stored["trials"] == 4
@@ -109,15 +136,17 @@ def test_best_exports_a_model_that_reloads(finished_search, tmp_path):
     data = load_data(str(env["ARCHSEARCH_DATA"]), "mnist", "cpu", limit=2000)
     assert evaluate(model, data.test).accuracy == pytest.approx(best["test_accuracy"], abs=1e-9)
     study = optuna.load_study(study_name="s", storage=url)
-    assert best["study_trial"] == min(
-        (t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value
-    ).number
+    assert (
+        best["study_trial"]
+        == min((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value).number
+    )
 
 
 def test_best_retrain_says_which_data(finished_search, tmp_path):
     _, url, env, _, _ = finished_search
-    result = archsearch("best", "--study", "s", "--storage", url, "--retrain", "--export", str(tmp_path / "r.pt"),
-                        env=env)
+    result = archsearch(
+        "best", "--study", "s", "--storage", url, "--retrain", "--export", str(tmp_path / "r.pt"), env=env
+    )
     assert result.returncode == 0, result.stderr
     assert "retrained     on all 2,000 training images" in result.stdout
     model, checkpoint = load_model(tmp_path / "r.pt")

@@ -23,8 +23,14 @@ def fit(data, config, widths=(32,)):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "onecycle"])
 def test_training_lowers_the_loss(tiny, optimizer, schedule):
-    config = TrainConfig(epochs=4, batch_size=64, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 3e-3,
-                         momentum=0.9, schedule=schedule)
+    config = TrainConfig(
+        epochs=4,
+        batch_size=64,
+        optimizer=optimizer,
+        lr=0.05 if optimizer == "sgd" else 3e-3,
+        momentum=0.9,
+        schedule=schedule,
+    )
     result, _ = fit(tiny, config)
     assert len(result.history) == 4
     assert result.history[-1].val_loss < result.history[0].val_loss or result.validation.loss < 1.0

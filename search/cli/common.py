@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -69,9 +70,22 @@ def run_with_progress(study: optuna.Study, objective, target: int, quiet: bool =
 
 
 def spawn_workers(count: int, args: list[str]) -> list[subprocess.Popen]:
-    """Extra worker processes of this same program, each with its own worker index."""
+    """Extra worker processes of this same program, each with its own worker index.
+
+    The cores are shared out: W processes each running torch's default of one thread per core
+    oversubscribe the CPU and run many times slower than W processes with cores/W threads each.
+    """
+    if count < 2:
+        return []
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // count)
+    torch.set_num_threads(threads)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     return [
-        subprocess.Popen([sys.executable, "-m", "search", "worker", *args, "--worker-index", str(index), "--quiet"])
+        subprocess.Popen(
+            [sys.executable, "-m", "search", "worker", *args, "--worker-index", str(index), "--quiet"], env=env
+        )
         for index in range(1, count)
     ]
 

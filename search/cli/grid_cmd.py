@@ -29,7 +29,7 @@ from search.grid import (
     settings,
     summarize,
 )
-from search.studies import create_study, load_study, open_storage, study_names
+from search.studies import create_study, describe, load_study, open_storage, study_names
 
 HELP = "train the uniform net (k, m_P(k)) once at every (budget, depth, seed) of a grid (resumable)"
 
@@ -109,7 +109,7 @@ def run(args) -> int:
     queued = enqueue_missing(study, points)
     train = config.train
     print(
-        f"grid study {config.name!r} in {url}: {len(config.budgets)} budgets x {len(config.depths)} depths x "
+        f"grid study {config.name!r} in {describe(url)}: {len(config.budgets)} budgets x {len(config.depths)} depths x "
         f"{config.seeds} seeds = {len(points)} trials ({queued} queued now); {train.epochs} epochs of "
         f"{train.optimizer} at lr {train.lr:g}, batch {train.batch_size or 'full'}, {train.activation}; "
         f"{max(args.workers, 1)} worker(s), training on {device}"

@@ -28,7 +28,16 @@ from search.config import (
     to_dict,
 )
 from search.errors import Interrupted, UsageError
-from search.studies import best_trial, create_study, load_study, make_pruner, make_sampler, open_storage, study_names
+from search.studies import (
+    best_trial,
+    create_study,
+    describe,
+    load_study,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    study_names,
+)
 
 HELP = "search layer-width profiles and hyperparameters under a parameter budget (resumable)"
 
@@ -127,8 +136,9 @@ def run(args) -> int:
     if args.data_dir:
         worker_args += ["--data-dir", args.data_dir]
     print(
-        f"study {config.name!r} in {url}: {config.trials} trials, budget {config.budget} ±{config.tolerance:.0%}, "
-        f"{config.epochs} epochs, {max(args.workers, 1)} worker(s), training on {device}"
+        f"study {config.name!r} in {describe(url)}: {config.trials} trials, "
+        f"budget {config.budget} ±{config.tolerance:.0%}, {config.epochs} epochs, "
+        f"{max(args.workers, 1)} worker(s), training on {device}"
     )
     workers = spawn_workers(args.workers, worker_args)
     try:
@@ -147,6 +157,7 @@ def run(args) -> int:
     print(f"best: {summary_line(best)}")
     print(
         f"      test loss {best.user_attrs['test_loss']:.4f}, test accuracy {best.user_attrs['test_accuracy']:.2%} "
-        f"(for information; selection used validation). Details: archsearch best --study {config.name} --storage {url}"
+        "(for information; selection used validation). "
+        f"Details: archsearch best --study {config.name} --storage {describe(url)}"
     )
     return 0
