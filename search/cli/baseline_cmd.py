@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from models.catalog import INIT_NAMES
+from models.catalog import INIT_NAMES, Init
 from search.cli.args import (
     add_data_options,
     add_json_option,
@@ -14,7 +14,7 @@ from search.cli.args import (
     positive_int,
     seed_list,
 )
-from search.config import TrainConfig
+from search.config import BASELINE_TRAIN, TrainConfig
 from search.errors import UsageError
 from search.progress import progress
 
@@ -22,9 +22,11 @@ HELP = "train the linear softmax baseline (784 -> 10) with full-batch SGD, or co
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--lr", type=positive_float, default=0.2)
-    parser.add_argument("--epochs", type=positive_int, default=150)
-    parser.add_argument("--batch-size", type=batch_size, default=0, help="'full' (default) or a mini-batch size")
+    parser.add_argument("--lr", type=positive_float, default=BASELINE_TRAIN.lr)
+    parser.add_argument("--epochs", type=positive_int, default=BASELINE_TRAIN.epochs)
+    parser.add_argument(
+        "--batch-size", type=batch_size, default=BASELINE_TRAIN.batch_size, help="'full' (default) or a mini-batch size"
+    )
     parser.add_argument("--init", choices=INIT_NAMES, default="default")
     parser.add_argument("--init-value", type=float, default=0.0, help="std for normal, value for constant")
     parser.add_argument("--seed", type=int, default=0)
@@ -36,7 +38,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from models.mlp import Init
     from search.baseline import run_baseline
     from search.data import load_data
     from search.trainer import resolve_device
