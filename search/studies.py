@@ -267,3 +267,15 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
     if not complete:
         raise UsageError(f"study {study.study_name!r} has no completed trial yet; run or resume it first")
     return min(complete, key=lambda t: t.value)
+
+
+def stored_settings(url: str, name: str, kind: str) -> dict | None:
+    """A study's stored settings if it exists and is of this kind, read without creating a database."""
+    try:
+        storage = open_storage(url, must_exist=True)
+    except UsageError:
+        return None  # no database yet, or one that the real open reports properly
+    if name not in study_names(storage):
+        return None
+    study = load_study(storage, name)
+    return study.user_attrs.get("config") if study.user_attrs.get("kind") == kind else None

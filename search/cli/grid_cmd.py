@@ -16,7 +16,7 @@ from search.cli.common import (
     stop_workers,
 )
 from search.config import DEFAULT_STORAGE, OPTIMIZERS, load_toml, replace
-from search.errors import Interrupted, UsageError
+from search.errors import Interrupted
 from search.grid import (
     GridConfig,
     GridObjective,
@@ -29,7 +29,7 @@ from search.grid import (
     settings,
     summarize,
 )
-from search.studies import create_study, describe, load_study, open_storage, study_names
+from search.studies import create_study, describe, open_storage, stored_settings
 
 HELP = "train the uniform net (k, m_P(k)) once at every (budget, depth, seed) of a grid (resumable)"
 
@@ -57,7 +57,7 @@ def resolve_config(args) -> GridConfig:
         base = config_from_dict(load_toml(args.config), args.config)
     else:
         name = args.study or GridConfig.name
-        stored = _stored_settings(args.storage or DEFAULT_STORAGE, name)
+        stored = stored_settings(args.storage or DEFAULT_STORAGE, name, "grid")
         base = config_from_dict(stored, f"study {name!r}") if stored is not None else GridConfig()
     train = replace(
         base.train,
@@ -78,18 +78,6 @@ def resolve_config(args) -> GridConfig:
         storage=args.storage,
         train=train,
     )
-
-
-def _stored_settings(url: str, name: str) -> dict | None:
-    """A grid study's stored settings, read without creating a database that is not there yet."""
-    try:
-        storage = open_storage(url, must_exist=True)
-    except UsageError:
-        return None  # no database yet, or one that the real open reports properly
-    if name not in study_names(storage):
-        return None
-    study = load_study(storage, name)
-    return study.user_attrs.get("config") if study.user_attrs.get("kind") == "grid" else None
 
 
 def run(args) -> int:

@@ -32,11 +32,10 @@ from search.studies import (
     best_trial,
     create_study,
     describe,
-    load_study,
     make_pruner,
     make_sampler,
     open_storage,
-    study_names,
+    stored_settings,
 )
 
 HELP = "search layer-width profiles and hyperparameters under a parameter budget (resumable)"
@@ -64,7 +63,7 @@ def resolve_config(args) -> StudyConfig:
     if args.config:
         base = study_from_dict(load_toml(args.config), args.config)
     else:
-        stored = _stored_settings(args.storage or DEFAULT_STORAGE, args.study) if args.study else None
+        stored = stored_settings(args.storage or DEFAULT_STORAGE, args.study, "search") if args.study else None
         base = study_from_dict(stored, f"study {args.study!r}") if stored is not None else StudyConfig(name="")
     profiles = tuple(p.strip() for p in args.profiles.split(",") if p.strip()) if args.profiles is not None else None
     space = replace(base.space, profiles=profiles, max_depth=args.max_depth)
@@ -91,18 +90,6 @@ def resolve_config(args) -> StudyConfig:
             f"to at most {(config.budget - 803) // 2} or raise --budget"
         )
     return config
-
-
-def _stored_settings(url: str, name: str) -> dict | None:
-    """A search study's stored settings, read without creating a database that is not there yet."""
-    try:
-        storage = open_storage(url, must_exist=True)
-    except UsageError:
-        return None  # no database yet, or one that the real open reports properly
-    if name not in study_names(storage):
-        return None
-    study = load_study(storage, name)
-    return study.user_attrs.get("config") if study.user_attrs.get("kind") == "search" else None
 
 
 def run(args) -> int:
