@@ -15,15 +15,21 @@ ACTIVATIONS = dict(zip(ACTIVATION_NAMES, (nn.Tanh, nn.ReLU, nn.GELU), strict=Tru
 INITS = INIT_NAMES
 
 
-def build_mlp(widths: Sequence[int], activation: str = "tanh", init: Init = Init()) -> nn.Sequential:
-    """Linear layers with the activation between them; `[]` gives the linear softmax model."""
+def build_mlp(
+    widths: Sequence[int], activation: str = "tanh", init: Init = Init(), dropout: float = 0.0
+) -> nn.Sequential:
+    """Linear layers with the activation (and dropout, if any) between them; `[]` is the linear softmax model."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     sizes = [INPUTS, *widths, CLASSES]
     layers: list[nn.Module] = []
     for index, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         if index:
             layers.append(ACTIVATIONS[activation]())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(fan_in, fan_out))
     model = nn.Sequential(*layers)
     initialize(model, init, activation)
@@ -58,14 +64,20 @@ def hidden_widths(model: nn.Sequential) -> list[int]:
     return [layer.out_features for layer in model if isinstance(layer, nn.Linear)][:-1]
 
 
+def dropout_rate(model: nn.Sequential) -> float:
+    return next((layer.p for layer in model if isinstance(layer, nn.Dropout)), 0.0)
+
+
 def save_model(model: nn.Sequential, activation: str, path, extra: dict | None = None) -> None:
-    """A self-describing checkpoint: widths and activation travel with the weights."""
+    """A self-describing checkpoint: widths, activation and dropout travel with the weights."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"widths": hidden_widths(model), "activation": activation, "state_dict": state, **(extra or {})}, path)
+    shape = {"widths": hidden_widths(model), "activation": activation, "dropout": dropout_rate(model)}
+    torch.save({**shape, "state_dict": state, **(extra or {})}, path)
 
 
 def load_model(path) -> tuple[nn.Sequential, dict]:
+    """The model in eval mode, ready to score (dropout, if it was trained with some, is then off)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_mlp(checkpoint["widths"], checkpoint["activation"])
+    model = build_mlp(checkpoint["widths"], checkpoint["activation"], dropout=checkpoint.get("dropout", 0.0))
     model.load_state_dict(checkpoint["state_dict"])
-    return model, checkpoint
+    return model.eval(), checkpoint

@@ -29,6 +29,7 @@ class TrainConfig:
     lr: float = 1e-3
     momentum: float = 0.0
     weight_decay: float = 0.0
+    dropout: float = 0.0
     schedule: str = "constant"
     activation: str = "tanh"
     seed: int = 0
@@ -43,6 +44,7 @@ class TrainConfig:
         check_positive("lr", self.lr)
         check_range("momentum", self.momentum, 0, 1)
         check_range("weight_decay", self.weight_decay, 0, None)
+        check_dropout("dropout", self.dropout)
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
 
 
@@ -54,8 +56,9 @@ class SearchSpace:
     profiles: tuple[str, ...] = PROFILES
     taper: tuple[float, float] = (0.1, 1.0)
     free_width: tuple[float, float] = (0.1, 1.0)
-    weight_decay: tuple[float, float] = (1e-6, 1e-2)
+    weight_decay: tuple[float, float] = (1e-6, 1e-1)  # wide enough for AdamW's decoupled decay
     allow_zero_weight_decay: bool = True
+    dropout: tuple[float, float] = (0.0, 0.3)
     lr: tuple[float, float] = (1e-4, 1e-2)
     optimizers: tuple[str, ...] = ("adam", "adamw", "sgd")
     schedules: tuple[str, ...] = SCHEDULES
@@ -72,6 +75,10 @@ class SearchSpace:
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise UsageError(f"{name} range must satisfy 0 < low <= high, got [{low}, {high}]")
+        check_dropout("dropout range low", self.dropout[0])
+        check_dropout("dropout range high", self.dropout[1])
+        if self.dropout[0] > self.dropout[1]:
+            raise UsageError(f"dropout range must satisfy low <= high, got {list(self.dropout)}")
         if self.taper[1] > 1:
             raise UsageError(f"taper range must lie in (0, 1], got {list(self.taper)}")
         for value in self.optimizers:
@@ -126,6 +133,11 @@ def check_range(name: str, value: float, low: float | None, high: float | None) 
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"at least {low}" if high is None else f"between {low} and {high}"
         raise UsageError(f"{name} must be {bounds}, got {value}")
+
+
+def check_dropout(name: str, value: float) -> None:
+    if not 0 <= value < 1:
+        raise UsageError(f"{name} must be in [0, 1), got {value}")
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

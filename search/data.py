@@ -56,7 +56,7 @@ def _read_idx(path: Path) -> np.ndarray:
     """
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
-        raw = handle.read()
+        raw = bytearray(handle.read())  # writable, so torch can wrap the pixels without a copy or a warning
     dims = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
@@ -101,9 +101,14 @@ def _load_arrays(root: str, dataset: str) -> dict[str, tuple[np.ndarray, np.ndar
     return arrays
 
 
-def _to_split(images: np.ndarray, labels: np.ndarray, device: torch.device) -> Split:
-    x = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0 - 0.5)
-    return Split(x.to(device), torch.from_numpy(labels.astype(np.int64)).to(device))
+def _rows(images: np.ndarray, labels: np.ndarray, index: torch.Tensor, device: torch.device) -> Split:
+    """The chosen rows as pixels/255 - 0.5, flattened, and int64 labels, on the device.
+
+    Rows are picked before the conversion to float, so a quick run with a small `limit` converts only
+    what it keeps."""
+    x = torch.from_numpy(images.reshape(len(images), -1))[index]
+    y = torch.from_numpy(labels.astype(np.int64))[index]
+    return Split(x.to(device=device, dtype=torch.float32).div_(255.0).sub_(0.5), y.to(device))
 
 
 @functools.lru_cache(maxsize=8)
@@ -112,14 +117,16 @@ def load_data(
 ) -> Data:
     """Loaded once per process and kept on the device; `limit` trims every split for quick runs."""
     arrays = _load_arrays(str(data_root(root)), dataset)
-    torch_device = torch.device(device)
-    train_full = _to_split(*arrays["train"], torch_device)
-    test = _to_split(*arrays["test"], torch_device)
-    order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(split_seed)).to(torch_device)
-    validation_index, train_index = order[:VALIDATION_SIZE], order[VALIDATION_SIZE:]
-    train = Split(train_full.x[train_index], train_full.y[train_index])
-    validation = Split(train_full.x[validation_index], train_full.y[validation_index])
+    train_size, test_size = len(arrays["train"][1]), len(arrays["test"][1])
+    order = torch.randperm(train_size, generator=torch.Generator().manual_seed(split_seed))
+    indices = [torch.arange(train_size), order[VALIDATION_SIZE:], order[:VALIDATION_SIZE], torch.arange(test_size)]
     if limit:
-        train, validation, test = train.subset(limit), validation.subset(limit), test.subset(limit)
-        train_full = train_full.subset(limit)
-    return Data(train_full, train, validation, test)
+        indices = [index[:limit] for index in indices]
+    full_index, train_index, validation_index, test_index = indices
+    torch_device = torch.device(device)
+    return Data(
+        train_full=_rows(*arrays["train"], full_index, torch_device),
+        train=_rows(*arrays["train"], train_index, torch_device),
+        validation=_rows(*arrays["train"], validation_index, torch_device),
+        test=_rows(*arrays["test"], test_index, torch_device),
+    )

@@ -37,7 +37,7 @@ def train_trial(
     trial.set_user_attr("train_config", asdict(config))
     trial.set_user_attr("torch_version", torch.__version__)
     torch.manual_seed(config.seed)
-    model = build_mlp(widths, config.activation)
+    model = build_mlp(widths, config.activation, dropout=config.dropout)
 
     def on_epoch(record) -> None:
         if not record.val_loss < DIVERGED_LOSS:

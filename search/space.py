@@ -42,6 +42,7 @@ def suggest(
         lr=trial.suggest_float("lr", *space.lr, log=True),
         momentum=0.9,
         weight_decay=decay if use_decay else 0.0,
+        dropout=trial.suggest_float("dropout", *space.dropout),
         schedule=trial.suggest_categorical("schedule", list(space.schedules)),
         activation=trial.suggest_categorical("activation", list(space.activations)),
         seed=seed,

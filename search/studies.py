@@ -158,21 +158,29 @@ def load_study(storage, name: str, sampler=None, pruner=None) -> optuna.Study:
         raise UsageError(f"no study named {name!r} in this storage (studies there: {known})") from None
 
 
+def check_settings(storage, name: str, kind: str, config: dict) -> optuna.Study | None:
+    """The existing study of this name if it is the same experiment (None if there is none); else one line.
+
+    Commands call it before loading torch and the data, so a mistaken resume is refused at once."""
+    if name not in study_names(storage):
+        return None
+    study = load_study(storage, name)
+    stored_kind = study.user_attrs.get("kind")
+    if stored_kind != kind:
+        raise UsageError(f"study {name!r} is a {stored_kind} study, not a {kind} study; choose another --study")
+    stored = study.user_attrs.get("config", {})
+    changed = sorted(k for k in config if k not in ("trials", "storage") and stored.get(k) != _jsonable(config[k]))
+    if changed:
+        details = "; ".join(f"{k}: stored {stored.get(k)!r}, asked {_jsonable(config[k])!r}" for k in changed)
+        raise UsageError(f"study {name!r} exists with other settings ({details}); use another --study to start anew")
+    return study
+
+
 def create_study(storage, name: str, kind: str, config: dict, sampler, pruner) -> optuna.Study:
     """Create, or resume after checking that the stored configuration is the same experiment."""
-    if name in study_names(storage):
+    if check_settings(storage, name, kind, config) is not None:
         study = load_study(storage, name, sampler, pruner)
-        stored_kind = study.user_attrs.get("kind")
-        if stored_kind != kind:
-            raise UsageError(f"study {name!r} is a {stored_kind} study, not a {kind} study; choose another --study")
-        stored = study.user_attrs.get("config", {})
-        changed = sorted(k for k in config if k not in ("trials", "storage") and stored.get(k) != _jsonable(config[k]))
-        if changed:
-            details = "; ".join(f"{k}: stored {stored.get(k)!r}, asked {_jsonable(config[k])!r}" for k in changed)
-            raise UsageError(
-                f"study {name!r} exists with other settings ({details}); use another --study to start anew"
-            )
-        if stored != _jsonable(config):  # a new --trials or --storage; no write otherwise
+        if study.user_attrs.get("config") != _jsonable(config):  # a new --trials or --storage; no write otherwise
             study.set_user_attr("config", _jsonable(config))
         return study
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="minimize")
@@ -249,8 +257,9 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
     if name == "median":
-        # Epochs are reported from 1: no trial is judged on its first epoch alone.
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+        # Learning-rate schedules rank trials differently early and late (one-cycle warms up over its first
+        # 30%; a cosine drops late), so trials are judged against the median from the middle epoch on.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(2, epochs // 2))
     return optuna.pruners.NopPruner()
 
 

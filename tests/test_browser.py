@@ -1,6 +1,7 @@
 """The dashboard and exported plots in a real headless Chromium, plus the dashboard's live API."""
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,8 @@ OWN_FIGURES = ("loss-vs-params", "loss-by-profile", "best-shapes", "loss-vs-weig
 @pytest.fixture(scope="module")
 def chromium() -> str:
     path = next((found for name in BROWSERS if (found := shutil.which(name))), None)
+    if path is None and os.environ.get("ARCHSEARCH_REQUIRE_BROWSER"):
+        pytest.fail("ARCHSEARCH_REQUIRE_BROWSER is set (.ci/run sets it) but no chromium binary is on PATH")
     if path is None:
         pytest.skip("no chromium binary on PATH; install Debian's chromium (apt-get install chromium) to run this test")
     return path

@@ -20,6 +20,7 @@ from tests.conftest import ENTRY_POINT, archsearch
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 EPOCHS = 10
+TRIALS = 5  # two caught mid-trial by the fault; the others keep both processes busy until it strikes
 
 
 def write_study(folder: Path, name: str, trials: int, epochs: int, data_limit: int, space: str) -> Path:
@@ -91,7 +92,7 @@ def integrity(folder: Path) -> str:
 
 
 def test_killed_worker_trial_is_failed_retried_and_nothing_is_lost(tmp_path, mnist_root):
-    config = write_study(tmp_path, "crash", trials=5, epochs=EPOCHS, data_limit=10_000, space=SLOW_SPACE)
+    config = write_study(tmp_path, "crash", trials=TRIALS, epochs=EPOCHS, data_limit=10_000, space=SLOW_SPACE)
     err_path = tmp_path / "err"
     with open(tmp_path / "out", "w") as out, open(err_path, "w") as err:
         search = subprocess.Popen(
@@ -109,7 +110,7 @@ def test_killed_worker_trial_is_failed_retried_and_nothing_is_lost(tmp_path, mni
     assert "Traceback" not in err_path.read_text()
     trials = trials_of(tmp_path, "crash")
     states = Counter(t.state for t in trials)
-    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 5, states
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == TRIALS, states
     assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0, states
     # The killed trial: failed by the heartbeat (no fail_reason of ours), after it had trained part-way.
     (killed,) = [t for t in trials if t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs]
@@ -121,7 +122,7 @@ def test_killed_worker_trial_is_failed_retried_and_nothing_is_lost(tmp_path, mni
 
 
 def test_ctrl_c_marks_running_trials_failed_and_says_how_to_resume(tmp_path, mnist_root):
-    config = write_study(tmp_path, "stop", trials=5, epochs=EPOCHS, data_limit=10_000, space=SLOW_SPACE)
+    config = write_study(tmp_path, "stop", trials=TRIALS, epochs=EPOCHS, data_limit=10_000, space=SLOW_SPACE)
     err_path = tmp_path / "err"
     with open(err_path, "w") as err:
         search = subprocess.Popen(
@@ -150,7 +151,7 @@ def test_ctrl_c_marks_running_trials_failed_and_says_how_to_resume(tmp_path, mni
     assert command[:2] == ["archsearch", "search"]
     resumed = archsearch(*command[1:], env=env_for(mnist_root), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert sum(t.state in FINISHED for t in trials_of(tmp_path, "stop")) == 5
+    assert sum(t.state in FINISHED for t in trials_of(tmp_path, "stop")) == TRIALS
 
 
 @pytest.mark.parametrize(

@@ -38,3 +38,16 @@ def test_checkpoint_round_trip(tmp_path):
     x = torch.randn(5, 784)
     assert torch.equal(model(x), loaded(x))
     assert checkpoint["widths"] == [12, 6] and checkpoint["metadata"] == {"note": "x"}
+
+
+def test_dropout_adds_no_parameters_and_survives_the_round_trip(tmp_path):
+    plain, dropped = build_mlp([12, 6], "relu"), build_mlp([12, 6], "relu", dropout=0.25)
+    assert sum(p.numel() for p in dropped.parameters()) == sum(p.numel() for p in plain.parameters())
+    assert [m.p for m in dropped if isinstance(m, torch.nn.Dropout)] == [0.25, 0.25]
+    save_model(dropped, "relu", tmp_path / "d.pt")
+    loaded, checkpoint = load_model(tmp_path / "d.pt")
+    assert checkpoint["dropout"] == 0.25 and not loaded.training
+    x = torch.randn(5, 784)
+    assert torch.equal(dropped.eval()(x), loaded(x))
+    with pytest.raises(ValueError, match="dropout"):
+        build_mlp([4], dropout=1.0)

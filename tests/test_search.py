@@ -45,6 +45,27 @@ def test_sampled_architectures_meet_budget_and_shape():
     assert {c.profile for c in candidates} == {"uniform", "decreasing", "increasing", "free"}
     assert {c.depth for c in candidates} == set(range(1, 9))
     assert any(c.train.weight_decay == 0 for c in candidates) and any(c.train.weight_decay > 0 for c in candidates)
+    decays = [c.train.weight_decay for c in candidates if c.train.weight_decay]
+    assert min(decays) >= 1e-6 and max(decays) <= 0.1 and max(decays) > 0.01  # AdamW's useful range is reached
+    dropouts = [c.train.dropout for c in candidates]
+    assert min(dropouts) >= 0 and max(dropouts) <= 0.3 and len(set(dropouts)) > 400
+
+
+def test_pruner_judges_from_the_middle_of_training():
+    from search.studies import make_pruner
+
+    study = optuna.create_study(pruner=make_pruner("median", 30))
+    for _ in range(5):
+        good = study.ask()
+        for epoch in range(1, 31):
+            good.report(0.1, epoch)
+        study.tell(good, 0.1)
+    bad = study.ask()
+    judged = []
+    for epoch in range(1, 31):
+        bad.report(1.0, epoch)
+        judged.append(bad.should_prune())
+    assert judged.index(True) + 1 == 15  # judged from the middle epoch on, never before
 
 
 def test_multivariate_tpe_does_not_fall_back_to_independent_sampling(caplog):

@@ -1,12 +1,14 @@
+import copy
 import dataclasses
 
 import pytest
 import torch
+from torch import nn
 
 from models.mlp import Init, build_mlp
 from search.config import TrainConfig
 from search.data import load_data
-from search.trainer import Diverged, evaluate, train
+from search.trainer import Diverged, MLPStep, autograd_step, evaluate, make_optimizer, train
 
 
 @pytest.fixture()
@@ -88,6 +90,44 @@ def test_on_epoch_can_stop_training(tiny):
     with pytest.raises(Stop):
         train(build_mlp([8]), tiny.train, TrainConfig(epochs=5), tiny.validation, on_epoch=on_epoch)
     assert seen == [1, 2]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "gelu"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("widths", [[], [24], [24, 16, 8]])
+def test_fast_step_matches_autograd(activation, dropout, widths):
+    """The hand-written step gives autograd's loss, gradients and updated weights (same dropout masks)."""
+    x, y = torch.randn(96, 784), torch.randint(0, 10, (96,))
+    torch.manual_seed(0)
+    fast = build_mlp(widths, activation, dropout=dropout)
+    slow = copy.deepcopy(fast)
+    # SGD: the update is linear in the gradient, so rounding-level gradient differences stay rounding-level
+    config = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)
+    fast_optimizer, slow_optimizer = make_optimizer(fast, config), make_optimizer(slow, config)
+    step = MLPStep.build(fast, fast_optimizer)
+    assert step is not None
+    slow_step = autograd_step(slow, slow_optimizer)
+    for seed in (1, 2):  # two steps: the second starts from updated weights and optimizer state
+        torch.manual_seed(seed)
+        fast_loss = step(x, y)
+        torch.manual_seed(seed)
+        slow_loss = slow_step(x, y)
+        torch.testing.assert_close(fast_loss, slow_loss)
+        for a, b in zip(fast.parameters(), slow.parameters(), strict=True):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fast_step_declines_other_models():
+    config = TrainConfig()
+    others = [
+        nn.Sequential(nn.Linear(784, 8), nn.BatchNorm1d(8), nn.Linear(8, 10)),
+        nn.Sequential(nn.Linear(784, 8), nn.Tanh(), nn.Linear(8, 10, bias=False)),
+        nn.Sequential(nn.Linear(784, 8), nn.Dropout(0.1), nn.Tanh(), nn.Linear(8, 10)),
+        nn.Sequential(nn.Linear(784, 8), nn.Tanh()),
+    ]
+    for model in others:
+        assert MLPStep.build(model, make_optimizer(model, config)) is None, model
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

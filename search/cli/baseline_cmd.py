@@ -38,15 +38,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from search.baseline import run_baseline
-    from search.data import load_data
-    from search.trainer import resolve_device
-
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, optimizer="sgd", lr=args.lr, seed=args.seed, device=args.device
     )
     if args.init == "normal" and not args.init_value > 0:
         raise UsageError("--init normal needs --init-value, the standard deviation, above 0 (e.g. 0.01)")
+    from search.baseline import run_baseline  # torch loads only once the options are known good
+    from search.data import load_data
+    from search.trainer import resolve_device
+
     device = resolve_device(config.device)
     data = load_data(args.data_dir, args.dataset or "mnist", str(device), limit=args.data_limit)
     if args.init_study:

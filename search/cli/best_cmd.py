@@ -104,7 +104,7 @@ def _retrain(args, study, summary) -> dict:
     device = resolve_device(args.device)
     data = load_data(args.data_dir, stored.get("dataset", "mnist"), str(device), limit=stored.get("data_limit") or None)
     torch.manual_seed(config.seed)
-    model = build_mlp(summary["widths"], config.activation)
+    model = build_mlp(summary["widths"], config.activation, dropout=config.dropout)
     with progress(config.epochs, "retrain", args.json) as bar:
         result = train(model, data.train_full, config, test=data.test, on_epoch=lambda r: bar.update(1))
     return {

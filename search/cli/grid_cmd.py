@@ -29,7 +29,7 @@ from search.grid import (
     settings,
     summarize,
 )
-from search.studies import create_study, describe, open_storage, stored_settings
+from search.studies import check_settings, create_study, describe, open_storage, stored_settings
 
 HELP = "train the uniform net (k, m_P(k)) once at every (budget, depth, seed) of a grid (resumable)"
 
@@ -81,13 +81,14 @@ def resolve_config(args) -> GridConfig:
 
 
 def run(args) -> int:
-    from search.data import load_data
-    from search.trainer import resolve_device
-
     config = resolve_config(args)
     url = config.storage
     points = grid_points(config)
     storage = open_storage(url, config.heartbeat_seconds, config.grace_seconds)
+    check_settings(storage, config.name, "grid", settings(config))
+    from search.data import load_data  # torch loads only once the settings and storage are known good
+    from search.trainer import resolve_device
+
     device = resolve_device(args.device)
     data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
     study = create_study(

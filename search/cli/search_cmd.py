@@ -30,6 +30,7 @@ from search.config import (
 from search.errors import Interrupted, UsageError
 from search.studies import (
     best_trial,
+    check_settings,
     create_study,
     describe,
     make_pruner,
@@ -93,20 +94,22 @@ def resolve_config(args) -> StudyConfig:
 
 
 def run(args) -> int:
+    config = resolve_config(args)
+    url = storage_url(args, config.storage)
+    storage = open_storage(url, config.heartbeat_seconds, config.grace_seconds)
+    study_settings = {k: v for k, v in to_dict(config).items() if k != "name"}
+    check_settings(storage, config.name, "search", study_settings)
+    # torch loads only now: a settings or storage mistake is reported without its two seconds of import.
     from search.checkpoints import artifact_store
     from search.data import load_data
     from search.objective import SearchObjective
     from search.trainer import resolve_device
 
-    config = resolve_config(args)
-    url = storage_url(args, config.storage)
-    storage = open_storage(url, config.heartbeat_seconds, config.grace_seconds)
-    # Everything that can fail on bad input (data, artifact folder) fails before the study is written to.
-    device = resolve_device(args.device)
-    data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
+    # Everything that can fail on bad input (artifact folder, data) fails before the study is written to.
     if args.artifacts:
         artifact_store(args.artifacts)  # creates the folder, or says why it cannot
-    study_settings = {k: v for k, v in to_dict(config).items() if k != "name"}
+    device = resolve_device(args.device)
+    data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
     study = create_study(
         storage,
         config.name,

@@ -44,8 +44,6 @@ def worker_setup(study, args, device, artifacts):
 
 
 def run(args) -> int:
-    from search.trainer import resolve_device
-
     url = storage_url(args)
     storage = open_storage(url, must_exist=True)
     study = load_study(storage, args.study)
@@ -54,6 +52,8 @@ def run(args) -> int:
         raise UsageError(f"study {args.study!r} was not made by archsearch (kind {kind!r}); nothing to run")
     config = study.user_attrs.get("config", {})
     storage = open_storage(url, config.get("heartbeat_seconds", 5), config.get("grace_seconds", 20), must_exist=True)
+    from search.trainer import resolve_device  # torch loads only once the study is known good
+
     device = resolve_device(args.device)
     artifacts = artifacts_dir(args, study, url)
     sampler, pruner, objective, target = importlib.import_module(KINDS[kind]).worker_setup(
