@@ -100,7 +100,7 @@ def matmul_gflops(clock: Clock, repeats: int = 5) -> float:
 def loader_loop(model: nn.Module, split: Split, case: Case, batch_size: int, epochs: int, clock: Clock) -> list[float]:
     """A DataLoader over a TensorDataset and the classic step with `loss.item()` each step; epoch seconds."""
     size = batch_size or len(split)
-    optimizer = make_optimizer(model, case.config(size, epochs))
+    optimizer = make_optimizer(model.parameters(), case.config(size, epochs))
     loader = DataLoader(TensorDataset(split.x, split.y), batch_size=size, shuffle=True)
     seconds = []
     for _ in range(epochs):

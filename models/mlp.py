@@ -70,7 +70,7 @@ def dropout_rate(model: nn.Sequential) -> float:
 
 def save_model(model: nn.Sequential, activation: str, path, extra: dict | None = None) -> None:
     """A self-describing checkpoint: widths, activation and dropout travel with the weights."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # own storage, not a view
     shape = {"widths": hidden_widths(model), "activation": activation, "dropout": dropout_rate(model)}
     torch.save({**shape, "state_dict": state, **(extra or {})}, path)
 

@@ -73,11 +73,15 @@ def _download(root: Path, dataset: str) -> None:
     import torchvision.datasets
 
     cls = getattr(torchvision.datasets, DATASETS[dataset])
+    raw = root / DATASETS[dataset] / "raw"
+    missing = [folder for folder in (raw, *raw.parents) if not folder.exists()]
     try:
         for train in (True, False):
             cls(root=str(root), train=train, download=True)
     except Exception as error:  # any network or filesystem failure means: put the files there
-        raw = root / DATASETS[dataset] / "raw"
+        for folder in missing:  # leave no empty folders behind from the failed attempt
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         names = ", ".join(f"{n}.gz" for pair in RAW_FILES.values() for n in pair)
         raise UsageError(
             f"{dataset} not found in {raw} and could not be downloaded ({type(error).__name__}); "

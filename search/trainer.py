@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -67,9 +67,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(parameters: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     """Fused kernels where the device has them: one launch per step instead of one per tensor."""
-    params = list(model.parameters())
+    params = list(parameters)
     fused = {"fused": True}
     if config.optimizer == "sgd":
         return torch.optim.SGD(
@@ -140,6 +140,7 @@ class MLPStep:
         dropout: float,
         optimizer: torch.optim.Optimizer,
     ):
+        """Gradients are written into each parameter's `.grad`, which must already exist (flatten_parameters)."""
         self.hidden = [
             (linear, linear.weight.t(), activation)
             for linear, activation in zip(linears[:-1], activations, strict=True)
@@ -149,13 +150,13 @@ class MLPStep:
         self.dropout = dropout
         self.optimizer = optimizer
         self.minus_ones = self.last.weight.new_full((1, 0), -1.0)
-        for linear in linears:
-            for param in linear.parameters():
-                param.grad = torch.zeros_like(param)
 
     @classmethod
-    def build(cls, model: nn.Module, optimizer: torch.optim.Optimizer) -> MLPStep | None:
-        """None unless `model` is exactly Linear (activation [Dropout] Linear)*, with biases, trainable, hook-free."""
+    def build(cls, model: nn.Module, config: TrainConfig) -> MLPStep | None:
+        """The step and its optimizer, over the model's parameters flattened into one tensor.
+
+        None unless `model` is exactly Linear (activation [Dropout] Linear)*, with biases, all trainable and
+        hook-free: anything else trains through autograd_step."""
         if type(model) is not nn.Sequential:
             return None
         modules = list(model)
@@ -174,9 +175,9 @@ class MLPStep:
         hooks = ((m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks) for m in modules)
         if any(any(kinds) for kinds in hooks) or model._forward_hooks or model._forward_pre_hooks:
             return None
-        optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        if not all(p.requires_grad and id(p) in optimized for p in model.parameters()):
+        if not all(p.requires_grad for p in model.parameters()):
             return None
+        optimizer = make_optimizer([flatten_parameters(model)], config)
         return cls(linears, activations, rates.pop() if rates else 0.0, optimizer)
 
     @torch.no_grad()
@@ -229,6 +230,24 @@ class MLPStep:
         if self.minus_ones.shape[1] < length:
             self.minus_ones = self.minus_ones.new_full((1, length), -1.0)
         return self.minus_ones[:, :length]
+
+
+def flatten_parameters(model: nn.Module) -> nn.Parameter:
+    """All of the model's parameters, and gradient buffers for them, as views into one flat tensor each.
+
+    The optimizer then updates one tensor per step instead of one per layer's weight and bias: its
+    per-tensor bookkeeping was a third of a batch-128 step. Adam, AdamW and SGD act element by element,
+    so the result is the same to the bit."""
+    params = list(model.parameters())
+    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    flat.grad = torch.zeros_like(flat)
+    offset = 0
+    for param in params:
+        size = param.numel()
+        param.data = flat.data[offset : offset + size].view_as(param)
+        param.grad = flat.grad[offset : offset + size].view_as(param)
+        offset += size
+    return flat
 
 
 def weight_grad(grad_t: torch.Tensor, inputs: torch.Tensor, out: torch.Tensor) -> None:
@@ -285,12 +304,13 @@ def train(
     """Train in place; `on_epoch` may raise (an Optuna prune) to stop early."""
     device = train_split.x.device
     model.to(device).train()
-    optimizer = make_optimizer(model, config)
     size = len(train_split)
     batch = size if config.batch_size in (0, None) or config.batch_size >= size else config.batch_size
     steps_per_epoch = math.ceil(size / batch)
+    fast = MLPStep.build(model, config)
+    optimizer = fast.optimizer if fast else make_optimizer(model.parameters(), config)
     schedule = make_schedule(optimizer, config, steps_per_epoch * config.epochs)
-    step = MLPStep.build(model, optimizer) or autograd_step(model, optimizer)
+    step = fast or autograd_step(model, optimizer)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     result = TrainResult(device=str(device))
     started = time.perf_counter()

@@ -36,15 +36,17 @@ def test_split_is_seeded_and_disjoint(tiny_mnist):
 
 
 def test_missing_data_says_where_to_put_files(tmp_path, monkeypatch):
-    def offline(root, dataset):
+    def offline(dataset):
+        Path(dataset.raw_folder).mkdir(parents=True)  # as torchvision does before it fetches
         raise OSError("network unreachable")
 
-    monkeypatch.setattr("torchvision.datasets.MNIST.download", lambda self: offline(None, None))
+    monkeypatch.setattr("torchvision.datasets.MNIST.download", offline)
     with pytest.raises(UsageError) as error:
-        data_module._load_arrays.__wrapped__(str(tmp_path), "mnist")
+        data_module._load_arrays.__wrapped__(str(tmp_path / "data"), "mnist")
     message = str(error.value)
-    assert str(tmp_path / "MNIST" / "raw") in message
+    assert str(tmp_path / "data" / "MNIST" / "raw") in message
     assert "train-images-idx3-ubyte.gz" in message and "ARCHSEARCH_DATA" in message
+    assert not (tmp_path / "data").exists()  # the failed attempt leaves no empty folders behind
 
 
 def test_environment_variable_sets_root(monkeypatch, tmp_path):
