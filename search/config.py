@@ -99,7 +99,7 @@ class StudyConfig:
     budget: int = 50_000
     tolerance: float = 0.02
     trials: int = 40
-    epochs: int = 10
+    epochs: int = 30
     sampler: str = "tpe"
     pruner: str = "median"
     seed: int = 0

@@ -424,7 +424,8 @@ def loss_vs_weight_decay(rows: list[dict]) -> Plot | Skipped:
                 row=1,
                 col=column,
             )
-    figure.update_xaxes(type="log", title_text="weight decay (L2 coefficient)", row=1, col=2)
+    decay_title = "weight decay (the optimizer's coefficient: L2 for SGD and Adam, decoupled for AdamW)"
+    figure.update_xaxes(type="log", title_text=decay_title, row=1, col=2)
     figure.update_yaxes(title_text=VALIDATION, row=1, col=1)
     figure.update_layout(
         template=TEMPLATE,

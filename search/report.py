@@ -344,7 +344,7 @@ def _profiles(entries: dict[int, list[Entry]], figures: Sequence[Plot]) -> str:
         return _section(question, "<p>No search study in this storage yet; run <code>archsearch search</code>.</p>")
     parts = [
         "<p>Each search trial samples a profile and its training settings (optimizer, learning rate, schedule, "
-        "batch size, activation, weight decay) together, so a profile's best trial reflects both. Trials are "
+        "batch size, activation, weight decay, dropout) together, so a profile's best trial reflects both. Trials are "
         "ranked by validation loss; test figures are for information only.</p>"
     ]
     for budget, group in entries.items():

@@ -236,8 +236,8 @@ def flatten_parameters(model: nn.Module) -> nn.Parameter:
     """All of the model's parameters, and gradient buffers for them, as views into one flat tensor each.
 
     The optimizer then updates one tensor per step instead of one per layer's weight and bias: its
-    per-tensor bookkeeping was a third of a batch-128 step. Adam, AdamW and SGD act element by element,
-    so the result is the same to the bit."""
+    per-tensor bookkeeping was a quarter of a batch-128 step under the profiler (5-10% more samples per
+    second without it). Adam, AdamW and SGD act element by element, so the result is the same to the bit."""
     params = list(model.parameters())
     flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
     flat.grad = torch.zeros_like(flat)

@@ -67,8 +67,8 @@ def run(args) -> int:
     print(f"  architecture  {summary['profile']} {summary['widths']}  ({summary['params']:,} parameters)")
     print(
         f"  training      {config['optimizer']} lr {config['lr']:.2e}, {config['schedule']} schedule, "
-        f"batch {config['batch_size']}, weight decay {config['weight_decay']:.2e}, {config['activation']}, "
-        f"{config['epochs']} epochs"
+        f"batch {config['batch_size']}, weight decay {config['weight_decay']:.2e}, "
+        f"dropout {config.get('dropout', 0.0):.2f}, {config['activation']}, {config['epochs']} epochs"
     )
     print(f"  validation    loss {summary['val_loss']:.4f}  accuracy {summary['val_accuracy']:.2%}  (used to select)")
     print(
