@@ -118,10 +118,15 @@ class StudyConfig:
         check_positive("epochs", self.epochs)
         check_choice("sampler", self.sampler, SAMPLERS)
         check_choice("pruner", self.pruner, PRUNERS)
-        check_range("data_limit", self.data_limit, 0, None)
-        check_positive("heartbeat_seconds", self.heartbeat_seconds)
-        if self.grace_seconds <= self.heartbeat_seconds:
-            raise UsageError("grace_seconds must be larger than heartbeat_seconds")
+        check_run_settings(self.data_limit, self.heartbeat_seconds, self.grace_seconds)
+
+
+def check_run_settings(data_limit: int, heartbeat_seconds: int, grace_seconds: int) -> None:
+    """The settings every study kind (search and grid) shares: data subset and heartbeat timing."""
+    check_range("data_limit", data_limit, 0, None)
+    check_positive("heartbeat_seconds", heartbeat_seconds)
+    if grace_seconds <= heartbeat_seconds:
+        raise UsageError("grace_seconds must be larger than heartbeat_seconds")
 
 
 def check_positive(name: str, value: float) -> None:

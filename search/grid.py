@@ -16,7 +16,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from models.budget import LINEAR_PARAMETERS, MIN_BUDGET, depth_range, uniform_parameters, width_for_budget
-from search.config import BASELINE_TRAIN, DEFAULT_STORAGE, TrainConfig, _coerce, check_positive, check_range, replace
+from search.config import (
+    BASELINE_TRAIN,
+    DEFAULT_STORAGE,
+    TrainConfig,
+    _coerce,
+    check_positive,
+    check_run_settings,
+    replace,
+)
 from search.errors import UsageError
 from search.studies import FINISHED, Surplus
 
@@ -51,10 +59,7 @@ class GridConfig:
         for depth in self.depths:
             check_positive("every depth", depth)
         check_positive("seeds", self.seeds)
-        check_range("data_limit", self.data_limit, 0, None)
-        check_positive("heartbeat_seconds", self.heartbeat_seconds)
-        if self.grace_seconds <= self.heartbeat_seconds:
-            raise UsageError("grace_seconds must be larger than heartbeat_seconds")
+        check_run_settings(self.data_limit, self.heartbeat_seconds, self.grace_seconds)
         if self.train.seed != 0 or self.train.device != "auto":
             raise UsageError(
                 "[train] seed and device are not grid settings: a trial's seed is its grid seed, "
