@@ -2,10 +2,13 @@
 
 The MLPs searched here are small, so on a CPU a step costs little more than its matmuls only when the
 Python and allocation overhead around them is cut: bench/train_speed.py measures what each choice below buys.
+Two helpers do the rest: search/fused.py calls the optimizer's fused kernel without Optimizer.step's Python,
+and search/sparse_rows.py lets a full-batch CPU step skip the inputs' background pixels.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -17,6 +20,8 @@ from torch.nn import functional as F
 
 from search.config import TrainConfig
 from search.data import Split
+from search.fused import fused_update
+from search.sparse_rows import FirstLayer, SparseRows
 
 EVAL_BATCH = 16_384
 SPLIT_BATCH = 8_192  # batches from this size on split their weight-gradient products by thread
@@ -145,10 +150,12 @@ class MLPStep:
             (linear, linear.weight.t(), activation)
             for linear, activation in zip(linears[:-1], activations, strict=True)
         ]
+        self.first = linears[0]
         self.last = linears[-1]
         self.last_weight_t = self.last.weight.t()
         self.dropout = dropout
         self.optimizer = optimizer
+        self.update = fused_update(optimizer)
         self.minus_ones = self.last.weight.new_full((1, 0), -1.0)
 
     @classmethod
@@ -182,10 +189,33 @@ class MLPStep:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []  # (input, activation, mask)
+        """One step on the batch x: the mean loss, detached."""
+        loss = self.forward_backward(x, None, y, len(y))
+        self.update()
+        return loss
+
+    @torch.no_grad()
+    def full_batch(self, sparse: SparseRows, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One step on all of x, held as `sparse`, chunk by chunk; without dropout (its masks would differ)."""
+        first = sparse.step_view(self.first)
+        self.optimizer.param_groups[0]["params"][0].grad.zero_()
+        loss = x.new_zeros(())
+        for chunk in sparse.chunks:
+            first.chunk = chunk
+            loss += self.forward_backward(None, first, y[chunk.start : chunk.stop], len(y))
+        first.finish()
+        self.update()
+        return loss
+
+    def forward_backward(
+        self, x: torch.Tensor | None, first: FirstLayer | None, y: torch.Tensor, count: int
+    ) -> torch.Tensor:
+        """Gradients of the loss summed over y's rows / count: written for a batch x, added for a chunk of `first`."""
+        accumulate = first is not None
+        saved: list[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]] = []  # (input, activation, mask)
         h = x
         for linear, weight_t, activation in self.hidden:
-            z = torch.addmm(linear.bias, h, weight_t)
+            z = first.project() if h is None else torch.addmm(linear.bias, h, weight_t)
             layer_input = h
             if type(activation) is nn.Tanh:
                 h = z.tanh_()
@@ -198,14 +228,16 @@ class MLPStep:
                 mask = torch.empty_like(h).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
                 h = h * mask
             saved.append((layer_input, z, mask))
-        logits = torch.addmm(self.last.bias, h, self.last_weight_t)
+        logits = first.project() if h is None else torch.addmm(self.last.bias, h, self.last_weight_t)
         log_probs_t = torch.log_softmax(logits.t(), dim=0)  # a contiguous (classes, batch) result
-        loss = F.nll_loss(log_probs_t.t(), y)
-        grad_t = log_probs_t.exp_()  # d loss / d logits = (softmax - one_hot) / batch
+        if accumulate:
+            loss = F.nll_loss(log_probs_t.t(), y, reduction="sum").div_(count)
+        else:
+            loss = F.nll_loss(log_probs_t.t(), y)
+        grad_t = log_probs_t.exp_()  # d loss / d logits = (softmax - one_hot) / count
         grad_t.scatter_add_(0, y.unsqueeze(0), self.minus_one_row(len(y)))
-        grad_t /= len(y)
-        weight_grad(grad_t, h, self.last.weight.grad)
-        torch.sum(grad_t, dim=1, out=self.last.bias.grad)
+        grad_t /= count
+        layer_grad(grad_t, h, self.last, accumulate, first)
         grad = grad_t.t().mm(self.last.weight) if saved else grad_t
         for index in range(len(saved) - 1, -1, -1):
             linear, _, activation = self.hidden[index]
@@ -218,11 +250,9 @@ class MLPStep:
                 grad = torch.ops.aten.threshold_backward.default(grad, z, 0)
             else:
                 grad = torch.ops.aten.gelu_backward.default(grad, z, approximate=activation.approximate)
-            weight_grad(grad.t(), layer_input, linear.weight.grad)
-            torch.sum(grad, dim=0, out=linear.bias.grad)
+            layer_grad(grad.t(), layer_input, linear, accumulate, first)
             if index:
                 grad = grad.mm(linear.weight)
-        self.optimizer.step()
         return loss
 
     def minus_one_row(self, length: int) -> torch.Tensor:
@@ -230,6 +260,23 @@ class MLPStep:
         if self.minus_ones.shape[1] < length:
             self.minus_ones = self.minus_ones.new_full((1, length), -1.0)
         return self.minus_ones[:, :length]
+
+
+def layer_grad(
+    grad_t: torch.Tensor, inputs: torch.Tensor | None, linear: nn.Linear, accumulate: bool, first: FirstLayer | None
+) -> None:
+    """A layer's weight and bias gradients from grad_t, (outputs, rows): written, or added to (chunks).
+
+    `inputs` None means the rows of the sparse first layer, whose weight gradient `first` gathers."""
+    if not accumulate:
+        weight_grad(grad_t, inputs, linear.weight.grad)
+        torch.sum(grad_t, dim=1, out=linear.bias.grad)
+        return
+    if inputs is None:
+        first.add_weight_grad(grad_t.t())
+    else:
+        linear.weight.grad.addmm_(grad_t, inputs)
+    linear.bias.grad += grad_t.sum(dim=1)
 
 
 def flatten_parameters(model: nn.Module) -> nn.Parameter:
@@ -274,21 +321,22 @@ def weight_grad(grad_t: torch.Tensor, inputs: torch.Tensor, out: torch.Tensor) -
 def batches(split: Split, batch: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled batches, or the whole split when the batch is full.
 
-    On CPU each batch is gathered just before its step: it is still in cache when the first layer reads
-    it, and no 190 MB shuffled copy is allocated and faulted in every epoch. On a GPU one gather per
-    epoch is one kernel instead of one per step.
+    On CPU each batch of inputs is gathered just before its step: it is still in cache when the first layer
+    reads it, and no 190 MB shuffled copy is allocated and faulted in every epoch. The labels are small, so
+    they are shuffled once per epoch and sliced. On a GPU one gather per epoch is one kernel instead of one
+    per step.
     """
     size = len(split)
     if batch >= size:
         yield split.x, split.y
         return
     order = torch.randperm(size, device=split.x.device, generator=generator)
+    ys = split.y.index_select(0, order)
     if split.x.device.type == "cpu":
         for start in range(0, size, batch):
-            index = order[start : start + batch]
-            yield split.x.index_select(0, index), split.y.index_select(0, index)
+            yield split.x.index_select(0, order[start : start + batch]), ys[start : start + batch]
         return
-    xs, ys = split.x.index_select(0, order), split.y.index_select(0, order)
+    xs = split.x.index_select(0, order)
     for start in range(0, size, batch):
         yield xs[start : start + batch], ys[start : start + batch]
 
@@ -311,17 +359,21 @@ def train(
     optimizer = fast.optimizer if fast else make_optimizer(model.parameters(), config)
     schedule = make_schedule(optimizer, config, steps_per_epoch * config.epochs)
     step = fast or autograd_step(model, optimizer)
+    if fast is not None and batch == size and not fast.dropout:
+        sparse = SparseRows.of(train_split.x)
+        if sparse is not None:
+            step = functools.partial(fast.full_batch, sparse)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     result = TrainResult(device=str(device))
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
+        losses = []  # summed once per epoch: an add per step costs more than the list
         for x, y in batches(train_split, batch, generator):
-            loss_sum += step(x, y)
+            losses.append(step(x, y))
             if schedule is not None:
                 schedule.step()
-        train_loss = loss_sum.item() / steps_per_epoch
+        train_loss = torch.stack(losses).sum().item() / steps_per_epoch
         if not math.isfinite(train_loss):
             raise Diverged(epoch, train_loss)
         scores = evaluate(model, validation) if validation is not None else None
