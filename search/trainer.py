@@ -152,7 +152,7 @@ class MLPStep:
         ]
         self.first = linears[0]
         self.last = linears[-1]
-        self.last_weight_t = self.last.weight.t()
+        self.last_bias_column = self.last.bias.unsqueeze(1)
         self.dropout = dropout
         self.optimizer = optimizer
         self.update = fused_update(optimizer)
@@ -228,8 +228,11 @@ class MLPStep:
                 mask = torch.empty_like(h).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
                 h = h * mask
             saved.append((layer_input, z, mask))
-        logits = first.project() if h is None else torch.addmm(self.last.bias, h, self.last_weight_t)
-        log_probs_t = torch.log_softmax(logits.t(), dim=0)  # a contiguous (classes, batch) result
+        if h is None:
+            logits_t = first.project().t()
+        else:
+            logits_t = torch.addmm(self.last_bias_column, self.last.weight, h.t())
+        log_probs_t = torch.log_softmax(logits_t, dim=0)  # a contiguous (classes, batch) result
         if accumulate:
             loss = F.nll_loss(log_probs_t.t(), y, reduction="sum").div_(count)
         else:
