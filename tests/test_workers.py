@@ -41,8 +41,34 @@ def storage(request, tmp_path: Path):
         optuna.delete_study(study_name=name, storage=open_storage(url))
 
 
-def env_for(mnist_root: Path) -> dict[str, str]:
-    return {"ARCHSEARCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
+# Loaded at start-up by every Python process of a test that uses it (PYTHONPATH): each training first
+# sleeps. The in-process worker starts trials at once while the spawned ones take seconds to import torch;
+# with real trials of a fraction of a second the first could finish the study alone. Sleeping trials
+# last long enough for all to overlap without taking the CPU the others need to start.
+SLOW_TRIALS = """
+import time
+
+import search.trainer
+
+_train = search.trainer.train
+
+
+def train(*args, **kwargs):
+    time.sleep(0.5)
+    return _train(*args, **kwargs)
+
+
+search.trainer.train = train
+"""
+
+
+def env_for(mnist_root: Path, slow_trials_in: Path | None = None) -> dict[str, str]:
+    env = {"ARCHSEARCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
+    if slow_trials_in is not None:
+        slow_trials_in.mkdir()
+        (slow_trials_in / "sitecustomize.py").write_text(SLOW_TRIALS)
+        env["PYTHONPATH"] = str(slow_trials_in)
+    return env
 
 
 def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -76,7 +102,7 @@ def test_four_workers_finish_exactly_24_trials(storage, tmp_path, mnist_root):
     result = archsearch(
         "search", "--study", name, "--storage", url, "--trials", "24", "--workers", "4",
         "--budget", "20000", "--max-depth", "2", *QUICK,
-        env=env_for(mnist_root), cwd=tmp_path,
+        env=env_for(mnist_root, tmp_path / "slow"), cwd=tmp_path,
     )  # fmt: skip
     check_clean_run(result, url)
     trials = trials_of(url, name)
@@ -94,12 +120,10 @@ def test_four_workers_finish_exactly_24_trials(storage, tmp_path, mnist_root):
 
 def test_four_workers_run_each_grid_point_once(storage, tmp_path, mnist_root):
     url, name = storage
-    # A worker needs ~5 s of CPU to start; 600+ steps per grid trial keep the first process busy that long,
-    # so that the other workers get grid points too.
     result = archsearch(
         "grid", "--study", name, "--storage", url, "--budgets", "5000,10000", "--depths", "1,2", "--seeds", "3",
-        "--workers", "4", "--epochs", "2", "--data-limit", "5000", "--batch-size", "16", "--device", "cpu",
-        env=env_for(mnist_root), cwd=tmp_path,
+        "--workers", "4", *QUICK,
+        env=env_for(mnist_root, tmp_path / "slow"), cwd=tmp_path,
     )  # fmt: skip
     check_clean_run(result, url)
     trials = trials_of(url, name)
