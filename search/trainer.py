@@ -198,7 +198,8 @@ class MLPStep:
     def full_batch(self, sparse: SparseRows, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One step on all of x, held as `sparse`, chunk by chunk; without dropout (its masks would differ)."""
         first = sparse.step_view(self.first)
-        self.optimizer.param_groups[0]["params"][0].grad.zero_()
+        (flat,) = self.optimizer.param_groups[0]["params"]  # every gradient is a view into flat.grad
+        flat.grad.zero_()
         loss = x.new_zeros(())
         for chunk in sparse.chunks:
             first.chunk = chunk
