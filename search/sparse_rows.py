@@ -63,20 +63,19 @@ class SparseRows:
     def step_view(self, linear: nn.Linear) -> FirstLayer:
         """The first layer's products for one step: its weights are fixed until the step ends."""
         weight = linear.weight
-        table = weight.t().contiguous()
-        bias = linear.bias + self.common * weight.sum(dim=1)
-        return FirstLayer(self, linear, table, bias, torch.zeros_like(table))
+        return FirstLayer(linear, weight.t().contiguous(), linear.bias + self.common * weight.sum(dim=1), self.common)
 
 
 class FirstLayer:
-    """The first layer of one full-batch step, chunk by chunk: project forward, gather the weight gradient."""
+    """The first layer of one full-batch step, chunk by chunk: project forward, add up the weight gradient.
 
-    def __init__(self, sparse: SparseRows, linear: nn.Linear, table: torch.Tensor, bias: torch.Tensor, grad_t):
-        self.sparse = sparse
+    The gradients start at zero (MLPStep.full_batch zeroes them) and every chunk adds its share."""
+
+    def __init__(self, linear: nn.Linear, table: torch.Tensor, bias: torch.Tensor, common: float):
         self.linear = linear
         self.table = table
         self.bias = bias
-        self.grad_t = grad_t
+        self.common = common
         self.chunk: Chunk | None = None
 
     def project(self) -> torch.Tensor:
@@ -85,17 +84,21 @@ class FirstLayer:
         return z.add_(self.bias)
 
     def add_weight_grad(self, grad: torch.Tensor) -> None:
-        """grad: d loss / d output for this chunk's rows, (rows, outputs)."""
+        """grad: d loss / d output for this chunk's rows, (rows, outputs); adds G^T s."""
         chunk = self.chunk
-        self.grad_t += F.embedding_bag(
-            chunk.rows, grad.contiguous(), chunk.column_offsets, mode="sum", per_sample_weights=chunk.values_by_column
+        self.linear.weight.grad.t().add_(
+            F.embedding_bag(
+                chunk.rows,
+                grad.contiguous(),
+                chunk.column_offsets,
+                mode="sum",
+                per_sample_weights=chunk.values_by_column,
+            )
         )
 
     def finish(self) -> None:
-        """Write the weight gradient, once the bias gradient holds every chunk's sum."""
-        torch.add(
-            self.grad_t.t(), self.linear.bias.grad.unsqueeze(1), alpha=self.sparse.common, out=self.linear.weight.grad
-        )
+        """Add c (G^T 1) 1^T, once the bias gradient holds every chunk's G^T 1."""
+        self.linear.weight.grad.add_(self.linear.bias.grad.unsqueeze(1), alpha=self.common)
 
 
 def _build(x: torch.Tensor, chunk_rows: int) -> SparseRows | None:

@@ -229,8 +229,7 @@ class MLPStep:
                 mask = torch.empty_like(h).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
                 h = h * mask
             saved.append((layer_input, z, mask))
-        last = self.last
-        logits_t = first.project().t() if h is None else torch.addmm(self.last_bias_column, last.weight, h.t())
+        logits_t = first.project().t() if h is None else torch.addmm(self.last_bias_column, self.last.weight, h.t())
         log_probs_t = torch.log_softmax(logits_t, dim=0)  # a contiguous (classes, batch) result
         if accumulate:
             loss = F.nll_loss(log_probs_t.t(), y, reduction="sum").div_(count)
