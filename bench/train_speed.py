@@ -19,7 +19,6 @@ processes barely touch, so the ratios still compare like with like.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import sys
@@ -36,8 +35,10 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.mlp import build_mlp
+from search.cli import Parser
 from search.config import TrainConfig
 from search.data import Split, load_data
+from search.errors import UsageError
 from search.sparse_rows import SparseRows
 from search.trainer import EpochRecord, make_optimizer, train
 
@@ -210,7 +211,7 @@ def checks(results: dict[Case, dict[str, Rate]], reference: float) -> list[tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per loop and round, after a warm-up")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all loops; each loop keeps its best")
     parser.add_argument("--data-dir", default=None, help="MNIST root (default: $ARCHSEARCH_DATA or ./data)")
@@ -227,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     clock: Clock = time.process_time if args.cpu_time else time.perf_counter
 
     started = time.perf_counter()
-    split = load_data(args.data_dir).train_full
+    try:
+        split = load_data(args.data_dir).train_full
+    except UsageError as error:
+        parser.error(str(error))
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
         f"{'CPU time' if args.cpu_time else 'wall time'}, {len(split):,} training images, "
