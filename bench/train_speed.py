@@ -213,7 +213,7 @@ def checks(results: dict[Case, dict[str, Rate]], reference: float) -> list[tuple
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per loop and round, after a warm-up")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over all loops; each loop keeps its best")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over all loops; each loop keeps its best")
     parser.add_argument("--data-dir", default=None, help="MNIST root (default: $ARCHSEARCH_DATA or ./data)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--cpu-time", action="store_true", help="time one thread's CPU time, not wall time")
