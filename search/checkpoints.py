@@ -31,7 +31,11 @@ def upload_model(
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / MODEL_FILE
         save_model(model, activation, path, {"metadata": metadata})
-        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+        try:
+            return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+        except OSError as error:  # a full disk, say: the trial fails and the study resumes once there is room
+            folder = getattr(store, "_base_path", "the artifact folder")  # private in Optuna: only named in a message
+            raise UsageError(f"cannot save the model in {folder}: {error.strerror or error}") from None
 
 
 def has_model(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:

@@ -3,12 +3,25 @@
 Optuna's dashboard reads trials and intermediate values straight from the storage, so a running
 search shows up live. Our own figures are snapshots saved into the study, refreshed while the
 dashboard runs whenever the number of finished trials changes.
+
+optuna-dashboard has no login, and its API creates, renames and deletes studies, tells trials, and
+writes notes, user attributes, preferences and artifacts. So it is served read-only unless asked:
+a small WSGI middleware answers 403 to every method other than GET, HEAD and OPTIONS. The method
+alone decides because, in optuna-dashboard 0.21, no GET route writes (the pages, /api/meta,
+/api/studies and a study's detail, parameter importances, plots, the CSV download, static files,
+artifact downloads and the schema-migration notice only read), every route that writes is a POST,
+PUT or DELETE (the schema migration that notice offers included), and none of the plain viewing
+uses those: the only POSTs that merely read are the LLM queries, which answer only with an LLM
+provider configured, and we never configure one.
 """
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 import optuna_dashboard
@@ -21,6 +34,9 @@ from search.studies import FINISHED, study_names
 
 GRAPH_PREFIX = "archsearch-"
 OBJECTIVES = {"grid": "final training loss", "search": "validation loss"}
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+READ_ONLY_REASON = "read-only dashboard: start it with --allow-edits to change or delete studies"
+DISCARD_LIMIT = 16 * 2**20  # bytes of a refused request's body read before answering; a bigger one may see a reset
 
 
 def attach(study: optuna.Study) -> list[str]:
@@ -64,6 +80,59 @@ def artifact_store(studies: list[optuna.Study], default: Path) -> FileSystemArti
     return next((FileSystemArtifactStore(f) for f in folders if f.is_dir()), None)
 
 
-def serve(storage, host: str, port: int, store: FileSystemArtifactStore | None) -> None:
-    """Block serving the dashboard until interrupted."""
-    optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
+def guard(app, allow_edits: bool = False):
+    """The WSGI app `app`, answering 403 to any request that could change something unless `allow_edits`."""
+    if allow_edits:
+        return app
+
+    def read_only(environ, start_response):
+        if environ.get("REQUEST_METHOD", "GET").upper() in READ_METHODS:
+            return app(environ, start_response)
+        _discard_body(environ)
+        body = json.dumps({"reason": READ_ONLY_REASON}).encode()
+        # The dashboard's own errors are JSON with a "reason", which its pages show to the user.
+        start_response("403 Forbidden", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return read_only
+
+
+def _discard_body(environ) -> None:
+    """Read a refused request's body: closing a connection with unread data makes the kernel reset it,
+    and the client may then lose the 403 it has not read yet."""
+    try:
+        remaining = min(int(environ.get("CONTENT_LENGTH") or 0), DISCARD_LIMIT)
+    except ValueError:
+        return
+    stream = environ["wsgi.input"]
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 2**16))
+        if not chunk:
+            return
+        remaining -= len(chunk)
+
+
+class _RequestHandler(WSGIRequestHandler):
+    """Logs each request to stderr as optuna_dashboard.run_server does (through bottle's wsgiref
+    adapter), and like it names the client by address, without a reverse DNS lookup per request."""
+
+    def address_string(self) -> str:
+        return self.client_address[0]
+
+
+class _IPv6Server(WSGIServer):
+    address_family = socket.AF_INET6
+
+
+def serve(storage, host: str, port: int, store: FileSystemArtifactStore | None, allow_edits: bool = False) -> None:
+    """Block serving the dashboard, read-only unless `allow_edits`, until interrupted.
+
+    optuna_dashboard.run_server cannot take a wrapped app, so this does what it does with the
+    standard library's server, minus bottle's start-up banner (the command prints its own line)."""
+    app = guard(optuna_dashboard.wsgi(storage, artifact_store=store), allow_edits)
+    server_class = _IPv6Server if ":" in host else WSGIServer
+    with make_server(host, port, app, server_class, _RequestHandler) as server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            return  # as with run_server, Ctrl-C just ends serving

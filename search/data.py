@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from models.budget import CLASSES, INPUTS
 from search.errors import UsageError
 
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -20,6 +23,9 @@ RAW_FILES = {
 }
 DEFAULT_ROOT = "./data"
 VALIDATION_SIZE = 10_000
+IMAGE_SIDE = math.isqrt(INPUTS)
+IDX_UNSIGNED_BYTE = 0x08
+IDX_DIMS = {"images": 3, "labels": 1}  # (N, 28, 28) and (N,); the IDX magic is 0x0800 + this
 
 
 def data_root(explicit: str | None = None) -> Path:
@@ -48,18 +54,58 @@ class Data:
     test: Split
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Parse an IDX file, gzip-compressed or not.
+class _DamagedFile(ValueError):
+    """What is wrong with one IDX file; `_read_checked` adds the dataset, the path and the fix."""
+
+
+def _read_idx(path: Path, kind: str) -> np.ndarray:
+    """Parse an IDX file of `kind` ("images" or "labels"), gzip-compressed or not, refusing any that is not one.
 
     Written by hand because torchvision's MNIST only reads uncompressed files and extracts the
     archives into the root first, which fails on a read-only root such as ../shared/data.
+    Every header field is checked, because a wrong one otherwise surfaces as a numpy traceback or,
+    worse, as an index error inside a training trial.
     """
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = bytearray(handle.read())  # writable, so torch can wrap the pixels without a copy or a warning
-    dims = raw[3]
+    try:
+        with opener(path, "rb") as handle:
+            raw = bytearray(handle.read())  # writable, so torch can wrap the pixels without a copy or a warning
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise _DamagedFile(f"it is not a complete gzip archive ({_one_line(error)})") from None
+    if not raw:
+        raise _DamagedFile("the file is empty")
+    if len(raw) < 4:
+        raise _DamagedFile(f"it is {len(raw)} bytes long, too short for an IDX header")
+    magic = int.from_bytes(raw[:4], "big")
+    if raw[0] or raw[1]:
+        raise _DamagedFile(f"it has no IDX header (it starts with 0x{magic:08x}, not 0x0000)")
+    if raw[2] != IDX_UNSIGNED_BYTE:
+        raise _DamagedFile(f"its IDX data type is 0x{raw[2]:02x}, not 0x{IDX_UNSIGNED_BYTE:02x} (unsigned bytes)")
+    dims = IDX_DIMS[kind]
+    if raw[3] != dims:
+        found = {count: other for other, count in IDX_DIMS.items()}.get(raw[3], f"{raw[3]}-D data")
+        raise _DamagedFile(f"it holds {found}, not {kind} (IDX magic 0x{magic:08x}, expected 0x{0x800 + dims:08x})")
+    header_size = 4 + 4 * dims
+    if len(raw) < header_size:
+        raise _DamagedFile(f"it is truncated inside its header ({len(raw)} of {header_size} bytes)")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+    if kind == "images" and shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        raise _DamagedFile(f"it holds images of {shape[1]}x{shape[2]} pixels, not {IMAGE_SIDE}x{IMAGE_SIDE}")
+    declared, payload = math.prod(shape), len(raw) - header_size
+    described = f"{'x'.join(map(str, shape))} = {declared:,} bytes" if dims > 1 else f"{declared:,} bytes"
+    if payload < declared:
+        raise _DamagedFile(f"it is truncated: its header declares {described} of data, the file holds {payload:,}")
+    if payload > declared:
+        extra = payload - declared
+        raise _DamagedFile(f"it has {extra:,} bytes of trailing data after the {described} its header declares")
+    array = np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
+    if kind == "labels" and len(array) and array.max() >= CLASSES:
+        raise _DamagedFile(f"it holds labels outside 0..{CLASSES - 1} (found {array.max()})")
+    return array
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())
 
 
 def _find(raw_dir: Path, name: str) -> Path | None:
@@ -97,12 +143,49 @@ def _load_arrays(root: str, dataset: str) -> dict[str, tuple[np.ndarray, np.ndar
     if any(_find(raw_dir, n) is None for pair in RAW_FILES.values() for n in pair):
         _download(Path(root), dataset)
     arrays = {}
-    for split, (images, labels) in RAW_FILES.items():
-        try:
-            arrays[split] = (_read_idx(_find(raw_dir, images)), _read_idx(_find(raw_dir, labels)))
-        except (OSError, EOFError, ValueError, IndexError) as error:
-            raise UsageError(f"cannot read {dataset} from {raw_dir}: {error}; replace the damaged files") from None
+    for split, names in RAW_FILES.items():
+        images_path, labels_path = (_find(raw_dir, name) for name in names)
+        arrays[split] = (
+            _read_checked(images_path, "images", dataset),
+            _read_checked(labels_path, "labels", dataset),
+        )
+        _check_counts(split, arrays[split], images_path, labels_path, dataset)
     return arrays
+
+
+def _read_checked(path: Path, kind: str, dataset: str) -> np.ndarray:
+    """`_read_idx`, with any failure as one line that names the file and what to do about it."""
+    try:
+        return _read_idx(path, kind)
+    except _DamagedFile as damage:
+        raise UsageError(f"cannot read {dataset} file {path}: {damage}; replace it with the original file") from None
+    except OSError as error:  # not damage, so replacing the file is not the fix
+        reason = error.strerror or _one_line(error)
+        raise UsageError(f"cannot read {dataset} file {path}: {reason}; check that it is readable") from None
+
+
+def _check_counts(
+    split: str, arrays: tuple[np.ndarray, np.ndarray], images_path: Path, labels_path: Path, dataset: str
+) -> None:
+    """Pairs the files, and leaves the training split something besides the validation split.
+
+    Checked here rather than left to training, where a mismatch shows up as an index error mid-trial."""
+    images, labels = arrays
+    if len(images) != len(labels):
+        raise UsageError(
+            f"cannot read {dataset} file {labels_path}: it holds {len(labels):,} labels but {images_path} holds "
+            f"{len(images):,} images; replace both with the original files"
+        )
+    if split == "train" and len(images) <= VALIDATION_SIZE:
+        raise UsageError(
+            f"cannot read {dataset} file {images_path}: it holds {len(images):,} training images, but at least "
+            f"{VALIDATION_SIZE + 1:,} are needed ({VALIDATION_SIZE:,} for validation and one or more to train on); "
+            "replace it with the original file"
+        )
+    if not len(images):
+        raise UsageError(
+            f"cannot read {dataset} file {images_path}: it holds no {split} images; replace it with the original file"
+        )
 
 
 def _rows(images: np.ndarray, labels: np.ndarray, index: torch.Tensor, device: torch.device) -> Split:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,6 +28,17 @@ PNG_HINT = (
     "PNG files not written: kaleido needs Chrome or Chromium and found none; install one "
     "(on Debian: apt-get install chromium) or point BROWSER_PATH at it, then export again"
 )
+
+
+def safe_file_name(name: str) -> str:
+    """A study name made into one file or folder name: no separators, no `..`, no control characters.
+
+    Names that had to change get a short hash of the original, so two studies never share a folder."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".")[:80] or "study"
+    if safe == name:
+        return safe
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{safe}-{digest}"
 
 
 @contextlib.contextmanager
@@ -50,6 +63,13 @@ def output_folder(out: str | Path) -> Iterator[Path]:
 
 def write_plots(plots: Sequence[Plot], out: Path, formats: Sequence[str]) -> tuple[list[Path], bool]:
     """Write each plot's CSV and the asked formats; returns the files and whether PNG was possible."""
+    try:
+        return _write_staged(plots, out, formats)
+    except OSError as error:  # a full disk, say: the staging folder is gone again, nothing half-written stays
+        raise UsageError(f"cannot write to {out}: {error.strerror or error}") from None
+
+
+def _write_staged(plots: Sequence[Plot], out: Path, formats: Sequence[str]) -> tuple[list[Path], bool]:
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as folder:
         stage = Path(folder)
         for plot in plots:
@@ -74,10 +94,14 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Replace `path` in one step, so a reader never sees half a file."""
+    """Replace `path` in one step, so a reader never sees half a file, and a full disk leaves none."""
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path}: {error.strerror}") from None
 
 
 def _write_pngs(plots: Sequence[Plot], stage: Path) -> bool:

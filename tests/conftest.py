@@ -6,6 +6,7 @@ import gzip
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +61,49 @@ def archsearch(*args: str, env: dict | None = None, cwd: Path | None = None, tim
     return subprocess.run(
         [str(ENTRY_POINT), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
     )
+
+
+def wait_for(condition, process: subprocess.Popen, stderr: Path, timeout: float = 240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        assert process.poll() is None, f"exited early with {process.returncode}: {stderr.read_text()}"
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting")
+
+
+def children_of(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+@pytest.fixture
+def pg_schema_url():
+    """The test PostgreSQL server's URL with a schema of this test's own, dropped afterwards, so the
+    test sees only what it wrote. Skips with the reason when ARCHSEARCH_TEST_PG is unset."""
+    import uuid
+
+    import sqlalchemy
+
+    url = os.environ.get("ARCHSEARCH_TEST_PG")
+    if not url:
+        pytest.skip("ARCHSEARCH_TEST_PG is unset: start a server with `. .ci/postgres.sh` (.ci/run does)")
+    parsed = sqlalchemy.engine.make_url(url).set(drivername="postgresql+psycopg2")
+    schema = f"test_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(parsed)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    yield parsed.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()

@@ -7,7 +7,6 @@ import shlex
 import signal
 import sqlite3
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from search.studies import open_storage
-from tests.conftest import ENTRY_POINT, archsearch
+from tests.conftest import ENTRY_POINT, archsearch, children_of, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 EPOCHS = 10
@@ -60,30 +59,6 @@ def mid_trial(folder: Path) -> int:
     except sqlite3.OperationalError:  # no database or no tables yet
         return 0
     return sum(1 <= epochs < EPOCHS - 2 for (epochs,) in rows)
-
-
-def wait_for(condition, process: subprocess.Popen, stderr: Path, timeout: float = 240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        assert process.poll() is None, f"exited early with {process.returncode}: {stderr.read_text()}"
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting")
-
-
-def children_of(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(entry.name))
-    return children
 
 
 def integrity(folder: Path) -> str:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import warnings
 
 from models.budget import BudgetError
-from search.errors import Interrupted, UsageError
+from search.errors import Interrupted, Terminated, UsageError
+
+DEBUG_ENV = "ARCHSEARCH_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
 COMMANDS = ("budget", "baseline", "search", "grid", "worker", "best", "export", "report", "dashboard")
 
@@ -34,22 +37,55 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every outcome is an exit status and at most one line on stderr.
+
+    2: bad input or an unusable environment (nothing was written); 130 and 143: Ctrl-C and SIGTERM
+    (the running trials were marked failed, the study resumes); 1: a bug, said in one line."""
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
-    args = build_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # names from non-UTF-8 argv must print, not raise
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        args = build_parser().parse_args(argv)
         return args.handler(args) or 0
     except (UsageError, BudgetError) as error:
         print(f"archsearch: error: {error}", file=sys.stderr)
         return 2
     except Interrupted as error:
         print(f"archsearch: {error}", file=sys.stderr)
-        return 130
+        return error.status
+    except Terminated:
+        print("archsearch: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("archsearch: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        print(f"archsearch: error: cannot use{where}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(
+            f"archsearch: internal error: {type(error).__name__}: {reason} (a bug: please report it; "
+            f"{DEBUG_ENV}=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM before a study has set its own handlers (loading data, say): stop as Ctrl-C would."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
 
 
 def run() -> None:

@@ -44,11 +44,16 @@ def describe_trial(trial) -> dict:
 
 def run(args) -> int:
     url = storage_url(args)
-    study = load_study(open_storage(url, must_exist=True), args.study)
+    study = load_study(open_storage(url, read_only=True), args.study)
+    kind = study.user_attrs.get("kind")
+    if kind not in ("search", "grid"):
+        raise UsageError(
+            f"study {args.study!r} was not made by archsearch (kind {kind!r}); it has no best model to show"
+        )
     trial = best_trial(study)
     summary = describe_trial(trial)
-    if args.export and not Path(args.export).resolve().parent.is_dir():
-        raise UsageError(f"cannot write {args.export}: its folder does not exist")
+    if args.export:
+        check_export_target(Path(args.export))
     if args.retrain:
         summary["retrained"] = _retrain(args, study, summary)
     if args.export:
@@ -84,6 +89,16 @@ def run(args) -> int:
     if args.export:
         print(f"  exported      {summary['exported']} ({'retrained' if args.retrain else 'searched'} model)")
     return 0
+
+
+def check_export_target(target: Path) -> None:
+    """The model goes to a new file or replaces a regular one; never through a link or onto a device."""
+    if target.is_symlink():
+        raise UsageError(f"{target} is a symbolic link; give the path of a regular file to write the model to")
+    if target.exists() and not target.is_file():
+        raise UsageError(f"{target} exists and is not a regular file; give a new file name for the model")
+    if not target.resolve().parent.is_dir():
+        raise UsageError(f"cannot write {target}: its folder does not exist")
 
 
 def _public_retrain(summary: dict) -> dict:

@@ -1,26 +1,46 @@
-"""Pieces that the study commands share: options, progress over trials, worker processes."""
+"""Pieces that the study commands share: options, the run of a study with its workers, signals."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.cli.args import non_negative_int
+from search.cli.args import duration, non_negative_int
 from search.config import DEFAULT_STORAGE
+from search.errors import Interrupted, Terminated, UsageError
 from search.progress import progress
-from search.studies import count_trials, run_until
+from search.studies import (
+    STORAGE_ENV,
+    STORAGE_FAILURES,
+    count_trials,
+    describe,
+    has_password,
+    public_url,
+    run_until,
+)
+
+MAX_WORKERS = 32  # each worker holds its own copy of torch and the data (about 0.5 GB)
+PARENT_ENV = "ARCHSEARCH_PARENT_PID"  # set for spawned workers: they end when this process does
+STORAGE_HELP = f"Optuna storage URL (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE}), or journal:PATH"
 
 
-def add_storage_options(parser, study_required: bool = False) -> None:
+def add_storage_options(parser, study_required: bool = False, artifacts: bool = True) -> None:
     parser.add_argument("--study", required=study_required, help="study name")
-    parser.add_argument("--storage", help=f"Optuna storage URL (default {DEFAULT_STORAGE}), or journal:PATH")
-    parser.add_argument("--artifacts", help="folder for saved models (default: artifacts/ beside a SQLite database)")
+    parser.add_argument("--storage", help=STORAGE_HELP)
+    if artifacts:
+        parser.add_argument(
+            "--artifacts", help="folder for saved models (default: artifacts/ beside a SQLite database)"
+        )
 
 
 def add_device_option(parser) -> None:
@@ -28,7 +48,28 @@ def add_device_option(parser) -> None:
 
 
 def add_worker_options(parser) -> None:
-    parser.add_argument("--workers", type=non_negative_int, default=1, help="processes working on the study")
+    parser.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        help=f"processes working on the study (at most {MAX_WORKERS})",
+    )
+    add_timeout_option(parser)
+
+
+def worker_count(text: str) -> int:
+    value = non_negative_int(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_WORKERS}, got {text}")
+    return value
+
+
+def add_timeout_option(parser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=duration,
+        help="stop starting trials after this wall-clock time (90m, 2h, 45s); the same command resumes",
+    )
 
 
 def summary_line(trial: FrozenTrial) -> str:
@@ -45,16 +86,26 @@ def summary_line(trial: FrozenTrial) -> str:
     return f"#{trial.number:<4} {shape}  {trial.state.name.lower()}: {reason}  {seconds:.1f} s"
 
 
-def _interrupt_once(signum, frame) -> None:
-    """Ctrl-C raises KeyboardInterrupt once; later ones (a second press, or the one the search forwards
-    to the workers that the terminal already signalled) must not cut short marking the trial failed."""
+def _stop_on(signum, frame) -> None:
+    """Ctrl-C and SIGTERM raise once; later ones (a second press, the signal the terminal also sent to
+    the workers, a scheduler repeating SIGTERM) must not cut short marking the trials failed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
-def run_with_progress(study: optuna.Study, objective, target: int, quiet: bool = False) -> None:
-    """One worker in this process, with a bar over the study's finished trials and a line per trial."""
-    signal.signal(signal.SIGINT, _interrupt_once)
+def catch_stop_signals() -> None:
+    signal.signal(signal.SIGINT, _stop_on)
+    signal.signal(signal.SIGTERM, _stop_on)
+
+
+def run_with_progress(
+    study: optuna.Study, objective, target: int, quiet: bool = False, deadline: float | None = None
+) -> bool:
+    """One worker in this process, with a bar over the study's finished trials and a line per trial.
+
+    False when `deadline` stopped it before `target` trials finished."""
+    catch_stop_signals()
     with progress(target, study.study_name, quiet, unit="trial") as bar:
         bar.update(min(count_trials(study).finished, target))
 
@@ -66,14 +117,73 @@ def run_with_progress(study: optuna.Study, objective, target: int, quiet: bool =
             bar.n = min(count_trials(study).finished, target)
             bar.refresh()
 
-        run_until(study, objective, target, on_trial)
+        def on_wait(blocking: str) -> None:
+            if not quiet:
+                bar.write(
+                    f"waiting for running trial(s) {blocking} to finish; if such a process is gone, resume on "
+                    "its host, which fails its trial at once (or, with a heartbeat, wait for its grace period)"
+                )
+
+        return run_until(study, objective, target, on_trial, deadline=deadline, on_wait=on_wait)
 
 
-def spawn_workers(count: int, args: list[str]) -> list[subprocess.Popen]:
+def run_study(
+    study: optuna.Study,
+    objective,
+    target: int,
+    resume: list[str],
+    url: str,
+    workers: int,
+    worker_args: list[str],
+    timeout: float | None,
+) -> bool:
+    """The run that `search` and `grid` share: spawn the extra workers, run one here, and on Ctrl-C or
+    SIGTERM fail the running trials everywhere, then raise Interrupted with the one resume command.
+
+    False when --timeout stopped it first (the message says how far it got)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    processes: list[subprocess.Popen] = []
+    try:
+        catch_stop_signals()
+        if timeout is not None:
+            worker_args = [*worker_args, "--timeout", f"{timeout:.0f}s"]
+        processes = spawn_workers(workers, worker_args, url)
+        finished = run_with_progress(study, objective, target, deadline=deadline)
+    except STORAGE_FAILURES as error:
+        stop_workers(processes, signal.SIGTERM)
+        raise storage_failure(error, url) from None
+    except KeyboardInterrupt as stop:
+        signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+        stop_workers(processes, signum)
+        what = "terminated" if signum == signal.SIGTERM else "interrupted"
+        raise Interrupted(
+            f"{what}; the running trials were marked failed. {resume_hint(resume, url)}", signum
+        ) from None
+    except Exception:  # bad input found inside a trial (a full artifact folder, say): the workers stop too
+        stop_workers(processes, signal.SIGTERM)
+        raise
+    stop_workers(processes, None)
+    if not finished:
+        done = min(count_trials(study).finished, target)
+        print(f"stopped at --timeout: {done} of {target} trials finished. {resume_hint(resume, url)}")
+    return finished
+
+
+def storage_failure(error: Exception, url: str) -> UsageError:
+    """A storage that stopped working mid-run (a full disk, a lost server) as one line; the trial it
+    could still mark is failed, so the same command resumes once the cause is gone."""
+    cause = getattr(error.__cause__, "orig", None) or error.__cause__ or getattr(error, "orig", None) or error
+    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return UsageError(f"storage {describe(url)} failed: {reason}; the study resumes with the same command")
+
+
+def spawn_workers(count: int, args: list[str], url: str) -> list[subprocess.Popen]:
     """Extra worker processes of this same program, each with its own worker index.
 
-    The cores are shared out: W processes each running torch's default of one thread per core
-    oversubscribe the CPU and run many times slower than W processes with cores/W threads each.
+    The storage URL goes through the environment, never the command line, where `ps` shows it to
+    every user with its password. The cores are shared out: W processes each running torch's
+    default of one thread per core oversubscribe the CPU and run many times slower than W
+    processes with cores/W threads each.
     """
     if count < 2:
         return []
@@ -81,7 +191,7 @@ def spawn_workers(count: int, args: list[str]) -> list[subprocess.Popen]:
 
     threads = max(1, (os.cpu_count() or 1) // count)
     torch.set_num_threads(threads)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), STORAGE_ENV: url, PARENT_ENV: str(os.getpid())}
     return [
         subprocess.Popen(
             [sys.executable, "-m", "search", "worker", *args, "--worker-index", str(index), "--quiet"], env=env
@@ -90,28 +200,54 @@ def spawn_workers(count: int, args: list[str]) -> list[subprocess.Popen]:
     ]
 
 
-def stop_workers(workers: list[subprocess.Popen], interrupt: bool) -> None:
+def stop_workers(workers: list[subprocess.Popen], signum: int | None) -> None:
+    """Pass Ctrl-C or SIGTERM on to the workers (None: let them finish), then wait for them."""
     for worker in workers:
-        if interrupt and worker.poll() is None:
-            worker.send_signal(signal.SIGINT)
+        if signum is not None and worker.poll() is None:
+            worker.send_signal(signum)
     for worker in workers:
         worker.wait()
 
 
-def resume_hint(command: str, study: str, storage: str) -> str:
-    return (
-        f"interrupted; the running trial was marked failed. Resume with: {command} --study {study} --storage {storage}"
-    )
+def end_with_parent() -> None:
+    """A spawned worker stops (as on SIGTERM: its trial failed) as soon as the process that spawned it
+    is gone, however it died: a parent killed with SIGKILL leaves no orphans training on."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if os.getppid() == int(parent):
+        threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+    else:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def is_spawned() -> bool:
+    return bool(os.environ.get(PARENT_ENV))
+
+
+def resume_hint(resume: list[str], url: str) -> str:
+    """The command that resumes, quoted so that it is safe to paste, with no password in it."""
+    command = shlex.join(["archsearch", *resume, "--storage", public_url(url)])
+    hint = f"Resume with: {command}"
+    if has_password(url):
+        hint += f" (the password is left out: put it in ~/.pgpass, or the full URL in ${STORAGE_ENV})"
+    return hint
 
 
 def storage_url(args, default: str = DEFAULT_STORAGE) -> str:
-    return args.storage or default
+    return args.storage or os.environ.get(STORAGE_ENV) or default
 
 
 def artifacts_dir(args, study: optuna.Study | None, url: str) -> Path:
     from search.studies import default_artifacts
 
-    if args.artifacts:
+    if getattr(args, "artifacts", None):
         return Path(args.artifacts)
     if study is not None and "artifacts" in study.user_attrs:
         return Path(study.user_attrs["artifacts"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from search.config import DEFAULT_STORAGE
+from search.cli.common import STORAGE_HELP, storage_url
 from search.errors import UsageError
-from search.export import FORMATS, PNG_HINT, output_folder, write_plots
+from search.export import FORMATS, PNG_HINT, output_folder, safe_file_name, write_plots
 from search.plots import Plot, study_plots
 from search.studies import describe, load_study, open_storage
 
@@ -24,13 +24,14 @@ def formats(text: str) -> list[str]:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--study", required=True, help="study name")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
-    parser.add_argument("--out", help="output folder (default exports/STUDY)")
+    parser.add_argument("--storage", help=STORAGE_HELP)
+    parser.add_argument("--out", help="output folder (default exports/STUDY, the name made safe as a folder name)")
     parser.add_argument("--format", type=formats, default=list(FORMATS), help="html, png or html,png (default)")
 
 
 def run(args) -> int:
-    study = load_study(open_storage(args.storage, must_exist=True), args.study)
+    url = storage_url(args)
+    study = load_study(open_storage(url, read_only=True), args.study)
     kind = study.user_attrs.get("kind")
     if kind not in ("grid", "search"):
         raise UsageError(f"study {args.study!r} is not an archsearch grid or search study (kind {kind!r})")
@@ -40,12 +41,12 @@ def run(args) -> int:
     if not plots:
         reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped)
         raise UsageError(f"nothing to export from study {args.study!r} yet ({reasons})")
-    with output_folder(args.out or f"exports/{args.study}") as out:
+    with output_folder(args.out or f"exports/{safe_file_name(args.study)}") as out:
         written, png = write_plots(plots, out, args.format)
     for skip in skipped:
         print(f"skipped {skip.name}: {skip.reason}")
     print(
-        f"study {args.study!r} ({kind}) in {describe(args.storage)}: wrote {len(written)} files for "
+        f"study {args.study!r} ({kind}) in {describe(url)}: wrote {len(written)} files for "
         f"{len(plots)} plots to {out}/ ({', '.join(p.name for p in plots)})"
     )
     if "png" in args.format and not png:

@@ -7,16 +7,8 @@ from optuna.storages import fail_stale_trials
 
 from models.catalog import ACTIVATION_NAMES
 from search.cli.args import add_data_options, batch_size, int_list, positive_float, positive_int
-from search.cli.common import (
-    add_device_option,
-    add_worker_options,
-    resume_hint,
-    run_with_progress,
-    spawn_workers,
-    stop_workers,
-)
-from search.config import DEFAULT_STORAGE, OPTIMIZERS, load_toml, replace
-from search.errors import Interrupted
+from search.cli.common import STORAGE_HELP, add_device_option, add_worker_options, run_study, storage_url
+from search.config import OPTIMIZERS, load_toml, replace
 from search.grid import (
     GridConfig,
     GridObjective,
@@ -45,7 +37,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--optimizer", choices=OPTIMIZERS)
     parser.add_argument("--activation", choices=ACTIVATION_NAMES)
     parser.add_argument("--study", help="study name (default: the grid file's, else ksweep); resumes if it exists")
-    parser.add_argument("--storage", help=f"Optuna storage URL (default {DEFAULT_STORAGE}), or journal:PATH")
+    parser.add_argument("--storage", help=STORAGE_HELP)
     add_worker_options(parser)
     add_device_option(parser)
     add_data_options(parser)
@@ -57,7 +49,7 @@ def resolve_config(args) -> GridConfig:
         base = config_from_dict(load_toml(args.config), args.config)
     else:
         name = args.study or GridConfig.name
-        stored = stored_settings(args.storage or DEFAULT_STORAGE, name, "grid")
+        stored = stored_settings(storage_url(args), name, "grid")
         base = config_from_dict(stored, f"study {name!r}") if stored is not None else GridConfig()
     train = replace(
         base.train,
@@ -75,7 +67,7 @@ def resolve_config(args) -> GridConfig:
         seeds=args.seeds,
         dataset=args.dataset,
         data_limit=args.data_limit,
-        storage=args.storage,
+        storage=storage_url(args, base.storage),
         train=train,
     )
 
@@ -103,19 +95,18 @@ def run(args) -> int:
         f"{train.optimizer} at lr {train.lr:g}, batch {train.batch_size or 'full'}, {train.activation}; "
         f"{max(args.workers, 1)} worker(s), training on {device}"
     )
-    worker_args = ["--study", config.name, "--storage", url, "--device", args.device]
+    worker_args = ["--study", config.name, "--device", args.device]
     if args.data_dir:
         worker_args += ["--data-dir", args.data_dir]
-    workers = []
-    try:
-        if "baseline" not in study.user_attrs:
-            study.set_user_attr("baseline", reference_baseline(data))
-        workers = spawn_workers(args.workers, worker_args)
-        run_with_progress(study, GridObjective(config, data), len(points))
-    except KeyboardInterrupt:
-        stop_workers(workers, interrupt=True)
-        raise Interrupted(resume_hint("archsearch grid", config.name, url)) from None
-    stop_workers(workers, interrupt=False)
+    if "baseline" not in study.user_attrs:
+        study.set_user_attr("baseline", reference_baseline(data))
+    resume = ["grid", "--study", config.name]
+    resume += ["--data-dir", args.data_dir] if args.data_dir else []
+    resume += ["--workers", str(args.workers)] if args.workers > 1 else []
+    if not run_study(
+        study, GridObjective(config, data), len(points), resume, url, args.workers, worker_args, args.timeout
+    ):
+        return 0
     print_table(summarize(study, config), study.user_attrs["baseline"], config.seeds)
     return 0
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from search import report
 from search.cli.args import add_data_options, positive_int, seed_list
-from search.cli.common import add_device_option
-from search.config import DEFAULT_STORAGE
+from search.cli.common import STORAGE_HELP, add_device_option, storage_url
 from search.errors import UsageError
 from search.export import output_folder, write_text
 from search.studies import describe, load_study, open_storage, study_names
@@ -26,7 +25,7 @@ HOW_TO_MEASURE = (
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    parser.add_argument("--storage", help=STORAGE_HELP)
     parser.add_argument("--out", default="report", help="output folder (default report/)")
     parser.add_argument(
         "--init-json",
@@ -45,12 +44,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    storage = open_storage(args.storage, must_exist=True)
+    url = storage_url(args)
+    storage = open_storage(url, read_only=True)
     studies = [load_study(storage, name) for name in study_names(storage)]
     ours = [s for s in studies if s.user_attrs.get("kind") in ("grid", "search")]
     if not ours:
         raise UsageError(
-            f"no grid or search study in {describe(args.storage)}; run `archsearch search` or `archsearch grid` first"
+            f"no grid or search study in {describe(url)}; run `archsearch search` or `archsearch grid` first"
         )
     out = Path(args.out)
     init, source = _stored_init(args, ours, out)
@@ -66,7 +66,7 @@ def run(args) -> int:
     kinds = [s.user_attrs["kind"] for s in ours]
     print(
         f"wrote {out / 'report.html'} from {kinds.count('grid')} grid and {kinds.count('search')} search "
-        f"studies in {describe(args.storage)}"
+        f"studies in {describe(url)}"
     )
     if init is None:
         print("the initialization question is unanswered: " + HOW_TO_MEASURE)

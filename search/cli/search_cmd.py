@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from optuna.trial import TrialState
 
 from search.cli.args import add_data_options, positive_float, positive_int
@@ -10,15 +12,11 @@ from search.cli.common import (
     add_storage_options,
     add_worker_options,
     artifacts_dir,
-    resume_hint,
-    run_with_progress,
-    spawn_workers,
-    stop_workers,
+    run_study,
     storage_url,
     summary_line,
 )
 from search.config import (
-    DEFAULT_STORAGE,
     PRUNERS,
     SAMPLERS,
     StudyConfig,
@@ -27,7 +25,7 @@ from search.config import (
     study_from_dict,
     to_dict,
 )
-from search.errors import Interrupted, UsageError
+from search.errors import UsageError
 from search.studies import (
     best_trial,
     check_settings,
@@ -36,6 +34,7 @@ from search.studies import (
     make_pruner,
     make_sampler,
     open_storage,
+    public_url,
     stored_settings,
 )
 
@@ -64,7 +63,7 @@ def resolve_config(args) -> StudyConfig:
     if args.config:
         base = study_from_dict(load_toml(args.config), args.config)
     else:
-        stored = stored_settings(args.storage or DEFAULT_STORAGE, args.study, "search") if args.study else None
+        stored = stored_settings(storage_url(args), args.study, "search") if args.study else None
         base = study_from_dict(stored, f"study {args.study!r}") if stored is not None else StudyConfig(name="")
     profiles = tuple(p.strip() for p in args.profiles.split(",") if p.strip()) if args.profiles is not None else None
     space = replace(base.space, profiles=profiles, max_depth=args.max_depth)
@@ -79,7 +78,7 @@ def resolve_config(args) -> StudyConfig:
         seed=args.seed,
         dataset=args.dataset,
         data_limit=args.data_limit,
-        storage=args.storage,
+        storage=storage_url(args, base.storage),
         name=args.study,
         space=space,
     )
@@ -95,7 +94,7 @@ def resolve_config(args) -> StudyConfig:
 
 def run(args) -> int:
     config = resolve_config(args)
-    url = storage_url(args, config.storage)
+    url = config.storage
     storage = open_storage(url, config.heartbeat_seconds, config.grace_seconds)
     study_settings = {k: v for k, v in to_dict(config).items() if k != "name"}
     check_settings(storage, config.name, "search", study_settings)
@@ -122,7 +121,7 @@ def run(args) -> int:
     objective = SearchObjective(config, data, artifacts)
     if study.user_attrs.get("artifacts") != str(artifacts):
         study.set_user_attr("artifacts", str(artifacts))
-    worker_args = ["--study", config.name, "--storage", url, "--artifacts", str(artifacts), "--device", args.device]
+    worker_args = ["--study", config.name, "--artifacts", str(artifacts), "--device", args.device]
     if args.data_dir:
         worker_args += ["--data-dir", args.data_dir]
     print(
@@ -130,13 +129,9 @@ def run(args) -> int:
         f"budget {config.budget} ±{config.tolerance:.0%}, {config.epochs} epochs, "
         f"{max(args.workers, 1)} worker(s), training on {device}"
     )
-    workers = spawn_workers(args.workers, worker_args)
-    try:
-        run_with_progress(study, objective, config.trials)
-    except KeyboardInterrupt:
-        stop_workers(workers, interrupt=True)
-        raise Interrupted(resume_hint("archsearch search", config.name, url)) from None
-    stop_workers(workers, interrupt=False)
+    resume = ["search", "--study", config.name, *_resume_flags(args)]
+    if not run_study(study, objective, config.trials, resume, url, args.workers, worker_args, args.timeout):
+        return 0
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:  # every trial was pruned (diverged, or too far from the budget): say why, not "resume"
         pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
@@ -148,6 +143,15 @@ def run(args) -> int:
     print(
         f"      test loss {best.user_attrs['test_loss']:.4f}, test accuracy {best.user_attrs['test_accuracy']:.2%} "
         "(for information; selection used validation). "
-        f"Details: archsearch best --study {config.name} --storage {describe(url)}"
+        f"Details: {shlex.join(['archsearch', 'best', '--study', config.name, '--storage', public_url(url)])}"
     )
     return 0
+
+
+def _resume_flags(args) -> list[str]:
+    """The flags of this run that the stored study does not remember."""
+    flags = []
+    for flag, value in (("--workers", args.workers if args.workers > 1 else None), ("--data-dir", args.data_dir)):
+        if value is not None:
+            flags += [flag, str(value)]
+    return flags + (["--device", args.device] if args.device != "auto" else [])

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import importlib
+import signal
+import time
 
 from search.cli.args import add_data_options, non_negative_int, positive_int
 from search.cli.common import (
+    STORAGE_FAILURES,
     add_device_option,
     add_storage_options,
+    add_timeout_option,
     artifacts_dir,
+    end_with_parent,
+    is_spawned,
     resume_hint,
     run_with_progress,
+    storage_failure,
     storage_url,
 )
-from search.errors import Interrupted, UsageError
+from search.errors import Interrupted, Terminated, UsageError
 from search.studies import load_study, make_pruner, make_sampler, open_storage
 
 HELP = "join an existing search or grid study and run trials until it has its number of trials"
@@ -28,6 +35,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--trials", type=positive_int, help="finished trials wanted (default: the study's own)")
     parser.add_argument("--worker-index", type=non_negative_int, default=0, help="varies the sampler seed per worker")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no per-trial lines")
+    add_timeout_option(parser)
     add_device_option(parser)
     add_data_options(parser)
 
@@ -44,6 +52,8 @@ def worker_setup(study, args, device, artifacts):
 
 
 def run(args) -> int:
+    end_with_parent()
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
     url = storage_url(args)
     storage = open_storage(url, must_exist=True)
     study = load_study(storage, args.study)
@@ -61,7 +71,13 @@ def run(args) -> int:
     )
     study = load_study(storage, args.study, sampler, pruner)
     try:
-        run_with_progress(study, objective, args.trials or target, quiet=args.quiet)
-    except KeyboardInterrupt:
-        raise Interrupted(resume_hint("archsearch worker", args.study, url)) from None
+        run_with_progress(study, objective, args.trials or target, quiet=args.quiet, deadline=deadline)
+    except STORAGE_FAILURES as error:
+        raise storage_failure(error, url) from None
+    except KeyboardInterrupt as stop:
+        signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+        if is_spawned():  # the process that spawned this worker prints the one resume command
+            return 128 + signum
+        hint = resume_hint(["worker", "--study", args.study], url)
+        raise Interrupted(f"stopped; the running trial was marked failed. {hint}", signum) from None
     return 0

@@ -1,0 +1,467 @@
+"""Trust: no password leaves the command line, nothing half-made, nothing stuck, signals and limits obeyed.
+
+Each test drives the installed `archsearch` as a user (or a scheduler) would and then reads the storage
+directly to check what it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from search.studies import OWNER_ATTR, create_study, open_storage, owner_is_gone
+from tests.conftest import ENTRY_POINT, archsearch, children_of, wait_for
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+PG = os.environ.get("ARCHSEARCH_TEST_PG")
+QUICK = ("--budget", "20000", "--max-depth", "2", "--data-limit", "2000", "--device", "cpu")
+
+
+def env_for(data_root: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "ARCHSEARCH_DATA": str(data_root), "OMP_NUM_THREADS": "1", **extra}
+
+
+def study_file(folder: Path, name: str, storage: str, trials: int, epochs: int, slow: bool = False) -> Path:
+    """A search study with a 1 s heartbeat and 3 s grace period; `slow` trials take seconds each."""
+    space = 'batch_sizes = [16]\noptimizers = ["adam"]\nschedules = ["constant"]\n' if slow else ""
+    path = folder / f"{name}.toml"
+    path.write_text(
+        f'name = "{name}"\nbudget = 20000\ntrials = {trials}\nepochs = {epochs}\n'
+        f"data_limit = {10_000 if slow else 2000}\n"
+        f'sampler = "random"\npruner = "none"\nheartbeat_seconds = 1\ngrace_seconds = 3\nstorage = "{storage}"\n'
+        f"\n[space]\nmax_depth = 2\n{space}"
+    )
+    return path
+
+
+def load(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(url, read_only=True))
+
+
+def running_trials(url: str, name: str) -> int:
+    """Running trials that have reported at least one epoch (so they are mid-training)."""
+    try:
+        trials = load(url, name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    except Exception:  # the study does not exist yet
+        return 0
+    return sum(bool(t.intermediate_values) for t in trials)
+
+
+def descendants(pid: int) -> list[int]:
+    found = children_of(pid)
+    for child in list(found):
+        found += descendants(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# Secrets --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_database_password_is_found_nowhere(tmp_path, mnist_root, pg_schema_url):
+    from sqlalchemy.engine import make_url
+
+    url = pg_schema_url
+    secret = make_url(url).password
+    assert secret and len(secret) >= 12
+    name = f"secret-{uuid.uuid4().hex[:8]}"
+    env = env_for(mnist_root)
+    seen: list[str] = []
+    search = subprocess.Popen(
+        [str(ENTRY_POINT), "search", "--study", name, "--storage", url, "--workers", "2", "--trials", "40",
+         "--epochs", "20", *QUICK],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while running_trials(url, name) < 2 and time.monotonic() < deadline:
+            assert search.poll() is None, search.communicate()
+            time.sleep(0.2)
+        # The command line typed holds the password; the workers' command lines must not.
+        command_lines = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in descendants(search.pid)]
+        assert command_lines, "the spawned worker is missing"
+        os.killpg(search.pid, signal.SIGINT)
+        out, err = search.communicate(timeout=120)
+    finally:
+        search.kill()
+    assert search.returncode == 130, err
+    seen += [out, err, *(line.decode(errors="replace") for line in command_lines)]
+    assert len([line for line in err.splitlines() if "Resume with:" in line]) == 1, err
+
+    steps = [
+        ("best", "--study", name, "--storage", url),
+        ("best", "--study", name, "--storage", url, "--json"),
+        ("export", "--study", name, "--storage", url, "--out", str(tmp_path / "exported"), "--format", "html"),
+        ("report", "--storage", url, "--out", str(tmp_path / "report")),
+    ]
+    for step in steps:
+        result = archsearch(*step, env=env, cwd=tmp_path)
+        assert result.returncode == 0, (step, result.stderr)
+        seen += [result.stdout, result.stderr]
+    seen.append(dashboard_api(url, tmp_path, env))
+    seen += [path.read_text(errors="replace") for path in tmp_path.rglob("*") if path.is_file()]
+    seen += database_text(url)
+    leaks = [text[max(0, text.find(secret) - 80) : text.find(secret) + 20] for text in seen if secret in text]
+    assert not leaks, leaks
+
+
+def dashboard_api(url: str, folder: Path, env: dict[str, str]) -> str:
+    """Everything the dashboard's API says about the storage's studies, as text."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(ENTRY_POINT), "dashboard", "--storage", url, "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=folder,
+    )  # fmt: skip
+    try:
+        text = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    text = response.read().decode()
+                break
+            except OSError:
+                assert server.poll() is None, server.communicate()
+                time.sleep(0.3)
+        assert text, "the dashboard never answered"
+        for study in json.loads(text)["study_summaries"]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=10) as r:
+                text += r.read().decode()
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=30)
+    return text + out + err
+
+
+def database_text(url: str) -> list[str]:
+    """Every row of every table of the database, as text."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(sqlalchemy.engine.make_url(url).set(drivername="postgresql+psycopg2"))
+    try:
+        with engine.connect() as connection:
+            tables = sqlalchemy.inspect(connection).get_table_names()
+            return [
+                str(row) for table in tables for row in connection.execute(sqlalchemy.text(f'SELECT * FROM "{table}"'))
+            ]
+    finally:
+        engine.dispose()
+
+
+def test_resume_hint_is_quoted_and_printed_once(tmp_path, mnist_root):
+    name = "x;touch PWNED;#"
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    search = subprocess.Popen(
+        [str(ENTRY_POINT), "search", "--study", name, "--storage", url, "--workers", "2", "--trials", "20",
+         "--epochs", "20", *QUICK],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env_for(mnist_root), cwd=tmp_path,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while running_trials(url, name) < 1 and time.monotonic() < deadline:
+            assert search.poll() is None, search.communicate()
+            time.sleep(0.2)
+        os.killpg(search.pid, signal.SIGINT)
+        _, err = search.communicate(timeout=120)
+    finally:
+        search.kill()
+    hints = [line for line in err.splitlines() if "Resume with:" in line]
+    assert len(hints) == 1, err
+    command = hints[0].split("Resume with: ", 1)[1]
+    assert shlex.split(command)[:4] == ["archsearch", "search", "--study", name]
+    # Pasted into a shell, it is one command: the shell sees no `;` outside quotes and creates no file.
+    subprocess.run(["bash", "-c", f"archsearch() {{ :; }}; {command}"], cwd=tmp_path, check=True)
+    assert not (tmp_path / "PWNED").exists()
+
+
+# Creation: all or nothing, and races --------------------------------------------------------------
+
+# Loaded by the search process (PYTHONPATH): SIGKILL itself right after the study got its kind, before
+# its settings are stored: the moment a kill leaves a study half-made.
+KILL_DURING_CREATION = """
+import os, signal
+import optuna.study
+
+_set = optuna.study.Study.set_user_attr
+
+def set_user_attr(self, key, value):
+    _set(self, key, value)
+    if key == "kind":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+optuna.study.Study.set_user_attr = set_user_attr
+"""
+
+
+@pytest.mark.parametrize("command", ["search", "grid"])
+def test_a_kill_during_creation_leaves_a_study_the_next_run_completes(tmp_path, mnist_root, command):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_DURING_CREATION)
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    if command == "search":
+        args = ("search", "--study", "half", "--storage", url, "--trials", "2", "--epochs", "1", *QUICK)
+    else:
+        args = ("grid", "--study", "half", "--storage", url, "--budgets", "5000", "--depths", "1", "--seeds", "2",
+                "--epochs", "1", "--data-limit", "500", "--device", "cpu")  # fmt: skip
+    killed = archsearch(*args, env=env_for(mnist_root, PYTHONPATH=str(hook)), cwd=tmp_path)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    half = load(url, "half")
+    assert "kind" in half.user_attrs and "config" not in half.user_attrs  # the kill struck in between
+
+    resumed = archsearch(*args, env=env_for(mnist_root), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    study = load(url, "half")
+    assert study.user_attrs["kind"] == command and "config" in study.user_attrs
+    assert sum(t.state in FINISHED for t in study.get_trials(deepcopy=False)) == 2
+
+
+def test_a_half_made_study_of_another_kind_is_refused_in_one_line(tmp_path, mnist_root):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    storage = open_storage(url)
+    optuna.create_study(study_name="half", storage=storage).set_user_attr("kind", "grid")
+    result = archsearch("search", "--study", "half", "--storage", url, "--trials", "1", "--epochs", "1", *QUICK,
+                        env=env_for(mnist_root), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "archsearch: error: study 'half' is a grid study, not a search study; choose another --study"
+    ]
+
+
+def storages_for_races(tmp_path: Path) -> list[str]:
+    urls = [f"sqlite:///{tmp_path / 'race.db'}", f"journal:{tmp_path / 'race.log'}"]
+    return [*urls, PG] if PG else urls
+
+
+def test_simultaneous_creations_end_on_one_study(tmp_path):
+    """Twenty rounds of two runs creating the same study at the same instant, on each storage."""
+    config = {"budget": 20000, "trials": 5, "storage": "x"}
+    for url in storages_for_races(tmp_path):
+        for round_ in range(20):
+            name = f"race-{uuid.uuid4().hex[:8]}-{round_}"
+            start = threading.Barrier(2)
+            outcomes: list[object] = []
+
+            def create(url=url, name=name, start=start, outcomes=outcomes) -> None:
+                storage = open_storage(url)
+                start.wait()
+                try:
+                    study = create_study(storage, name, "search", config, None, None)
+                    outcomes.append(study.study_name)
+                except Exception as error:  # recorded, so the assertion shows it
+                    outcomes.append(error)
+
+            threads = [threading.Thread(target=create) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert outcomes == [name, name], (url.split(":")[0], outcomes)
+            study = optuna.load_study(study_name=name, storage=open_storage(url))
+            assert study.user_attrs["kind"] == "search"
+            assert study.user_attrs["config"]["budget"] == 20000
+            if url == PG:
+                optuna.delete_study(study_name=name, storage=open_storage(url))
+
+
+# Journal: a killed run's trial does not block its resume --------------------------------------------
+
+
+def test_journal_resume_after_sigkill_ends_within_the_grace_period(tmp_path, mnist_root):
+    url = f"journal:{tmp_path / 'studies.log'}"
+    config = study_file(tmp_path, "journal", url, trials=3, epochs=8, slow=True)
+    env = env_for(mnist_root)
+    err = tmp_path / "err"
+    with open(err, "w") as stderr:
+        search = subprocess.Popen([str(ENTRY_POINT), "search", "--config", str(config), "--device", "cpu"],
+                                  stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=tmp_path)  # fmt: skip
+        try:
+            wait_for(lambda: running_trials(url, "journal") >= 1, search, err)
+            search.send_signal(signal.SIGKILL)
+            search.wait(timeout=30)
+        finally:
+            search.kill()
+    study = optuna.load_study(
+        study_name="journal", storage=JournalStorage(JournalFileBackend(str(tmp_path / "studies.log")))
+    )
+    (stuck,) = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+    started = time.monotonic()
+    resumed = archsearch("search", "--config", str(config), "--device", "cpu", env=env, cwd=tmp_path, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = optuna.load_study(
+        study_name="journal", storage=JournalStorage(JournalFileBackend(str(tmp_path / "studies.log")))
+    ).get_trials(deepcopy=False)
+    assert trials[stuck.number].state == TrialState.FAIL
+    assert sum(t.state in FINISHED for t in trials) == 3
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == stuck.number]
+    assert retry.params == stuck.params
+    # It never waited on the dead trial: the whole resume took about three trials' training.
+    assert "waiting for running trial" not in resumed.stdout + resumed.stderr
+    assert time.monotonic() - started < 200
+
+
+def test_journal_storage_on_a_folder_is_one_line(tmp_path):
+    result = archsearch("search", "--study", "x", "--storage", f"journal:{tmp_path}", "--trials", "1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "is a folder" in result.stderr
+
+
+# Signals and limits ---------------------------------------------------------------------------------
+
+
+def test_sigterm_fails_running_trials_stops_workers_and_says_how_to_resume(tmp_path, mnist_root):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    config = study_file(tmp_path, "term", url, trials=6, epochs=8, slow=True)
+    err = tmp_path / "err"
+    with open(err, "w") as stderr:
+        search = subprocess.Popen(
+            [str(ENTRY_POINT), "search", "--config", str(config), "--workers", "2", "--device", "cpu"],
+            stdout=subprocess.DEVNULL, stderr=stderr, env=env_for(mnist_root), cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: running_trials(url, "term") >= 2, search, err)
+            workers = descendants(search.pid)
+            assert workers
+            search.send_signal(signal.SIGTERM)  # to the main process only, as `kill PID` or systemd would
+            assert search.wait(timeout=60) == 143, err.read_text()
+        finally:
+            search.kill()
+    text = err.read_text()
+    assert "Traceback" not in text
+    assert len([line for line in text.splitlines() if "Resume with: archsearch search" in line]) == 1, text
+    assert not [pid for pid in workers if alive(pid)], "a worker outlived its parent"
+    trials = load(url, "term").get_trials(deepcopy=False)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert sum(t.state == TrialState.FAIL for t in trials) == 2
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path, mnist_root):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    config = study_file(tmp_path, "orphans", url, trials=6, epochs=8, slow=True)
+    err = tmp_path / "err"
+    with open(err, "w") as stderr:
+        search = subprocess.Popen(
+            [str(ENTRY_POINT), "search", "--config", str(config), "--workers", "3", "--device", "cpu"],
+            stdout=subprocess.DEVNULL, stderr=stderr, env=env_for(mnist_root), cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: len(children_of(search.pid)) == 2 and running_trials(url, "orphans") >= 1, search, err)
+            workers = children_of(search.pid)
+            search.send_signal(signal.SIGKILL)
+            search.wait(timeout=30)
+        finally:
+            search.kill()
+    deadline = time.monotonic() + 30
+    while [pid for pid in workers if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if alive(pid)], "workers outlived a killed parent"
+
+
+def test_timeout_stops_cleanly_and_the_same_command_resumes_to_exactly_n(tmp_path, mnist_root):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    args = ("search", "--study", "timed", "--storage", url, "--trials", "12", "--epochs", "2", "--workers", "2",
+            *QUICK)  # fmt: skip
+    first = archsearch(*args, "--timeout", "2s", env=env_for(mnist_root), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    line = next(line for line in first.stdout.splitlines() if line.startswith("stopped at --timeout"))
+    done = int(line.split(": ", 1)[1].split(" of ")[0])
+    assert 0 <= done < 12
+    assert "Resume with: archsearch search --study timed" in line
+    trials = load(url, "timed").get_trials(deepcopy=False)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    resumed = archsearch(*args, env=env_for(mnist_root), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    states = Counter(t.state for t in load(url, "timed").get_trials(deepcopy=False))
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 12, states
+
+
+# A full disk ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs (needs root, as CI has); skipped with the reason where mounting is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode().strip() or 'not root'})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path, leave: int) -> None:
+    """Fill the file system of `folder` until only about `leave` bytes are free."""
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    (folder / ".filler").write_bytes(b"\0" * max(0, free - leave))
+
+
+def test_a_full_disk_is_one_line_leaves_no_partial_files_and_the_study_resumes(tmp_path, small_disk, mnist_root):
+    env = env_for(mnist_root)
+    url = f"sqlite:///{small_disk / 'studies.db'}"
+    args = ("search", "--study", "full", "--storage", url, "--trials", "40", "--epochs", "1", *QUICK)
+    fill(small_disk, leave=900_000)
+    result = archsearch(*args, env=env, cwd=tmp_path)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    (line,) = result.stderr.splitlines()
+    assert str(small_disk) in line and ("No space left" in line or "full" in line), line
+    with sqlite3.connect(small_disk / "studies.db") as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    # A trial whose end could not be written stays RUNNING, owned by a process that is gone: the resume fails it.
+    for trial in load(url, "full").get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        assert owner_is_gone(trial.user_attrs[OWNER_ATTR])
+
+    # Exports and the report: one line, and nothing half-written left on the full disk.
+    out_before = sorted(p.name for p in small_disk.iterdir())
+    for command in (
+        ("export", "--study", "full", "--storage", url, "--out", str(small_disk / "exports"), "--format", "html"),
+        ("report", "--storage", url, "--out", str(small_disk / "report")),
+    ):
+        written = archsearch(*command, env=env, cwd=tmp_path)
+        if written.returncode == 0:
+            continue  # it fitted; nothing to check
+        assert written.returncode == 2, written.stderr
+        assert len(written.stderr.splitlines()) == 1 and str(small_disk) in written.stderr, written.stderr
+        assert sorted(p.name for p in small_disk.iterdir()) == out_before
+    (small_disk / ".filler").unlink()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    resumed = archsearch(*args, env=env, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sum(t.state in FINISHED for t in load(url, "full").get_trials(deepcopy=False)) == 40
+
+
+def test_sys_executable_is_the_tests_python():
+    """The fault tests find workers as children running this interpreter's `-m search worker`."""
+    assert Path(sys.executable).with_name("archsearch") == ENTRY_POINT
