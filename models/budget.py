@@ -14,6 +14,13 @@ INPUTS = 784
 CLASSES = 10
 LINEAR_PARAMETERS = (INPUTS + 1) * CLASSES
 MIN_BUDGET = (INPUTS + 1) * 1 + (1 + 1) * CLASSES  # one hidden layer of width 1: 805
+# The largest budget any command accepts. An MLP of 10,000,000 parameters on 784 inputs (one hidden
+# layer of about 12,600 units) is far beyond what these MNIST studies need (they use 25,000 to
+# 100,000) and still trains in a few hundred MB; a mistyped 10**15 would try to allocate tens of GB.
+MAX_BUDGET = 10_000_000
+# The deepest net any command builds or tabulates: the studies search 1 to 8 hidden layers, and a
+# plain MLP far deeper than 64 layers does not train with these optimizers and initializations.
+MAX_DEPTH = 64
 
 
 class BudgetError(ValueError):

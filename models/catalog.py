@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 ACTIVATION_NAMES = ("tanh", "relu", "gelu")
 INIT_NAMES = ("default", "zeros", "normal", "constant", "xavier", "kaiming")
+# Each dataset's name and its folder in torchvision's layout (ROOT/FOLDER/raw/*.gz); all are 28x28, 10 classes.
+DATASET_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from models.budget import CLASSES, INPUTS
+from models.catalog import DATASET_FOLDERS
 from search.errors import UsageError
 
-DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
+DATASETS = DATASET_FOLDERS
 RAW_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),

@@ -1,13 +1,15 @@
 """The optimizers' own fused kernels, called straight, for the fast step's one flat parameter tensor.
 
 Optimizer.step wraps its kernel in per-call Python (profiler hooks, state checks, grouping tensors by device
-and dtype, a separate op to count steps): about 90 µs around a 30 µs kernel for the 784-64-64-10 MLP, one
-sixth of a batch-128 step on a CPU (bench/train_speed.py: 15% more samples per second without it). torch
-has no public entry to the bare kernel, so this calls the private ops that Optimizer.step itself calls, on
-the state tensors Optimizer.step made, with the hyperparameters read from the param group on every call
-(schedulers change lr, and one-cycle the betas or momentum): the same update, to the bit
-(tests/test_fused.py), and the optimizer's state_dict stays true. Where torch lacks the ops or the
-optimizer is not one this module knows, the update is plain Optimizer.step.
+and dtype, a separate op to count steps) that costs more than the kernel itself for the small MLPs we train
+(bench/train_speed.py prints the gain: its (b') line against (c)). torch has no public entry to the bare
+kernel, so this calls the private ops that Optimizer.step itself calls, on the state tensors Optimizer.step
+made, with the hyperparameters read from the param group on every call (schedulers change lr, and
+one-cycle the betas or momentum): the same update, to the bit (tests/test_fused.py), and the optimizer's
+state_dict stays true. Private APIs change without notice, so each is checked before use: the op must
+exist with the arguments we pass, and the param group must hold every key we read. Where anything is
+missing (an older or newer torch) or the optimizer is not one this module knows, the update is plain
+Optimizer.step.
 """
 
 from __future__ import annotations
@@ -18,6 +20,39 @@ import torch
 
 Update = Callable[[], None]
 
+# What each bare kernel is called with, and what its call reads from the param group.
+ADAM_ARGUMENTS = {
+    "self", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "state_steps", "lr", "beta1", "beta2",
+    "weight_decay", "eps", "amsgrad", "maximize", "grad_scale", "found_inf",
+}  # fmt: skip
+SGD_ARGUMENTS = {
+    "self", "grads", "momentum_buffer_list", "weight_decay", "momentum", "lr", "dampening", "nesterov", "maximize",
+    "is_first_step", "grad_scale", "found_inf",
+}  # fmt: skip
+ADAM_GROUP_KEYS = (
+    "lr",
+    "betas",
+    "eps",
+    "weight_decay",
+    "amsgrad",
+    "maximize",
+    "differentiable",
+    "decoupled_weight_decay",
+)
+SGD_GROUP_KEYS = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize", "differentiable")
+
+
+def kernel_takes(name: str, arguments: set[str]) -> bool:
+    """Whether torch has the private op `name` and its schema names every argument we pass."""
+    packet = getattr(getattr(torch.ops, "aten", None), name, None)
+    if packet is None or not hasattr(torch, name):
+        return False
+    try:
+        schema_names = {argument.name for argument in packet.default._schema.arguments}
+    except (AttributeError, RuntimeError):
+        return False
+    return arguments <= schema_names
+
 
 def fused_update(optimizer: torch.optim.Optimizer) -> Update:
     """A callable doing what `optimizer.step()` does, for an optimizer built with fused=True over one tensor."""
@@ -25,14 +60,17 @@ def fused_update(optimizer: torch.optim.Optimizer) -> Update:
     if len(groups) != 1 or len(groups[0]["params"]) != 1 or not groups[0].get("fused"):
         return optimizer.step
     group = groups[0]
-    if type(optimizer) in (torch.optim.Adam, torch.optim.AdamW) and hasattr(torch, "_fused_adamw_"):
+    if type(optimizer) in (torch.optim.Adam, torch.optim.AdamW):
+        if not all(key in group for key in ADAM_GROUP_KEYS):
+            return optimizer.step
         if group["amsgrad"] or group["maximize"] or group["differentiable"]:
             return optimizer.step
-        return _AdamUpdate(optimizer)
-    if type(optimizer) is torch.optim.SGD and hasattr(torch, "_fused_sgd_"):
-        if group["maximize"] or group["differentiable"]:
+        kernel = "_fused_adamw_" if group["decoupled_weight_decay"] else "_fused_adam_"
+        return _AdamUpdate(optimizer) if kernel_takes(kernel, ADAM_ARGUMENTS) else optimizer.step
+    if type(optimizer) is torch.optim.SGD:
+        if not all(key in group for key in SGD_GROUP_KEYS) or group["maximize"] or group["differentiable"]:
             return optimizer.step
-        return _SGDUpdate(optimizer)
+        return _SGDUpdate(optimizer) if kernel_takes("_fused_sgd_", SGD_ARGUMENTS) else optimizer.step
     return optimizer.step
 
 

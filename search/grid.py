@@ -15,15 +15,29 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from models.budget import LINEAR_PARAMETERS, MIN_BUDGET, depth_range, uniform_parameters, width_for_budget
+from models.budget import (
+    LINEAR_PARAMETERS,
+    MAX_BUDGET,
+    MAX_DEPTH,
+    MIN_BUDGET,
+    depth_range,
+    uniform_parameters,
+    width_for_budget,
+)
 from search.config import (
     BASELINE_TRAIN,
+    BUDGET_ADVICE,
     DEFAULT_STORAGE,
+    MAX_SEED_COUNT,
+    MAX_TRIALS,
     TrainConfig,
     _coerce,
-    check_positive,
+    check_int,
+    check_ints,
     check_run_settings,
+    check_study_name,
     replace,
+    shown,
 )
 from search.errors import UsageError
 from search.studies import FINISHED, Surplus
@@ -50,16 +64,21 @@ class GridConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        for name in ("budgets", "depths"):
-            values = getattr(self, name)
-            if not values:
-                raise UsageError(f"{name} is empty; give at least one value")
-            if len(set(values)) != len(values):
-                raise UsageError(f"{name} lists a value twice: {list(values)}")
-        for depth in self.depths:
-            check_positive("every depth", depth)
-        check_positive("seeds", self.seeds)
-        check_run_settings(self.data_limit, self.heartbeat_seconds, self.grace_seconds)
+        check_study_name(self.name)
+        check_ints("budgets", self.budgets, None, MAX_BUDGET, BUDGET_ADVICE)  # check_budgets explains the lower end
+        check_ints("depths", self.depths, 1, MAX_DEPTH)
+        check_int("seeds", self.seeds, 1, MAX_SEED_COUNT)
+        points = len(self.budgets) * len(self.depths) * self.seeds
+        if points > MAX_TRIALS:
+            raise UsageError(
+                f"a grid must have at most {MAX_TRIALS:,} points, got {points:,} (budgets x depths x seeds); "
+                "give fewer budgets, depths or seeds"
+            )
+        check_run_settings(self.dataset, self.data_limit, self.heartbeat_seconds, self.grace_seconds)
+        if not isinstance(self.storage, str):
+            raise UsageError(f"storage must be a URL, got {shown(self.storage)}")
+        if not isinstance(self.train, TrainConfig):
+            raise UsageError(f"train must be a table of training settings, got {shown(self.train)}")
         if self.train.seed != 0 or self.train.device != "auto":
             raise UsageError(
                 "[train] seed and device are not grid settings: a trial's seed is its grid seed, "
@@ -85,6 +104,7 @@ def check_budgets(budgets: tuple[int, ...], depths: tuple[int, ...]) -> None:
 
 
 def config_from_dict(raw: dict[str, Any], where: str) -> GridConfig:
+    """A grid from a TOML file's tables or a stored study's settings; UsageError for any bad value."""
     return _coerce(GridConfig, raw, where)
 
 

@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import pytest
@@ -58,6 +57,7 @@ def test_environment_variable_sets_root(monkeypatch, tmp_path):
 
 
 def test_real_mnist_shapes_and_preprocessing(mnist_root):
+    before = tree_state(mnist_root)
     data = load_data(str(mnist_root), "mnist", "cpu")
     assert (len(data.train_full), len(data.train), len(data.validation), len(data.test)) == (
         60_000,
@@ -67,4 +67,9 @@ def test_real_mnist_shapes_and_preprocessing(mnist_root):
     )
     assert data.train_full.x.min().item() == -0.5 and data.train_full.x.max().item() == 0.5
     assert sorted(torch.bincount(data.test.y).tolist())[0] > 800
-    assert os.access(mnist_root, os.R_OK)
+    data_module._load_arrays.__wrapped__(str(mnist_root), "mnist")  # a real read, even if cached above
+    assert tree_state(mnist_root) == before  # read in place, nothing extracted or written beside the files
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(path): (path.stat().st_size, path.stat().st_mtime_ns) for path in sorted(root.rglob("*"))}

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from search import fused
 from search.config import TrainConfig
 from search.fused import _AdamUpdate, _SGDUpdate, fused_update
 from search.trainer import make_optimizer, make_schedule
@@ -51,3 +52,24 @@ def test_other_optimizers_keep_their_own_step():
     amsgrad = torch.optim.Adam(params[:1], amsgrad=True, fused=True)
     for optimizer in (two_tensors, unfused, amsgrad, torch.optim.RMSprop(params[:1])):
         assert fused_update(optimizer) == optimizer.step
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_a_param_group_without_a_key_we_read_falls_back_to_optimizer_step(optimizer):
+    """Older torch versions lack keys such as Adam's `decoupled_weight_decay` (a KeyError before)."""
+    param = torch.nn.Parameter(torch.zeros(4))
+    built = make_optimizer([param], TrainConfig(optimizer=optimizer, lr=0.1))
+    assert fused_update(built) != built.step
+    missing = "decoupled_weight_decay" if optimizer != "sgd" else "nesterov"
+    del built.param_groups[0][missing]
+    assert fused_update(built) == built.step  # chosen without reading the missing key (a KeyError before)
+
+
+def test_a_kernel_with_another_signature_falls_back_to_optimizer_step(monkeypatch):
+    param = torch.nn.Parameter(torch.zeros(4))
+    built = make_optimizer([param], TrainConfig(optimizer="adam", lr=0.1))
+    monkeypatch.setattr(fused, "ADAM_ARGUMENTS", fused.ADAM_ARGUMENTS | {"an_argument_torch_never_had"})
+    assert fused_update(built) == built.step
+    monkeypatch.setattr(torch, "_fused_adam_", None, raising=False)
+    monkeypatch.delattr(torch, "_fused_adam_")
+    assert not fused.kernel_takes("_fused_adam_", set())

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -13,15 +15,34 @@ def test_shapes_and_activation(activation):
 
 
 @pytest.mark.parametrize("name", INITS)
-def test_every_init_builds(name):
-    model = build_mlp([8], init=Init(name, 0.5))
-    weight = model[0].weight
-    if name == "zeros":
-        assert torch.count_nonzero(weight) == 0
-    if name == "constant":
-        assert torch.all(weight == 0.5) and torch.all(model[0].bias == 0.5)
-    if name == "normal":
-        assert 0.3 < weight.std().item() < 0.7
+def test_every_init_sets_the_weights_it_names(name):
+    """Each init's documented distribution, on a 784-64 layer (50,176 weights: tight statistics)."""
+    torch.manual_seed(0)
+    layer = build_mlp([64], "tanh", init=Init(name, 0.5))[0]
+    weight, bias = layer.weight.detach(), layer.bias.detach()
+    fan_in, fan_out = weight.shape[1], weight.shape[0]
+    uniform_bounds = {  # U(-b, b) for each uniform init (torch's default is kaiming_uniform with a = sqrt(5))
+        "default": 1 / math.sqrt(fan_in),
+        "xavier": 5 / 3 * math.sqrt(6 / (fan_in + fan_out)),  # tanh's gain
+        "kaiming": math.sqrt(2) * math.sqrt(3 / fan_in),  # relu's gain
+    }
+    if name in uniform_bounds:
+        bound = uniform_bounds[name]
+        assert weight.abs().max() <= bound and weight.abs().max() > 0.99 * bound
+        assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+        if name == "default":
+            assert bias.abs().max() <= bound and torch.count_nonzero(bias) == fan_out
+        else:
+            assert torch.count_nonzero(bias) == 0
+    elif name == "zeros":
+        assert torch.count_nonzero(weight) == 0 and torch.count_nonzero(bias) == 0
+    elif name == "constant":
+        assert torch.all(weight == 0.5) and torch.all(bias == 0.5)
+    elif name == "normal":
+        assert weight.std().item() == pytest.approx(0.5, rel=0.02) and abs(weight.mean().item()) < 0.01
+        assert torch.count_nonzero(bias) == 0
+    else:
+        pytest.fail(f"no expectation for init {name!r}: add one")
 
 
 def test_unknown_init_and_activation_rejected():

@@ -450,9 +450,7 @@ def test_a_full_disk_is_one_line_leaves_no_partial_files_and_the_study_resumes(t
         ("report", "--storage", url, "--out", str(small_disk / "report")),
     ):
         written = archsearch(*command, env=env, cwd=tmp_path)
-        if written.returncode == 0:
-            continue  # it fitted; nothing to check
-        assert written.returncode == 2, written.stderr
+        assert written.returncode == 2, written.stderr  # each page embeds plotly.js: megabytes
         assert len(written.stderr.splitlines()) == 1 and str(small_disk) in written.stderr, written.stderr
         assert sorted(p.name for p in small_disk.iterdir()) == out_before
     (small_disk / ".filler").unlink()

@@ -1,77 +1,195 @@
-"""Argument types and options shared by several subcommands."""
+"""Argument types and options shared by several subcommands.
+
+Each type refuses a bad value with an `ArgumentTypeError`, which the parser prints as one line with
+exit status 2; the limits are the configuration's own (search/config.py, models/budget.py).
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
+from collections.abc import Callable
+
+from models.budget import MAX_BUDGET, MAX_DEPTH, MIN_BUDGET
+from search.config import (
+    DATASET_NAMES,
+    MAX_BATCH_SIZE,
+    MAX_DATA_LIMIT,
+    MAX_EPOCHS,
+    MAX_SEED,
+    MAX_SEED_COUNT,
+    MAX_TRIALS,
+    check_study_name,
+    float_bounds,
+    int_bounds,
+    shown,
+)
+from search.errors import UsageError
+
+# The largest whole number any flag takes unless it has a tighter limit of its own: SQLite and
+# Optuna's storages keep integers in 64 bits, so anything larger can only be a typo.
+MAX_FLAG_INT = 2**63 - 1
+MAX_DURATION_SECONDS = 30 * 86_400  # 30 days: longer than any sensible allocation of a cluster job
+DURATION_FORMS = "45s, 90m, 1h30m, 1.5h, 2d or plain seconds (3600)"
+_DURATION_UNITS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+_DECIMAL = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_DURATION = re.compile("".join(rf"(?:(?P<{unit}>{_DECIMAL}){unit})?" for unit in _DURATION_UNITS))
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def positive_int(text: str, high: int = MAX_FLAG_INT) -> int:
+    return _int_between(text, 1, high)
 
 
-def non_negative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
-    return value
+def non_negative_int(text: str, high: int = MAX_FLAG_INT) -> int:
+    return _int_between(text, 0, high)
 
 
 def positive_float(text: str) -> float:
-    value = _number(text, float)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+    return _float_above(text, 0, low_open=True)
 
 
 def non_negative_float(text: str) -> float:
-    value = _number(text, float)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
-    return value
+    return _float_above(text, 0, low_open=False)
+
+
+def finite_float(text: str) -> float:
+    """Any real number; NaN and infinities are refused, as every float setting refuses them."""
+    return _number(text, float)
+
+
+def budget(text: str) -> int:
+    """A parameter budget P, from the smallest MLP to MAX_BUDGET."""
+    return _int_between(text, MIN_BUDGET, MAX_BUDGET, f"{MIN_BUDGET} parameters is the smallest MLP")
+
+
+def depth(text: str) -> int:
+    """A number of hidden layers."""
+    return _int_between(text, 1, MAX_DEPTH)
+
+
+def epoch_count(text: str) -> int:
+    return _int_between(text, 1, MAX_EPOCHS)
+
+
+def trial_count(text: str) -> int:
+    return _int_between(text, 1, MAX_TRIALS)
+
+
+def seed(text: str) -> int:
+    """A random seed, as numpy and Optuna take them."""
+    return _int_between(text, 0, MAX_SEED)
+
+
+def seed_count(text: str) -> int:
+    return _int_between(text, 1, MAX_SEED_COUNT)
+
+
+def data_limit(text: str) -> int:
+    return _int_between(text, 0, MAX_DATA_LIMIT, "0 uses every sample")
 
 
 def batch_size(text: str) -> int:
     """'full' (or 0) is full batch."""
-    return 0 if text == "full" else non_negative_int(text)
+    return 0 if text == "full" else _int_between(text, 0, MAX_BATCH_SIZE, "'full' or 0 means the full batch")
 
 
 def int_list(text: str) -> list[int]:
     return _list(text, positive_int, "positive integers")
 
 
+def budget_list(text: str) -> list[int]:
+    return _list(text, budget, f"parameter budgets of {MIN_BUDGET} to {MAX_BUDGET:,}")
+
+
+def depth_list(text: str) -> list[int]:
+    return _list(text, depth, f"numbers of hidden layers, 1 to {MAX_DEPTH}")
+
+
 def seed_list(text: str) -> list[int]:
-    return _list(text, non_negative_int, "integers of 0 or more")
-
-
-def _list(text: str, parse, what: str) -> list[int]:
-    try:
-        values = [parse(part) for part in text.split(",") if part.strip()]
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one value")
+    values = _list(text, seed, f"integers of 0 or more, up to {MAX_SEED:,}")
+    if len(values) > MAX_SEED_COUNT:
+        raise argparse.ArgumentTypeError(f"must list at most {MAX_SEED_COUNT:,} seeds, got {len(values):,}")
     return values
 
 
+def study_name(text: str) -> str:
+    """A study name that `check_study_name` accepts."""
+    try:
+        check_study_name(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def duration(text: str) -> float:
+    """Seconds, from a wall-clock time such as 45s, 90m, 1h30m, 1.5h, 2d or plain seconds (3600)."""
+    compact = re.sub(r"\s+", "", text).lower()
+    if re.fullmatch(_DECIMAL, compact):
+        seconds = float(compact)
+    else:
+        match = _DURATION.fullmatch(compact)
+        if not compact or match is None:
+            raise argparse.ArgumentTypeError(f"expected a duration such as {DURATION_FORMS}, got {shown(text)}")
+        seconds = sum(float(match[unit] or 0) * factor for unit, factor in _DURATION_UNITS.items())
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be a duration above 0, got {shown(text)}; e.g. {DURATION_FORMS}")
+    if seconds > MAX_DURATION_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_DURATION_SECONDS // 86_400} days, got {shown(text)}; resume the study to run longer"
+        )
+    return seconds
+
+
+def _list(text: str, parse: Callable[[str], int], what: str) -> list[int]:
+    try:
+        values = [parse(part) for part in text.split(",") if part.strip()]
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {shown(text)} ({error})") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one value, got {shown(text)}")
+    seen: set[int] = set()
+    for value in values:
+        if value in seen:
+            raise argparse.ArgumentTypeError(f"lists {value} twice, in {shown(text)}; give each value once")
+        seen.add(value)
+    return values
+
+
+def _int_between(text: str, low: int, high: int, advice: str = "") -> int:
+    value = _number(text, int)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(
+            f"must be {int_bounds(low, high)}, got {shown(value)}{f'; {advice}' if advice else ''}"
+        )
+    return value
+
+
+def _float_above(text: str, low: float, *, low_open: bool) -> float:
+    value = _number(text, float)
+    if not (value > low if low_open else value >= low):
+        raise argparse.ArgumentTypeError(f"must be {float_bounds(low, None, low_open=low_open)}, got {shown(text)}")
+    return value
+
+
 def _number(text: str, kind: type):
+    """`text` as an int or a finite float; NaN and infinities are no settings of this program."""
     try:
         value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if kind is float and value != value:
-        raise argparse.ArgumentTypeError("NaN is not allowed")
+    except ValueError:  # also an int of more than 4,300 digits
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"not {what}: {shown(text)}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {shown(text)} (NaN and infinity are refused)")
     return value
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="dataset root in torchvision's layout (default: $ARCHSEARCH_DATA or ./data)")
-    parser.add_argument("--dataset", choices=("mnist", "fashion-mnist", "kmnist"), help="default mnist")
+    parser.add_argument("--dataset", choices=DATASET_NAMES, help="default mnist")
     parser.add_argument(
         "--data-limit",
-        type=non_negative_int,
+        type=data_limit,
         default=None,
         help="use only the first N samples of each split (quick runs)",
     )

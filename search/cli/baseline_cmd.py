@@ -10,11 +10,13 @@ from search.cli.args import (
     add_data_options,
     add_json_option,
     batch_size,
+    epoch_count,
+    finite_float,
     positive_float,
-    positive_int,
+    seed,
     seed_list,
 )
-from search.config import BASELINE_TRAIN, TrainConfig
+from search.config import BASELINE_TRAIN, DEVICES, TrainConfig
 from search.errors import UsageError
 from search.progress import progress
 
@@ -23,14 +25,14 @@ HELP = "train the linear softmax baseline (784 -> 10) with full-batch SGD, or co
 
 def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=positive_float, default=BASELINE_TRAIN.lr)
-    parser.add_argument("--epochs", type=positive_int, default=BASELINE_TRAIN.epochs)
+    parser.add_argument("--epochs", type=epoch_count, default=BASELINE_TRAIN.epochs)
     parser.add_argument(
         "--batch-size", type=batch_size, default=BASELINE_TRAIN.batch_size, help="'full' (default) or a mini-batch size"
     )
     parser.add_argument("--init", choices=INIT_NAMES, default="default")
-    parser.add_argument("--init-value", type=float, default=0.0, help="std for normal, value for constant")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--init-value", type=finite_float, default=0.0, help="std for normal, value for constant")
+    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--init-study", action="store_true", help="compare several initializations over several seeds")
     parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="seeds for --init-study (default 0,1,2)")
     add_data_options(parser)

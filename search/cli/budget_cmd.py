@@ -6,14 +6,14 @@ import json
 from dataclasses import asdict
 
 from models.budget import budget_table, depth_range
-from search.cli.args import add_json_option, int_list, positive_int
+from search.cli.args import add_json_option, budget, depth_list
 
 HELP = "show Parameters(k, m), the depth range and m_P(k) for a parameter budget"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("budget", type=positive_int, help="the parameter budget P")
-    parser.add_argument("--depths", type=int_list, help="depths to tabulate, e.g. 1,2,4,8 (default: 1..8 that fit)")
+    parser.add_argument("budget", type=budget, help="the parameter budget P")
+    parser.add_argument("--depths", type=depth_list, help="depths to tabulate, e.g. 1,2,4,8 (default: 1..8 that fit)")
     add_json_option(parser)
 
 

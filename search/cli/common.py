@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.cli.args import duration, non_negative_int
+from search.cli.args import duration, non_negative_int, study_name
 from search.config import DEFAULT_STORAGE
 from search.errors import Interrupted, Terminated, UsageError
 from search.progress import progress
@@ -35,7 +35,7 @@ STORAGE_HELP = f"Optuna storage URL (default: ${STORAGE_ENV}, else {DEFAULT_STOR
 
 
 def add_storage_options(parser, study_required: bool = False, artifacts: bool = True) -> None:
-    parser.add_argument("--study", required=study_required, help="study name")
+    parser.add_argument("--study", type=study_name, required=study_required, help="study name")
     parser.add_argument("--storage", help=STORAGE_HELP)
     if artifacts:
         parser.add_argument(
@@ -146,7 +146,7 @@ def run_study(
     try:
         catch_stop_signals()
         if timeout is not None:
-            worker_args = [*worker_args, "--timeout", f"{timeout:.0f}s"]
+            worker_args = [*worker_args, "--timeout", f"{timeout:g}s"]
         processes = spawn_workers(workers, worker_args, url)
         finished = run_with_progress(study, objective, target, deadline=deadline)
     except STORAGE_FAILURES as error:

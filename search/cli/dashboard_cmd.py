@@ -14,7 +14,7 @@ import threading
 
 from search import dashboard
 from search.cli.args import non_negative_int
-from search.config import DEFAULT_STORAGE
+from search.cli.common import STORAGE_HELP, storage_url
 from search.errors import UsageError
 from search.studies import default_artifacts, describe, load_study, open_storage, study_names
 
@@ -28,8 +28,15 @@ def port(text: str) -> int:
     return value
 
 
+MAX_REFRESH_SECONDS = 86_400  # a day; longer is the same as never (0)
+
+
+def refresh_seconds(text: str) -> int:
+    return non_negative_int(text, high=MAX_REFRESH_SECONDS)
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    parser.add_argument("--storage", help=STORAGE_HELP)
     parser.add_argument("--port", type=port, default=8080)
     parser.add_argument(
         "--host",
@@ -49,28 +56,32 @@ def add_arguments(parser) -> None:
         "it has no login, so this lets anyone who can reach the dashboard change and delete studies",
     )
     parser.add_argument(
-        "--refresh", type=non_negative_int, default=30, help="seconds between updates of our figures (0: never)"
+        "--refresh",
+        type=refresh_seconds,
+        default=30,
+        help=f"seconds between updates of our figures (0: never; at most {MAX_REFRESH_SECONDS})",
     )
 
 
 def run(args) -> int:
     _check_public(args.host, args.port, args.public)
-    storage = open_storage(args.storage, must_exist=True)
+    url = storage_url(args)
+    storage = open_storage(url, must_exist=True)
     names = study_names(storage)
     if not names:
-        raise UsageError(f"no study in {describe(args.storage)} yet; run `archsearch search` first")
+        raise UsageError(f"no study in {describe(url)} yet; run `archsearch search` first")
     _check_free(args.host, args.port)
     seen = dashboard.attach_all(storage, {})
-    store = dashboard.artifact_store([load_study(storage, n) for n in names], default_artifacts(args.storage))
+    store = dashboard.artifact_store([load_study(storage, n) for n in names], default_artifacts(url))
     stop = threading.Event()
     if args.refresh:
-        refresher_storage = open_storage(args.storage, must_exist=True)
+        refresher_storage = open_storage(url, must_exist=True)
         threading.Thread(
             target=dashboard.keep_attached, args=(refresher_storage, seen, args.refresh, stop), daemon=True
         ).start()
     mode = "edits allowed" if args.allow_edits else "read-only"
     print(
-        f"optuna-dashboard for {describe(args.storage)} ({len(names)} studies, {mode}) at "
+        f"optuna-dashboard for {describe(url)} ({len(names)} studies, {mode}) at "
         f"http://{_url_host(args.host)}:{args.port}/dashboard/{_exposure(args)} ; Ctrl-C stops it",
         flush=True,
     )

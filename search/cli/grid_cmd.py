@@ -6,7 +6,16 @@ import optuna
 from optuna.storages import fail_stale_trials
 
 from models.catalog import ACTIVATION_NAMES
-from search.cli.args import add_data_options, batch_size, int_list, positive_float, positive_int
+from search.cli.args import (
+    add_data_options,
+    batch_size,
+    budget_list,
+    depth_list,
+    epoch_count,
+    positive_float,
+    seed_count,
+    study_name,
+)
 from search.cli.common import STORAGE_HELP, add_device_option, add_worker_options, run_study, storage_url
 from search.config import OPTIMIZERS, load_toml, replace
 from search.grid import (
@@ -28,15 +37,19 @@ HELP = "train the uniform net (k, m_P(k)) once at every (budget, depth, seed) of
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", help="grid file (TOML), e.g. studies/ksweep.toml; flags override it")
-    parser.add_argument("--budgets", type=int_list, help="comma-separated parameter budgets, e.g. 25000,50000,100000")
-    parser.add_argument("--depths", type=int_list, help="comma-separated numbers of hidden layers, e.g. 1,2,3,4,6,8")
-    parser.add_argument("--seeds", type=positive_int, help="seeds per shape: 0, 1, ..., N-1")
-    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument(
+        "--budgets", type=budget_list, help="comma-separated parameter budgets, e.g. 25000,50000,100000"
+    )
+    parser.add_argument("--depths", type=depth_list, help="comma-separated numbers of hidden layers, e.g. 1,2,3,4,6,8")
+    parser.add_argument("--seeds", type=seed_count, help="seeds per shape: 0, 1, ..., N-1")
+    parser.add_argument("--epochs", type=epoch_count)
     parser.add_argument("--lr", type=positive_float)
     parser.add_argument("--batch-size", type=batch_size, help="'full' or a mini-batch size")
     parser.add_argument("--optimizer", choices=OPTIMIZERS)
     parser.add_argument("--activation", choices=ACTIVATION_NAMES)
-    parser.add_argument("--study", help="study name (default: the grid file's, else ksweep); resumes if it exists")
+    parser.add_argument(
+        "--study", type=study_name, help="study name (default: the grid file's, else ksweep); resumes if it exists"
+    )
     parser.add_argument("--storage", help=STORAGE_HELP)
     add_worker_options(parser)
     add_device_option(parser)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from search import report
-from search.cli.args import add_data_options, positive_int, seed_list
+from search.cli.args import add_data_options, epoch_count, seed_list
 from search.cli.common import STORAGE_HELP, add_device_option, storage_url
 from search.errors import UsageError
 from search.export import output_folder, write_text
@@ -37,7 +37,7 @@ def add_arguments(parser) -> None:
         action="store_true",
         help=f"run the initialization study now and keep it as OUT/{INIT_FILE} for later reports",
     )
-    parser.add_argument("--init-epochs", type=positive_int, help="epochs per run of --init-study (default: baseline's)")
+    parser.add_argument("--init-epochs", type=epoch_count, help="epochs per run of --init-study (default: baseline's)")
     parser.add_argument("--seeds", type=seed_list, help="seeds of --init-study (default: baseline's)")
     add_device_option(parser)
     add_data_options(parser)

@@ -6,7 +6,7 @@ import shlex
 
 from optuna.trial import TrialState
 
-from search.cli.args import add_data_options, positive_float, positive_int
+from search.cli.args import add_data_options, budget, depth, epoch_count, positive_float, seed, trial_count
 from search.cli.common import (
     add_device_option,
     add_storage_options,
@@ -43,15 +43,15 @@ HELP = "search layer-width profiles and hyperparameters under a parameter budget
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", help="study file (TOML), e.g. studies/profiles-50k.toml; flags override it")
-    parser.add_argument("--budget", type=positive_int, help="parameter budget P")
+    parser.add_argument("--budget", type=budget, help="parameter budget P")
     parser.add_argument("--tolerance", type=positive_float, help="allowed relative distance to P (default 0.02)")
-    parser.add_argument("--trials", type=positive_int, help="finished trials wanted in total (resume counts)")
-    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--trials", type=trial_count, help="finished trials wanted in total (resume counts)")
+    parser.add_argument("--epochs", type=epoch_count)
     parser.add_argument("--profiles", help="comma-separated subset of uniform,decreasing,increasing,free")
-    parser.add_argument("--max-depth", type=positive_int)
+    parser.add_argument("--max-depth", type=depth)
     parser.add_argument("--sampler", choices=SAMPLERS)
     parser.add_argument("--pruner", choices=PRUNERS)
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=seed)
     add_storage_options(parser)
     add_worker_options(parser)
     add_device_option(parser)

@@ -6,7 +6,7 @@ import importlib
 import signal
 import time
 
-from search.cli.args import add_data_options, non_negative_int, positive_int
+from search.cli.args import add_data_options, non_negative_int, trial_count
 from search.cli.common import (
     STORAGE_FAILURES,
     add_device_option,
@@ -32,7 +32,7 @@ KINDS = {"search": "search.cli.worker_cmd", "grid": "search.grid"}
 
 def add_arguments(parser) -> None:
     add_storage_options(parser, study_required=True)
-    parser.add_argument("--trials", type=positive_int, help="finished trials wanted (default: the study's own)")
+    parser.add_argument("--trials", type=trial_count, help="finished trials wanted (default: the study's own)")
     parser.add_argument("--worker-index", type=non_negative_int, default=0, help="varies the sampler seed per worker")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no per-trial lines")
     add_timeout_option(parser)
