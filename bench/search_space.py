@@ -4,7 +4,7 @@
 
 Part 1 samples architectures through Optuna (study.ask / tell on an in-memory study, RandomSampler by
 default) from both spaces and prints how many land within the tolerance of the budget, and the depths,
-profiles and widths reached. Ours runs `search.space.suggest`, the very code of the real search; the
+profiles and widths reached. Ours runs `search.study.space.suggest`, the very code of the real search; the
 naive space is optuna-examples' pytorch_simple: `n_layers`, then a free `n_units_l{i}` per layer, with
 samples whose count misses the tolerance rejected.
 
@@ -34,14 +34,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from models.budget import count_parameters
-from search.config import SAMPLERS, SearchSpace, StudyConfig
-from search.data import Data, load_data
-from search.objective import SearchObjective, prune, train_trial
-from search.space import suggest
-from search.studies import make_pruner, make_sampler, run_until
-from search.trainer import resolve_device
+from search.engine.data import Data, load_data
+from search.engine.trainer import resolve_device
+from search.study.config import SAMPLERS, SearchSpace, StudyConfig
+from search.study.lifecycle import make_pruner, make_sampler
+from search.study.objective import SearchObjective, prune, train_trial
+from search.study.space import suggest
+from search.study.workers import run_until
 
-# The names under which `search.space.suggest` samples the architecture; the rest are training settings.
+# The names under which `search.study.space.suggest` samples the architecture; the rest are training settings.
 ARCHITECTURE_NAMES = ("depth", "profile", "taper")
 ARCHITECTURE_PREFIXES = ("relative_width_",)
 SHAPES = ("single layer", "uniform", "decreasing", "increasing", "mixed")
@@ -67,7 +68,7 @@ def within(widths: Sequence[int], budget: int, tolerance: float) -> bool:
 
 
 class TrainingOnlyTrial:
-    """A trial for `search.space.suggest` that keeps only its training hyperparameters.
+    """A trial for `search.study.space.suggest` that keeps only its training hyperparameters.
 
     Architecture suggestions (ARCHITECTURE_NAMES, ARCHITECTURE_PREFIXES) get a placeholder (one layer)
     and never reach the real trial; every other suggestion is forwarded unchanged. So the naive study
@@ -208,7 +209,7 @@ def run_sampling(config: StudyConfig, naive: NaiveSpace, sampler_name: str, coun
     )
     print(
         f"ours : depth 1..{config.space.max_depth}, profiles {', '.join(config.space.profiles)}; "
-        "widths solved for P (search.space.suggest)"
+        "widths solved for P (search.study.space.suggest)"
     )
     print(f"       within tolerance {share(len(ours), count)}; widths=None (wasted) {missed}")
     print(f"naive: {naive.describe()}; rejected when |count - P| > {config.tolerance:.0%} of P")

@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.mlp import build_mlp
 from search.cli import Parser
-from search.config import TrainConfig
-from search.data import Split, load_data
+from search.engine.config import TrainConfig
+from search.engine.data import Split, load_data
+from search.engine.sparse_rows import SparseRows
+from search.engine.trainer import EpochRecord, make_optimizer, train
 from search.errors import UsageError
-from search.sparse_rows import SparseRows
-from search.trainer import EpochRecord, make_optimizer, train
 
 MATMUL_SIZE = 4096
 FULL = 0
@@ -137,7 +137,7 @@ def fused_loader_loop(*args) -> list[float]:
 
 
 def trainer_loop(model: nn.Module, split: Split, case: Case, batch_size: int, epochs: int, clock: Clock) -> list[float]:
-    """search.trainer.train without validation; epoch seconds between on_epoch callbacks."""
+    """search.engine.trainer.train without validation; epoch seconds between on_epoch callbacks."""
     stamps = [clock()]
 
     def on_epoch(_: EpochRecord) -> None:

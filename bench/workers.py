@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from search.studies import open_storage  # noqa: E402
+from search.study.storage import open_storage  # noqa: E402
 
 ARCHSEARCH = Path(sys.executable).with_name("archsearch")
 

@@ -18,26 +18,23 @@ from hypothesis import strategies as st
 
 from models.budget import MAX_BUDGET, MAX_DEPTH
 from search.cli import args as flag_types
-from search.config import (
-    MAX_BATCH_SIZE,
+from search.engine.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED, TrainConfig
+from search.errors import UsageError
+from search.study.config import (
     MAX_DATA_LIMIT,
-    MAX_EPOCHS,
     MAX_GRACE_SECONDS,
     MAX_HEARTBEAT_SECONDS,
-    MAX_SEED,
     MAX_SEED_COUNT,
     MAX_STUDY_FILE_BYTES,
     MAX_STUDY_NAME_LENGTH,
     MAX_TRIALS,
     SearchSpace,
     StudyConfig,
-    TrainConfig,
     check_study_name,
     load_toml,
     study_from_dict,
 )
-from search.errors import UsageError
-from search.grid import GridConfig, config_from_dict
+from search.study.grid import GridConfig, config_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 INF, NAN = math.inf, math.nan

@@ -25,8 +25,8 @@ import pytest
 import sqlalchemy
 
 from search.cli.dashboard_cmd import is_loopback
-from search.dashboard import READ_ONLY_REASON, guard
-from search.studies import open_storage
+from search.results.dashboard import READ_ONLY_REASON, guard
+from search.study.storage import open_storage
 from tests.conftest import ENTRY_POINT, archsearch
 
 WRITES = ("POST", "PUT", "DELETE", "PATCH")

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from search import data as data_module
-from search.data import load_data
+from search.engine import data as data_module
+from search.engine.data import load_data
 from search.errors import UsageError
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.data import VALIDATION_SIZE, load_data
+from search.engine.data import VALIDATION_SIZE, load_data
 from search.errors import UsageError
 from tests.conftest import archsearch
 

@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from search.studies import open_storage
+from search.study.storage import open_storage
 from tests.conftest import ENTRY_POINT, archsearch, children_of, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

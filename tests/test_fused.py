@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from search import fused
-from search.config import TrainConfig
-from search.fused import _AdamUpdate, _SGDUpdate, fused_update
-from search.trainer import make_optimizer, make_schedule
+from search.engine import fused
+from search.engine.config import TrainConfig
+from search.engine.fused import _AdamUpdate, _SGDUpdate, fused_update
+from search.engine.trainer import make_optimizer, make_schedule
 
 CONFIGS = [
     TrainConfig(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0),

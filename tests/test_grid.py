@@ -13,10 +13,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.config import TrainConfig
-from search.data import load_data
+from search.engine.config import TrainConfig
+from search.engine.data import load_data
 from search.errors import UsageError
-from search.grid import (
+from search.study.grid import (
     GridConfig,
     GridObjective,
     GridPoint,
@@ -27,7 +27,9 @@ from search.grid import (
     point_of,
     settings,
 )
-from search.studies import FINISHED, create_study, open_storage, run_until
+from search.study.lifecycle import create_study
+from search.study.storage import open_storage
+from search.study.workers import FINISHED, run_until
 from tests.conftest import ENTRY_POINT, REPO, archsearch
 
 GRID = ("--budgets", "1000,2000", "--depths", "1,2", "--seeds", "2")

@@ -7,8 +7,8 @@ import optuna
 import pytest
 
 from models.budget import width_for_budget
-from search.plots import SweepPoint
-from search.report import sweep_findings
+from search.results.plots import SweepPoint
+from search.results.report import sweep_findings
 from tests.conftest import archsearch
 from tests.test_export import add_grid_study, add_search_study, grid_loss
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.studies import open_storage
+from search.study.storage import open_storage
 from tests.conftest import archsearch
 
 # 12 trials: TPE's 10 random start-up trials and then two that it models; the median pruner is on too.

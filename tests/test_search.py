@@ -7,10 +7,10 @@ import pytest
 
 from models.budget import count_parameters
 from models.mlp import load_model
-from search.config import SearchSpace
-from search.data import load_data
-from search.space import suggest
-from search.trainer import evaluate
+from search.engine.data import load_data
+from search.engine.trainer import evaluate
+from search.study.config import SearchSpace
+from search.study.space import suggest
 from tests.conftest import archsearch
 
 
@@ -51,7 +51,7 @@ def test_sampled_architectures_meet_budget_and_shape():
 
 
 def test_pruner_judges_from_the_middle_of_training():
-    from search.studies import make_pruner
+    from search.study.lifecycle import make_pruner
 
     study = optuna.create_study(pruner=make_pruner("median", 30))
     for _ in range(5):

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from models.mlp import build_mlp
-from search import trainer
-from search.config import TrainConfig
-from search.data import Split
-from search.sparse_rows import SparseRows
-from search.trainer import MLPStep, train
+from search.engine import trainer
+from search.engine.config import TrainConfig
+from search.engine.data import Split
+from search.engine.sparse_rows import SparseRows
+from search.engine.trainer import MLPStep, train
 
 
 def mnist_like(rows: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

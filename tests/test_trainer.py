@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from models.mlp import Init, build_mlp
-from search.config import TrainConfig
-from search.data import load_data
-from search.trainer import Diverged, MLPStep, autograd_step, evaluate, make_optimizer, train
+from search.engine.config import TrainConfig
+from search.engine.data import load_data
+from search.engine.trainer import Diverged, MLPStep, autograd_step, evaluate, make_optimizer, train
 
 
 @pytest.fixture()

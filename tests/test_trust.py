@@ -26,7 +26,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from search.studies import OWNER_ATTR, create_study, open_storage, owner_is_gone
+from search.study.lifecycle import create_study
+from search.study.storage import open_storage
+from search.study.workers import OWNER_ATTR, owner_is_gone
 from tests.conftest import ENTRY_POINT, archsearch, children_of, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.studies import open_storage
+from search.study.storage import open_storage
 from tests.conftest import archsearch
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -48,9 +48,9 @@ def storage(request, tmp_path: Path):
 SLOW_TRIALS = """
 import time
 
-import search.trainer
+import search.engine.trainer
 
-_train = search.trainer.train
+_train = search.engine.trainer.train
 
 
 def train(*args, **kwargs):
@@ -58,7 +58,7 @@ def train(*args, **kwargs):
     return _train(*args, **kwargs)
 
 
-search.trainer.train = train
+search.engine.trainer.train = train
 """
 
 

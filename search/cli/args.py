@@ -12,20 +12,10 @@ import re
 from collections.abc import Callable
 
 from models.budget import MAX_BUDGET, MAX_DEPTH, MIN_BUDGET
-from search.config import (
-    DATASET_NAMES,
-    MAX_BATCH_SIZE,
-    MAX_DATA_LIMIT,
-    MAX_EPOCHS,
-    MAX_SEED,
-    MAX_SEED_COUNT,
-    MAX_TRIALS,
-    check_study_name,
-    float_bounds,
-    int_bounds,
-    shown,
-)
+from search.checks import float_bounds, int_bounds, shown
+from search.engine.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED
 from search.errors import UsageError
+from search.study.config import DATASET_NAMES, MAX_DATA_LIMIT, MAX_SEED_COUNT, MAX_TRIALS, check_study_name
 
 # The largest whole number any flag takes unless it has a tighter limit of its own: SQLite and
 # Optuna's storages keep integers in 64 bits, so anything larger can only be a typo.

@@ -16,9 +16,9 @@ from search.cli.args import (
     seed,
     seed_list,
 )
-from search.config import BASELINE_TRAIN, DEVICES, TrainConfig
+from search.cli.progress import progress
+from search.engine.config import BASELINE_TRAIN, DEVICES, TrainConfig
 from search.errors import UsageError
-from search.progress import progress
 
 HELP = "train the linear softmax baseline (784 -> 10) with full-batch SGD, or compare initializations"
 
@@ -45,9 +45,9 @@ def run(args) -> int:
     )
     if args.init == "normal" and not args.init_value > 0:
         raise UsageError("--init normal needs --init-value, the standard deviation, above 0 (e.g. 0.01)")
-    from search.baseline import run_baseline  # torch loads only once the options are known good
-    from search.data import load_data
-    from search.trainer import resolve_device
+    from search.engine.baseline import run_baseline  # torch loads only once the options are known good
+    from search.engine.data import load_data
+    from search.engine.trainer import resolve_device
 
     device = resolve_device(config.device)
     data = load_data(args.data_dir, args.dataset or "mnist", str(device), limit=args.data_limit)
@@ -94,7 +94,7 @@ def _advance(bar):
 
 
 def _init_study(args, config, data) -> int:
-    from search.baseline import INIT_STUDY_INITS, conclude, init_study
+    from search.engine.baseline import INIT_STUDY_INITS, conclude, init_study
 
     runs = len(INIT_STUDY_INITS) * len(args.seeds)
     with progress(runs * config.epochs, "init study", args.json) as bar:

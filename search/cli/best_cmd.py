@@ -8,10 +8,11 @@ from pathlib import Path
 
 from search.cli.args import add_data_options, add_json_option
 from search.cli.common import add_device_option, add_storage_options, artifacts_dir, storage_url
-from search.config import TrainConfig
+from search.cli.progress import progress
+from search.engine.config import TrainConfig
 from search.errors import UsageError
-from search.progress import progress
-from search.studies import best_trial, load_study, open_storage
+from search.study.lifecycle import best_trial, load_study
+from search.study.storage import open_storage
 
 HELP = "print the best trial of a study; --export writes its model, --retrain trains it on all training data"
 
@@ -60,7 +61,7 @@ def run(args) -> int:
         if args.retrain:
             _export_retrained(args.export, summary)
         else:
-            from search.checkpoints import download_model
+            from search.study.checkpoints import download_model
 
             download_model(study, trial, artifacts_dir(args, study, url), args.export)
         summary["exported"] = str(Path(args.export).resolve())
@@ -111,8 +112,8 @@ def _retrain(args, study, summary) -> dict:
     import torch
 
     from models.mlp import build_mlp
-    from search.data import load_data
-    from search.trainer import resolve_device, train
+    from search.engine.data import load_data
+    from search.engine.trainer import resolve_device, train
 
     stored = study.user_attrs.get("config", {})
     config = TrainConfig(**{**summary["train_config"], "device": args.device})

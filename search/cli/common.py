@@ -16,18 +16,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.cli.args import duration, non_negative_int, study_name
-from search.config import DEFAULT_STORAGE
+from search.cli.progress import progress
 from search.errors import Interrupted, Terminated, UsageError
-from search.progress import progress
-from search.studies import (
-    STORAGE_ENV,
-    STORAGE_FAILURES,
-    count_trials,
-    describe,
-    has_password,
-    public_url,
-    run_until,
-)
+from search.study.config import DEFAULT_STORAGE
+from search.study.storage import STORAGE_ENV, STORAGE_FAILURES, describe, has_password, public_url
+from search.study.workers import count_trials, run_until
 
 MAX_WORKERS = 32  # each worker holds its own copy of torch and the data (about 0.5 GB)
 PARENT_ENV = "ARCHSEARCH_PARENT_PID"  # set for spawned workers: they end when this process does
@@ -245,7 +238,7 @@ def storage_url(args, default: str = DEFAULT_STORAGE) -> str:
 
 
 def artifacts_dir(args, study: optuna.Study | None, url: str) -> Path:
-    from search.studies import default_artifacts
+    from search.study.storage import default_artifacts
 
     if getattr(args, "artifacts", None):
         return Path(args.artifacts)

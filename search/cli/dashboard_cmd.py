@@ -12,11 +12,12 @@ import ipaddress
 import socket
 import threading
 
-from search import dashboard
 from search.cli.args import non_negative_int
 from search.cli.common import STORAGE_HELP, storage_url
 from search.errors import UsageError
-from search.studies import default_artifacts, describe, load_study, open_storage, study_names
+from search.results import dashboard
+from search.study.lifecycle import load_study, study_names
+from search.study.storage import default_artifacts, describe, open_storage
 
 HELP = "serve optuna-dashboard for a storage (live trials and learning curves, plus our own figures)"
 

@@ -8,9 +8,10 @@ import sys
 from search.cli.args import study_name
 from search.cli.common import STORAGE_HELP, storage_url
 from search.errors import UsageError
-from search.export import FORMATS, PNG_HINT, output_folder, safe_file_name, write_plots
-from search.plots import Plot, study_plots
-from search.studies import describe, load_study, open_storage
+from search.results.export import FORMATS, PNG_HINT, output_folder, safe_file_name, write_plots
+from search.results.plots import Plot, study_plots
+from search.study.lifecycle import load_study
+from search.study.storage import describe, open_storage
 
 HELP = "write a study's plots (k-sweep for a grid study; Optuna's and ours for a search) as HTML, PNG and CSV"
 

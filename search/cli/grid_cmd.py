@@ -17,8 +17,9 @@ from search.cli.args import (
     study_name,
 )
 from search.cli.common import STORAGE_HELP, add_device_option, add_worker_options, run_study, storage_url
-from search.config import OPTIMIZERS, load_toml, replace
-from search.grid import (
+from search.engine.config import OPTIMIZERS
+from search.study.config import load_toml, replace
+from search.study.grid import (
     GridConfig,
     GridObjective,
     ShapeRow,
@@ -30,7 +31,8 @@ from search.grid import (
     settings,
     summarize,
 )
-from search.studies import check_settings, create_study, describe, open_storage, stored_settings
+from search.study.lifecycle import check_settings, create_study, stored_settings
+from search.study.storage import describe, open_storage
 
 HELP = "train the uniform net (k, m_P(k)) once at every (budget, depth, seed) of a grid (resumable)"
 
@@ -91,8 +93,8 @@ def run(args) -> int:
     points = grid_points(config)
     storage = open_storage(url, config.heartbeat_seconds, config.grace_seconds)
     check_settings(storage, config.name, "grid", settings(config))
-    from search.data import load_data  # torch loads only once the settings and storage are known good
-    from search.trainer import resolve_device
+    from search.engine.data import load_data  # torch loads only once the settings and storage are known good
+    from search.engine.trainer import resolve_device
 
     device = resolve_device(args.device)
     data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)

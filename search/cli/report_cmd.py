@@ -7,12 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from search import report
 from search.cli.args import add_data_options, epoch_count, seed_list
 from search.cli.common import STORAGE_HELP, add_device_option, storage_url
 from search.errors import UsageError
-from search.export import output_folder, write_text
-from search.studies import describe, load_study, open_storage, study_names
+from search.results import report
+from search.results.export import output_folder, write_text
+from search.study.lifecycle import load_study, study_names
+from search.study.storage import describe, open_storage
 
 HELP = "write report.html: the answers to the original study's questions, from all studies in the storage"
 INIT_FILE = "init-study.json"

@@ -16,27 +16,10 @@ from search.cli.common import (
     storage_url,
     summary_line,
 )
-from search.config import (
-    PRUNERS,
-    SAMPLERS,
-    StudyConfig,
-    load_toml,
-    replace,
-    study_from_dict,
-    to_dict,
-)
 from search.errors import UsageError
-from search.studies import (
-    best_trial,
-    check_settings,
-    create_study,
-    describe,
-    make_pruner,
-    make_sampler,
-    open_storage,
-    public_url,
-    stored_settings,
-)
+from search.study.config import PRUNERS, SAMPLERS, StudyConfig, load_toml, replace, study_from_dict, to_dict
+from search.study.lifecycle import best_trial, check_settings, create_study, make_pruner, make_sampler, stored_settings
+from search.study.storage import describe, open_storage, public_url
 
 HELP = "search layer-width profiles and hyperparameters under a parameter budget (resumable)"
 
@@ -99,10 +82,10 @@ def run(args) -> int:
     study_settings = {k: v for k, v in to_dict(config).items() if k != "name"}
     check_settings(storage, config.name, "search", study_settings)
     # torch loads only now: a settings or storage mistake is reported without its two seconds of import.
-    from search.checkpoints import artifact_store
-    from search.data import load_data
-    from search.objective import SearchObjective
-    from search.trainer import resolve_device
+    from search.engine.data import load_data
+    from search.engine.trainer import resolve_device
+    from search.study.checkpoints import artifact_store
+    from search.study.objective import SearchObjective
 
     # Everything that can fail on bad input (artifact folder, data) fails before the study is written to.
     if args.artifacts:

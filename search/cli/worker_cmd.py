@@ -21,13 +21,14 @@ from search.cli.common import (
     storage_url,
 )
 from search.errors import Interrupted, Terminated, UsageError
-from search.studies import load_study, make_pruner, make_sampler, open_storage
+from search.study.lifecycle import load_study, make_pruner, make_sampler
+from search.study.storage import open_storage
 
 HELP = "join an existing search or grid study and run trials until it has its number of trials"
 
 # Each study kind names the module whose `worker_setup(study, args, device, artifacts)` gives
 # (sampler, pruner, objective, target); the search kind is built here.
-KINDS = {"search": "search.cli.worker_cmd", "grid": "search.grid"}
+KINDS = {"search": "search.cli.worker_cmd", "grid": "search.study.grid"}
 
 
 def add_arguments(parser) -> None:
@@ -41,9 +42,9 @@ def add_arguments(parser) -> None:
 
 
 def worker_setup(study, args, device, artifacts):
-    from search.config import study_from_dict
-    from search.data import load_data
-    from search.objective import SearchObjective
+    from search.engine.data import load_data
+    from search.study.config import study_from_dict
+    from search.study.objective import SearchObjective
 
     config = study_from_dict(study.user_attrs["config"], f"study {study.study_name}")
     data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
@@ -62,7 +63,7 @@ def run(args) -> int:
         raise UsageError(f"study {args.study!r} was not made by archsearch (kind {kind!r}); nothing to run")
     config = study.user_attrs.get("config", {})
     storage = open_storage(url, config.get("heartbeat_seconds", 5), config.get("grace_seconds", 20), must_exist=True)
-    from search.trainer import resolve_device  # torch loads only once the study is known good
+    from search.engine.trainer import resolve_device  # torch loads only once the study is known good
 
     device = resolve_device(args.device)
     artifacts = artifacts_dir(args, study, url)

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from models.catalog import Init
-from search.config import TrainConfig
+from search.engine.config import TrainConfig
 
 if TYPE_CHECKING:  # torch loads only when a model trains, so reading results (the report) stays light
-    from search.data import Data
-    from search.trainer import EpochRecord, TrainResult
+    from search.engine.data import Data
+    from search.engine.trainer import EpochRecord, TrainResult
 
 INIT_STUDY_INITS = (
     Init("default"),
@@ -32,7 +32,7 @@ def run_baseline(
     import torch
 
     from models.mlp import build_mlp
-    from search.trainer import train
+    from search.engine.trainer import train
 
     torch.manual_seed(config.seed)
     model = build_mlp([], init=init)

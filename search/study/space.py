@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import optuna
 
 from models.profiles import profile_widths
-from search.config import SearchSpace, TrainConfig
+from search.engine.config import TrainConfig
+from search.study.config import SearchSpace
 
 
 @dataclass(frozen=True)

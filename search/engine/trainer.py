@@ -12,16 +12,16 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from search.config import TrainConfig
-from search.data import Split
-from search.fused import fused_update
-from search.sparse_rows import FirstLayer, SparseRows
+from search.engine.config import TrainConfig
+from search.engine.data import Split
+from search.engine.fused import fused_update
+from search.engine.sparse_rows import FirstLayer, SparseRows
 
 EVAL_BATCH = 16_384
 SPLIT_BATCH = 8_192  # batches from this size on split their weight-gradient products by thread
@@ -61,9 +61,6 @@ class TrainResult:
     test: Scores | None = None
     seconds: float = 0.0
     device: str = "cpu"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def resolve_device(name: str) -> torch.device:

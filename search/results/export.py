@@ -19,7 +19,7 @@ import kaleido
 from kaleido.errors import ChromeNotFoundError
 
 from search.errors import UsageError
-from search.plots import Plot
+from search.results.plots import Plot
 
 FORMATS = ("html", "png")
 PNG_WIDTH = 1100

@@ -41,9 +41,6 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def subset(self, count: int) -> Split:
-        return Split(self.x[:count], self.y[:count])
-
 
 @dataclass(frozen=True)
 class Data:

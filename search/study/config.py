@@ -7,7 +7,6 @@ all meet the same limits, and bad input is refused before anything is written.
 from __future__ import annotations
 
 import dataclasses
-import math
 import stat
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -17,68 +16,41 @@ from typing import Any, get_args, get_origin, get_type_hints
 from models.budget import MAX_BUDGET, MAX_DEPTH, MIN_BUDGET
 from models.catalog import ACTIVATION_NAMES, DATASET_FOLDERS
 from models.profiles import PROFILES
+from search.checks import (
+    check_choice,
+    check_choices,
+    check_float,
+    check_float_range,
+    check_int,
+    check_ints,
+    is_finite,
+    printable,
+    shown,
+)
+from search.engine.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED, OPTIMIZERS, SCHEDULES
 from search.errors import UsageError
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "onecycle")
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
-DEVICES = ("auto", "cpu", "cuda")
 DATASET_NAMES = tuple(DATASET_FOLDERS)
 DEFAULT_STORAGE = "sqlite:///studies/archsearch.db"
 
 # Upper limits of every setting, so that a typo of a few digits is refused in one line instead of
 # running for years or allocating far more memory than the machine has.
-MAX_EPOCHS = 10_000  # the studies train 10 to 150 epochs
 MAX_TRIALS = 1_000_000  # finished trials of one study, or points of one grid
-MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds from 0 to 2**32 - 1
 MAX_SEED_COUNT = 1_000  # seeds per grid shape, or per initialization of the baseline's init study
-MAX_BATCH_SIZE = 1_000_000  # above any split (MNIST's has 60,000 images); 0 asks for the full batch
 MAX_DATA_LIMIT = 2**31 - 1  # an int32 index; the datasets hold 70,000 images anyway
 MAX_TOLERANCE = 0.5  # relative distance to the budget: beyond it the budget means nothing
 MAX_HEARTBEAT_SECONDS = 3_600  # a trial silent for an hour is surely gone
 MAX_GRACE_SECONDS = 86_400  # a day: longer would leave a dead worker's trial blocking its point
 MAX_STUDY_NAME_LENGTH = 200  # room for any sensible name, and short enough for file names derived from it
 MAX_STUDY_FILE_BYTES = 1_000_000  # a study file is about 1 KB; this refuses /dev/zero and stray data files
-SHOWN_LENGTH = 80  # how much of a bad value an error message echoes
 
 STUDY_NAME_EXAMPLE = "choose another, e.g. profiles-50k"
 BUDGET_ADVICE = (
     f"{MIN_BUDGET} parameters is the smallest MLP (one hidden layer of width 1), "
     f"and {MAX_BUDGET:,} is far beyond what an MNIST study needs"
 )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run. `batch_size` 0 means full batch.
-
-    `lr` has no upper limit here: a learning rate that diverges is a result the trainer reports."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    dropout: float = 0.0
-    schedule: str = "constant"
-    activation: str = "tanh"
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        check_int("epochs", self.epochs, 1, MAX_EPOCHS)
-        check_int("batch_size", self.batch_size, 0, MAX_BATCH_SIZE, "0 means the full batch")
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("schedule", self.schedule, SCHEDULES)
-        check_choice("activation", self.activation, ACTIVATION_NAMES)
-        check_float("lr", self.lr, 0, None, low_open=True)
-        check_float("momentum", self.momentum, 0, 1)
-        check_float("weight_decay", self.weight_decay, 0, None)
-        check_float("dropout", self.dropout, 0, 1, high_open=True)
-        check_int("seed", self.seed, 0, MAX_SEED)
-        check_choice("device", self.device, DEVICES)
 
 
 @dataclass(frozen=True)
@@ -203,128 +175,6 @@ def check_study_name(name: str) -> None:
         raise UsageError(f"study name must not contain / or \\, got {name!r}; use - or _ instead")
 
 
-def check_int(name: str, value: object, low: int | None, high: int, advice: str = "") -> None:
-    """A whole number in [low, high] (no lower limit if `low` is None); a bool is not one to a user."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"{name} must be a whole number, got {shown(value)}")
-    if (low is not None and value < low) or value > high:
-        raise UsageError(f"{name} must be {int_bounds(low, high)}, got {shown(value)}{_then(advice)}")
-
-
-def int_bounds(low: int | None, high: int) -> str:
-    """How a message states an integer range: "positive and at most 10,000", "between 0 and 255"."""
-    if low is None:
-        return f"at most {high:,}"
-    if low == 1:
-        return f"positive and at most {high:,}"
-    return f"between {low:,} and {high:,}"
-
-
-def check_float(
-    name: str,
-    value: object,
-    low: float,
-    high: float | None,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-    advice: str = "",
-) -> None:
-    """A finite number between `low` and `high` (None: no upper limit), each end included unless open."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise UsageError(f"{name} must be a number, got {shown(value)}")
-    if not _is_finite(value):
-        raise UsageError(f"{name} must be a finite number, got {shown(value)}{_then(advice)}")
-    above_low = value > low if low_open else value >= low
-    below_high = high is None or (value < high if high_open else value <= high)
-    if not (above_low and below_high):
-        bounds = float_bounds(low, high, low_open=low_open, high_open=high_open)
-        raise UsageError(f"{name} must be {bounds}, got {shown(value)}{_then(advice)}")
-
-
-def float_bounds(low: float, high: float | None, *, low_open: bool = False, high_open: bool = False) -> str:
-    """How a message states a real interval: "positive", "0 or more", "in (0, 0.5]"."""
-    if high is None:
-        if low == 0:
-            return "positive" if low_open else "0 or more"
-        return f"above {low:g}" if low_open else f"at least {low:g}"
-    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-
-def check_float_range(
-    name: str, pair: object, low: float, high: float | None, *, low_open: bool = False, high_open: bool = False
-) -> None:
-    """A search range [low, high]: two finite numbers within the limits, the first not above the second."""
-    if not isinstance(pair, tuple) or len(pair) != 2:
-        raise UsageError(f"{name} range must be two numbers [low, high], got {shown(pair)}")
-    for end, value in zip(("low", "high"), pair, strict=True):
-        check_float(f"{name} range {end}", value, low, high, low_open=low_open, high_open=high_open)
-    if pair[0] > pair[1]:
-        raise UsageError(f"{name} range must satisfy low <= high, got {shown(list(pair))}; swap the two")
-
-
-def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise UsageError(f"unknown {name} {shown(value)}; choose from {', '.join(choices)}")
-
-
-def check_choices(name: str, singular: str, values: object, choices: tuple[str, ...]) -> None:
-    """A non-empty choice among `choices`, each at most once (a repeat would weigh it twice)."""
-    if not isinstance(values, tuple) or not values:
-        raise UsageError(f"{name} is empty; choose one or more of {', '.join(choices)}")
-    for value in values:
-        check_choice(singular, value, choices)
-    check_distinct(name, values)
-
-
-def check_ints(name: str, values: object, low: int | None, high: int, advice: str = "") -> None:
-    """A non-empty tuple of distinct whole numbers, each in [low, high]."""
-    if not isinstance(values, tuple) or not values:
-        raise UsageError(f"{name} is empty; give at least one value")
-    for value in values:
-        check_int(f"every value of {name}", value, low, high, advice)
-    check_distinct(name, values)
-
-
-def check_distinct(name: str, values: tuple) -> None:
-    seen = set()
-    for value in values:
-        if value in seen:
-            raise UsageError(f"{name} lists a value twice: {shown(value)} in {shown(list(values))}; give each once")
-        seen.add(value)
-
-
-def shown(value: object) -> str:
-    """A value as an error message echoes it: its repr, which escapes control characters and lone
-    surrogates so that the message stays one printable line, cut short if long."""
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):  # an int of more than 4,300 digits, or absurdly nested lists
-        return "a value too large to show"
-    return text if len(text) <= SHOWN_LENGTH else f"{text[: SHOWN_LENGTH - 3]}..."
-
-
-def printable(text: str) -> str:
-    """`text` with each character that would break or garble a one-line message escaped (newline, NUL,
-    lone surrogates); everything else, including letters of any script, as it is."""
-    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
-
-
-def _is_finite(value: int | float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
-def _then(advice: str) -> str:
-    return f"; {advice}" if advice else ""
-
-
-# The original study's linear baseline: full-batch SGD at lr 0.2 for 150 epochs.
-BASELINE_TRAIN = TrainConfig(epochs=150, batch_size=0, optimizer="sgd", lr=0.2)
-
-
 def _coerce(cls: type, raw: object, where: str) -> Any:
     """Build a dataclass from TOML values, checking names and types so typos fail loudly."""
     where = printable(where)
@@ -361,7 +211,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             raise UsageError(f"{where} must be a list of exactly {len(items)} values, got {shown(value)}")
         return tuple(_convert(item, item_hint, where) for item, item_hint in zip(value, items, strict=True))
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        if not _is_finite(value):
+        if not is_finite(value):
             raise UsageError(f"{where} must be a finite number, got {shown(value)}")
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):

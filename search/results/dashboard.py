@@ -29,8 +29,9 @@ import plotly.graph_objects as go
 import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
 
-from search.plots import Plot, own_plots
-from search.studies import FINISHED, study_names
+from search.results.plots import Plot, own_plots
+from search.study.lifecycle import study_names
+from search.study.workers import FINISHED
 
 GRAPH_PREFIX = "archsearch-"
 OBJECTIVES = {"grid": "final training loss", "search": "validation loss"}

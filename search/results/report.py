@@ -19,8 +19,8 @@ from plotly.offline import get_plotlyjs
 
 from models.budget import CLASSES, INPUTS, LINEAR_PARAMETERS, budget_table, count_parameters, depth_range
 from models.budget import uniform_parameters as parameters_km
-from search.baseline import InitOutcome, conclude
-from search.plots import Plot, SweepPoint, completed, ksweep, search_plots, sweep_points, weight_decay
+from search.engine.baseline import InitOutcome, conclude
+from search.results.plots import Plot, SweepPoint, completed, ksweep, search_plots, sweep_points, weight_decay
 
 FEW_TRIALS = 5
 

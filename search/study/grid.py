@@ -24,26 +24,23 @@ from models.budget import (
     uniform_parameters,
     width_for_budget,
 )
-from search.config import (
-    BASELINE_TRAIN,
+from search.checks import check_int, check_ints, shown
+from search.engine.config import BASELINE_TRAIN, TrainConfig
+from search.errors import UsageError
+from search.study.config import (
     BUDGET_ADVICE,
     DEFAULT_STORAGE,
     MAX_SEED_COUNT,
     MAX_TRIALS,
-    TrainConfig,
     _coerce,
-    check_int,
-    check_ints,
     check_run_settings,
     check_study_name,
     replace,
-    shown,
 )
-from search.errors import UsageError
-from search.studies import FINISHED, Surplus
+from search.study.workers import FINISHED, Surplus
 
 if TYPE_CHECKING:
-    from search.data import Data
+    from search.engine.data import Data
 
 LIVE = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
 
@@ -170,7 +167,7 @@ class GridObjective:
         self.points = grid_points(config)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from search.objective import train_trial
+        from search.study.objective import train_trial
 
         self._claim(trial)
         budget = trial.suggest_categorical("budget", self.config.budgets)
@@ -207,7 +204,7 @@ def _surplus(trial: optuna.Trial, reason: str) -> Surplus:
 
 def worker_setup(study: optuna.Study, args, device, artifacts):
     """What `archsearch worker` runs for a grid study; grid trials save no models."""
-    from search.data import load_data
+    from search.engine.data import load_data
 
     config = config_from_dict(study.user_attrs["config"], f"study {study.study_name}")
     data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
@@ -217,7 +214,7 @@ def worker_setup(study: optuna.Study, args, device, artifacts):
 
 def reference_baseline(data: Data) -> dict[str, Any]:
     """The original study's linear model on the same data: the k-sweep plot's reference line."""
-    from search.baseline import run_baseline
+    from search.engine.baseline import run_baseline
 
     result = run_baseline(data, BASELINE_TRAIN)
     return {

@@ -1,21 +1,28 @@
-"""What one trial does: build the network, train it, report each epoch, record the scores."""
+"""What one trial does: build the network, train it, report each epoch, record the scores.
+
+The bridge to the engine: torch and the trainer load only when a trial trains, so the study layer
+(and every command that only reads studies) starts without them."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
-import torch
 
 from models.budget import count_parameters
-from models.mlp import build_mlp
-from search.checkpoints import artifact_store, upload_model
-from search.config import StudyConfig, TrainConfig
-from search.data import Data
-from search.space import suggest
-from search.trainer import Diverged, TrainResult, train
+from search.engine.config import TrainConfig
+from search.study.checkpoints import artifact_store, upload_model
+from search.study.config import StudyConfig
+from search.study.space import suggest
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from search.engine.data import Data
+    from search.engine.trainer import TrainResult
 
 # Cross-entropy over 10 classes is ln 10 = 2.3 at chance. A validation loss this far above it means the
 # weights blew up (a huge learning rate) even while it is still finite, so the trainer's NaN check misses it.
@@ -29,8 +36,13 @@ def prune(trial: optuna.Trial, reason: str) -> optuna.TrialPruned:
 
 def train_trial(
     trial: optuna.Trial, widths: list[int], config: TrainConfig, data: Data
-) -> tuple[TrainResult, torch.nn.Module]:
+) -> tuple[TrainResult, nn.Module]:
     """Train and score one network, reporting validation loss each epoch for pruning and curves."""
+    import torch
+
+    from models.mlp import build_mlp
+    from search.engine.trainer import Diverged, train
+
     trial.set_user_attr("widths", list(widths))
     trial.set_user_attr("params", count_parameters(widths))
     trial.set_user_attr("seed", config.seed)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
-from torch import nn
 
-from models.mlp import save_model
 from search.errors import UsageError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 MODEL_FILE = "model.pt"
 
@@ -28,6 +30,8 @@ def artifact_store(directory: str | Path) -> FileSystemArtifactStore:
 def upload_model(
     trial: optuna.Trial, store: FileSystemArtifactStore, model: nn.Sequential, activation: str, metadata: dict
 ) -> str:
+    from models.mlp import save_model  # torch: only a trial that trained gets here
+
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / MODEL_FILE
         save_model(model, activation, path, {"metadata": metadata})
@@ -36,10 +40,6 @@ def upload_model(
         except OSError as error:  # a full disk, say: the trial fails and the study resumes once there is room
             folder = getattr(store, "_base_path", "the artifact folder")  # private in Optuna: only named in a message
             raise UsageError(f"cannot save the model in {folder}: {error.strerror or error}") from None
-
-
-def has_model(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-    return any(m.filename == MODEL_FILE for m in get_all_artifact_meta(trial, storage=study._storage))
 
 
 def download_model(

@@ -1,0 +1,161 @@
+"""A study's life: created all or nothing with its kind and settings, resumed only as the same
+experiment, and its sampler, pruner and best trial.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.errors import UsageError
+from search.study.storage import SCHEMA_ATTEMPTS, open_storage, public_url
+
+
+def study_names(storage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+def load_study(storage, name: str, sampler=None, pruner=None) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        known = ", ".join(study_names(storage)) or "none"
+        raise UsageError(f"no study named {name!r} in this storage (studies there: {known})") from None
+
+
+def check_settings(storage, name: str, kind: str, config: dict) -> optuna.Study | None:
+    """The existing study of this name if it is the same experiment (None if there is none); else one line.
+
+    Commands call it before loading torch and the data, so a mistaken resume is refused at once.
+    A half-made study (its creator was killed between creating it and storing its settings) counts
+    as none: `create_study` completes it."""
+    if name not in study_names(storage):
+        return None
+    study = load_study(storage, name)
+    if _half_made(study):
+        _check_kind(study, kind)
+        return None
+    _check_kind(study, kind)
+    changed = _differences(study.user_attrs.get("config", {}), config)
+    if changed:
+        raise UsageError(f"study {name!r} exists with other settings ({changed}); use another --study to start anew")
+    return study
+
+
+def _check_kind(study: optuna.Study, kind: str) -> None:
+    stored_kind = study.user_attrs.get("kind")
+    if stored_kind is None and not _half_made(study):
+        raise UsageError(f"study {study.study_name!r} was not made by archsearch; choose another --study")
+    if stored_kind not in (None, kind):
+        raise UsageError(
+            f"study {study.study_name!r} is a {stored_kind} study, not a {kind} study; choose another --study"
+        )
+
+
+def _half_made(study: optuna.Study) -> bool:
+    """Created, but killed before its kind and settings were stored: no settings and no trials."""
+    attrs = study.user_attrs
+    return ("kind" not in attrs or "config" not in attrs) and not study.get_trials(deepcopy=False)
+
+
+def _differences(stored: dict, config: dict) -> str:
+    """The settings that make two configurations different experiments ('' if none)."""
+    wanted = stored_form(config)
+    changed = sorted(k for k in wanted if k not in ("trials", "storage") and stored.get(k) != wanted[k])
+    return "; ".join(f"{k}: stored {stored.get(k)!r}, asked {wanted[k]!r}" for k in changed)
+
+
+def stored_form(config: dict) -> dict:
+    """A configuration as a study stores it: JSON values, and the storage URL without its password."""
+    stored = _jsonable(config)
+    if isinstance(stored.get("storage"), str):
+        stored["storage"] = public_url(stored["storage"])
+    return stored
+
+
+def create_study(storage, name: str, kind: str, config: dict, sampler, pruner) -> optuna.Study:
+    """Create, or resume after checking that the stored configuration is the same experiment.
+
+    All or nothing as the user sees it: Optuna creates a study and its attributes in separate
+    writes, so a run killed in between leaves a study without settings, which the next run of
+    the same kind completes. Two runs that create one study at once both end up working on it."""
+    stored = stored_form(config)
+    for _attempt in range(SCHEMA_ATTEMPTS):
+        if name in study_names(storage):
+            study = load_study(storage, name, sampler, pruner)
+            if not _half_made(study):
+                check_settings(storage, name, kind, config)
+                if study.user_attrs.get("config") != stored:  # a new --trials, or a password to drop; else no write
+                    study.set_user_attr("config", stored)
+                return study
+        else:
+            try:
+                study = optuna.create_study(
+                    study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="minimize"
+                )
+            except optuna.exceptions.DuplicatedStudyError:
+                continue  # another run created it a moment ago: resume it like any existing study
+        return _claim(study, kind, stored)
+    raise UsageError(f"study {name!r} keeps changing while it is being created; try again")
+
+
+def _claim(study: optuna.Study, kind: str, stored: dict) -> optuna.Study:
+    """Store kind and settings, then read them back: a run creating the same study at once may
+    have written its own, and then only the one that matches goes on."""
+    _check_kind(study, kind)
+    study.set_user_attr("kind", kind)
+    study.set_user_attr("config", stored)
+    attrs = optuna.load_study(study_name=study.study_name, storage=study._storage).user_attrs
+    changed = _differences(attrs.get("config", {}), stored) if attrs.get("kind") == kind else "kind"
+    if changed:
+        raise UsageError(
+            f"study {study.study_name!r} was created at the same moment by another run with other settings "
+            f"({changed}); use another --study"
+        )
+    return study
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def make_sampler(name: str, seed: int, worker_index: int = 0, grid: dict | None = None) -> optuna.samplers.BaseSampler:
+    """Each worker gets its own seed, so parallel workers do not sample the same points."""
+    worker_seed = (seed + 7919 * worker_index) % 2**32  # numpy's seeds end at 2**32 - 1
+    if grid is not None:
+        return optuna.samplers.GridSampler(grid, seed=worker_seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=worker_seed)
+    return optuna.samplers.TPESampler(seed=worker_seed, multivariate=True, constant_liar=True)
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+    if name == "median":
+        # Learning-rate schedules rank trials differently early and late (one-cycle warms up over its first
+        # 30%; a cosine drops late), so trials are judged against the median from the middle epoch on.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(2, epochs // 2))
+    return optuna.pruners.NopPruner()
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    if not complete:
+        raise UsageError(f"study {study.study_name!r} has no completed trial yet; run or resume it first")
+    return min(complete, key=lambda t: t.value)
+
+
+def stored_settings(url: str, name: str, kind: str) -> dict | None:
+    """A study's stored settings if it exists and is of this kind, read without writing anything."""
+    try:
+        storage = open_storage(url, read_only=True)
+    except UsageError:
+        return None  # no database yet, or one that the real open reports properly
+    if name not in study_names(storage):
+        return None
+    study = load_study(storage, name)
+    return study.user_attrs.get("config") if study.user_attrs.get("kind") == kind else None

@@ -1,0 +1,166 @@
+"""The worker loop: runs trials until a study holds exactly N finished ones, however many
+processes share it.
+
+Before a trial runs it checks its rank among finished and running trials, and a surplus trial is
+failed unrun. Each trial records its owner (host, process), so a trial whose process is gone is
+failed and retried at once on the same host; elsewhere the storage's heartbeat does it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from search.study.storage import STORAGE_FAILURES
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+COUNTED = (*FINISHED, TrialState.RUNNING)
+OWNER_ATTR = "worker"  # host, process id and process start time of the process that runs a trial
+
+
+class Surplus(Exception):
+    """A trial asked for after the study already had its N finished or running trials."""
+
+
+@dataclass
+class Counts:
+    finished: int
+    running: int
+    waiting: int
+
+
+def count_trials(study: optuna.Study) -> Counts:
+    trials = study.get_trials(deepcopy=False)
+    return Counts(
+        sum(t.state in FINISHED for t in trials),
+        sum(t.state == TrialState.RUNNING for t in trials),
+        sum(t.state == TrialState.WAITING for t in trials),
+    )
+
+
+def owner_record() -> dict[str, Any]:
+    """Who runs a trial: enough to tell later, on the same host, whether that process is gone."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def _process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), so a reused process id is not
+    taken for the process that started a trial; None where /proc does not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def owner_is_gone(owner: Any) -> bool:
+    """True only when the owner ran on this host and its process no longer exists."""
+    if (
+        not isinstance(owner, dict)
+        or owner.get("host") != socket.gethostname()
+        or not isinstance(owner.get("pid"), int)
+    ):
+        return False
+    pid = owner["pid"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    except (OverflowError, ValueError):
+        return False
+    start = owner.get("start")
+    return start is not None and _process_start(pid) not in (None, start)
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """Fail the running trials whose process on this host is gone, and queue their retry.
+
+    Storages with a heartbeat find such trials after the grace period anyway; a journal storage
+    has none, so without this a resume after a SIGKILL would wait for that trial forever."""
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not owner_is_gone(trial.user_attrs.get(OWNER_ATTR)):
+            continue
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        frozen = study.get_trials(deepcopy=False)[trial.number]
+        if frozen.state == TrialState.FAIL and frozen.datetime_complete is not None:
+            RetryHeartbeatStaleTrialCallback(max_retry=3)(study, frozen)
+            failed.append(trial.number)
+    return failed
+
+
+def blocking_trials(study: optuna.Study) -> str:
+    """The running trials a finished study waits for, with where they run, for a one-line message."""
+    parts = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get(OWNER_ATTR)
+        where = f"process {owner.get('pid')} on host {owner.get('host')}" if isinstance(owner, dict) else "unknown"
+        parts.append(f"#{trial.number} ({where})")
+    return ", ".join(parts)
+
+
+def guard_surplus(objective: Callable[[optuna.Trial], float], target: int) -> Callable[[optuna.Trial], float]:
+    """Fail a trial unrun when `target` earlier trials are already finished or running; record its owner."""
+
+    def guarded(trial: optuna.Trial) -> float:
+        earlier = trial.study.get_trials(deepcopy=False, states=COUNTED)
+        if sum(t.number < trial.number for t in earlier) >= target:
+            trial.set_user_attr("fail_reason", f"surplus: {target} trials were already finished or running")
+            raise Surplus()
+        trial.set_user_attr(OWNER_ATTR, owner_record())
+        return objective(trial)
+
+    return guarded
+
+
+def run_until(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    target: int,
+    on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    poll_seconds: float = 1.0,
+    deadline: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> bool:
+    """Run trials until the study holds `target` finished (complete or pruned) trials.
+
+    False if `deadline` (a `time.monotonic()` value) came first: like Optuna's `optimize(timeout=)`,
+    no trial starts after it and a running one finishes. While only other processes' trials are
+    left, `on_wait` gets a line naming them, once for each new set."""
+    guarded = guard_surplus(objective, target)
+    callbacks = [on_trial] if on_trial else []
+    announced = ""
+    while True:
+        fail_stale_trials(study)
+        fail_orphaned_trials(study)
+        counts = count_trials(study)
+        if counts.finished >= target:
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        if counts.finished + counts.running >= target and counts.waiting == 0:
+            blocking = blocking_trials(study)
+            if on_wait is not None and blocking != announced:
+                on_wait(blocking)
+                announced = blocking
+            time.sleep(poll_seconds)
+            continue
+        try:
+            study.optimize(guarded, n_trials=1, catch=(Surplus,), callbacks=callbacks)
+        except AssertionError as error:
+            # When the storage fails while a trial's end is recorded, Optuna 5 asserts ("Should not reach")
+            # and hides the failure as the assertion's context: report the failure itself.
+            if isinstance(error.__context__, STORAGE_FAILURES):
+                raise error.__context__ from None
+            raise

@@ -1,0 +1,142 @@
+"""The layers stay layers: pure math < engine (torch, no Optuna) < study (Optuna, no torch at import)
+< results < CLI. Each module may import only from its own layer and the ones below it."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, archsearch
+
+# Lower layers first; a module may import its own layer and any earlier one, never a later one.
+LAYERS = [
+    ("models", ("models",)),
+    ("shared", ("search.errors", "search.checks")),
+    ("engine", ("search.engine",)),
+    ("study", ("search.study",)),
+    ("results", ("search.results",)),
+    ("cli", ("search.cli", "search.__main__")),
+]
+PURE = ("models.budget", "models.profiles", "models.catalog", "search.errors", "search.checks", "search.engine.config")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules_under(*packages: str) -> list[str]:
+    found = []
+    for package in packages:
+        folder = REPO.joinpath(*package.split("."))
+        found += [module_name(path) for path in sorted(folder.rglob("*.py"))] if folder.is_dir() else [package]
+    return found
+
+
+def layer_of(module: str) -> int:
+    if module == "search":  # the root package: a docstring, below everything
+        return 1
+    for index, (_, prefixes) in enumerate(LAYERS):
+        if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes):
+            return index
+    raise AssertionError(f"{module} belongs to no layer: add it to LAYERS")
+
+
+def imported_modules(module: str) -> set[str]:
+    """Every module an `import` or `from ... import` in the file names, at any depth (lazy imports too)."""
+    path = REPO.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+ALL = modules_under("models", "search")
+
+
+@pytest.mark.parametrize("module", ALL)
+def test_no_module_imports_a_layer_above_its_own(module):
+    own = layer_of(module)
+    above = sorted(
+        name
+        for name in imported_modules(module)
+        if name.split(".")[0] in ("models", "search") and _is_module(name) and layer_of(name) > own
+    )
+    assert not above, f"{module} ({LAYERS[own][0]}) imports {above} from a layer above it"
+
+
+def _is_module(name: str) -> bool:
+    """`from search.study import grid` names search.study.grid; `from search.checks import shown` names a function."""
+    path = REPO.joinpath(*name.split("."))
+    return path.is_dir() or path.with_suffix(".py").is_file()
+
+
+@pytest.mark.parametrize("module", modules_under("search.engine", *PURE))
+def test_the_engine_and_pure_modules_never_import_optuna(module):
+    assert not [name for name in imported_modules(module) if name.split(".")[0] in ("optuna", "optuna_dashboard")]
+
+
+def loaded_by(code: str) -> list[str]:
+    """The heavy libraries in sys.modules after running `code` in a fresh interpreter."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(m for m in ('torch', 'optuna') if m in sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_importing_study_results_and_cli_loads_no_torch():
+    modules = modules_under("search.study", "search.results", "search.cli")
+    assert "torch" not in loaded_by("\n".join(f"import {name}" for name in modules))
+
+
+def test_importing_the_engine_loads_no_optuna():
+    assert "optuna" not in loaded_by("\n".join(f"import {name}" for name in modules_under("search.engine")))
+
+
+def test_pure_modules_load_neither():
+    assert loaded_by("\n".join(f"import {name}" for name in PURE)) == []
+
+
+@pytest.fixture(scope="module")
+def small_storage(tmp_path_factory, mnist_root) -> str:
+    folder = tmp_path_factory.mktemp("layers")
+    url = f"sqlite:///{folder / 'studies.db'}"
+    env = {"ARCHSEARCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
+    quick = ("--epochs", "1", "--data-limit", "200", "--device", "cpu")
+    made = archsearch("search", "--study", "s", "--storage", url, "--trials", "2", "--budget", "20000",
+                      "--max-depth", "2", *quick, env=env, cwd=folder)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return url
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["budget", "50000"],
+        ["best", "--study", "s", "--storage", "{url}", "--json"],
+        ["export", "--study", "s", "--storage", "{url}", "--out", "{tmp}/exported", "--format", "html"],
+        ["report", "--storage", "{url}", "--out", "{tmp}/report"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_reading_commands_run_without_torch(argv, small_storage, tmp_path):
+    filled = [part.format(url=small_storage, tmp=tmp_path) for part in argv]
+    code = (
+        "import contextlib, io, os\nfrom search.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n    status = main({filled!r})\n"
+        "assert status == 0, status"
+    )
+    env_root = os.environ.get("ARCHSEARCH_DATA")
+    assert env_root is None or Path(env_root).is_dir()
+    assert "torch" not in loaded_by(code)
