@@ -14,6 +14,8 @@ INPUTS = 784
 CLASSES = 10
 LINEAR_PARAMETERS = (INPUTS + 1) * CLASSES
 MIN_BUDGET = (INPUTS + 1) * 1 + (1 + 1) * CLASSES  # one hidden layer of width 1: 805
+WIDTH_ONE_OFFSET = MIN_BUDGET - 2  # Parameters(k, 1) = 2k + 803: each layer of width 1 adds 2
+LINEAR_MODEL = f"linear softmax {INPUTS} -> {CLASSES}"
 # The largest budget any command accepts. An MLP of 10,000,000 parameters on 784 inputs (one hidden
 # layer of about 12,600 units) is far beyond what these MNIST studies need (they use 25,000 to
 # 100,000) and still trains in a few hundred MB; a mistyped 10**15 would try to allocate tens of GB.
@@ -57,7 +59,7 @@ def depth_range(budget: int) -> tuple[int, int]:
     because a fractional layer does not exist.
     """
     check_budget(budget)
-    return 1, (budget - 803) // 2
+    return 1, (budget - WIDTH_ONE_OFFSET) // 2
 
 
 def width_for_budget(budget: int, depth: int) -> int:

@@ -6,6 +6,8 @@ ACTIVATION_NAMES = ("tanh", "relu", "gelu")
 INIT_NAMES = ("default", "zeros", "normal", "constant", "xavier", "kaiming")
 # Each dataset's name and its folder in torchvision's layout (ROOT/FOLDER/raw/*.gz); all are 28x28, 10 classes.
 DATASET_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
+TRAINING_IMAGES = 60_000  # in each dataset's training set
+VALIDATION_SIZE = 10_000  # held out of the training set, seeded, to select on
 
 
 @dataclass(frozen=True)

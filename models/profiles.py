@@ -12,14 +12,15 @@ from collections.abc import Sequence
 
 from models.budget import CLASSES, INPUTS, count_parameters
 
-PROFILES = ("uniform", "decreasing", "increasing", "free")
+UNIFORM = "uniform"
+PROFILES = (UNIFORM, "decreasing", "increasing", "free")
 
 
 def relative_widths(profile: str, depth: int, taper: float = 1.0, free: Sequence[float] = ()) -> list[float]:
     """Widths up to one scale; `taper` is the last layer's width over the first's."""
     if depth < 1:
         raise ValueError(f"depth must be at least 1, got {depth}")
-    if profile == "uniform" or depth == 1:
+    if profile == UNIFORM or depth == 1:
         return [1.0] * depth
     if profile in ("decreasing", "increasing"):
         if not 0 < taper <= 1:

@@ -7,8 +7,8 @@ import optuna
 import pytest
 
 from models.budget import width_for_budget
-from search.results.plots import SweepPoint
 from search.results.report import sweep_findings
+from search.results.tables import GridRow
 from tests.conftest import archsearch
 from tests.test_export import add_grid_study, add_search_study, grid_loss
 
@@ -148,8 +148,8 @@ def test_report_of_a_real_search(tmp_path, mnist_root):
     assert "No grid study in this storage yet" in text
 
 
-def points(losses: dict[int, list[float]], budget: int = 50_000) -> list[SweepPoint]:
-    return [SweepPoint(budget, k, 10 * k, 1000 * k, tuple(v)) for k, v in losses.items()]
+def points(losses: dict[int, list[float]], budget: int = 50_000) -> list[GridRow]:
+    return [GridRow(budget, k, 10 * k, 1000 * k, tuple(v), ()) for k, v in losses.items()]
 
 
 def test_findings_say_where_the_loss_rises_and_how_it_compares_with_the_baseline():

@@ -27,8 +27,9 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from search.study.lifecycle import create_study
+from search.study.record import TrialRecord
 from search.study.storage import open_storage
-from search.study.workers import OWNER_ATTR, owner_is_gone
+from search.study.workers import owner_is_gone
 from tests.conftest import ENTRY_POINT, archsearch, children_of, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -443,7 +444,7 @@ def test_a_full_disk_is_one_line_leaves_no_partial_files_and_the_study_resumes(t
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     # A trial whose end could not be written stays RUNNING, owned by a process that is gone: the resume fails it.
     for trial in load(url, "full").get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        assert owner_is_gone(trial.user_attrs[OWNER_ATTR])
+        assert owner_is_gone(TrialRecord.of(trial).worker)
 
     # Exports and the report: one line, and nothing half-written left on the full disk.
     out_before = sorted(p.name for p in small_disk.iterdir())

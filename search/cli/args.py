@@ -15,7 +15,7 @@ from models.budget import MAX_BUDGET, MAX_DEPTH, MIN_BUDGET
 from search.checks import float_bounds, int_bounds, shown
 from search.engine.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED
 from search.errors import UsageError
-from search.study.config import DATASET_NAMES, MAX_DATA_LIMIT, MAX_SEED_COUNT, MAX_TRIALS, check_study_name
+from search.study.config import MAX_DATA_LIMIT, MAX_SEED_COUNT, MAX_TRIALS, check_study_name
 
 # The largest whole number any flag takes unless it has a tighter limit of its own: SQLite and
 # Optuna's storages keep integers in 64 bits, so anything larger can only be a typo.
@@ -172,17 +172,6 @@ def _number(text: str, kind: type):
     if kind is float and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {shown(text)} (NaN and infinity are refused)")
     return value
-
-
-def add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="dataset root in torchvision's layout (default: $ARCHSEARCH_DATA or ./data)")
-    parser.add_argument("--dataset", choices=DATASET_NAMES, help="default mnist")
-    parser.add_argument(
-        "--data-limit",
-        type=data_limit,
-        default=None,
-        help="use only the first N samples of each split (quick runs)",
-    )
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+from models.budget import CLASSES, INPUTS, LINEAR_MODEL, LINEAR_PARAMETERS
 from models.catalog import INIT_NAMES, Init
 from search.cli.args import (
-    add_data_options,
     add_json_option,
     batch_size,
     epoch_count,
@@ -16,11 +16,12 @@ from search.cli.args import (
     seed,
     seed_list,
 )
+from search.cli.options import add_data_options
 from search.cli.progress import progress
 from search.engine.config import BASELINE_TRAIN, DEVICES, TrainConfig
 from search.errors import UsageError
 
-HELP = "train the linear softmax baseline (784 -> 10) with full-batch SGD, or compare initializations"
+HELP = f"train the linear softmax baseline ({INPUTS} -> {CLASSES}) with full-batch SGD, or compare initializations"
 
 
 def add_arguments(parser) -> None:
@@ -56,8 +57,8 @@ def run(args) -> int:
     with progress(config.epochs, "baseline", args.json) as bar:
         result = run_baseline(data, config, Init(args.init, args.init_value), _advance(bar))
     summary = {
-        "model": "linear softmax 784 -> 10",
-        "parameters": 7850,
+        "model": LINEAR_MODEL,
+        "parameters": LINEAR_PARAMETERS,
         "init": Init(args.init, args.init_value).label(),
         "config": asdict(config),
         "device": result.device,
@@ -72,7 +73,7 @@ def run(args) -> int:
         print(json.dumps(summary))
         return 0
     print(
-        f"linear softmax 784 -> 10 (7,850 parameters), {config.epochs} epochs of SGD at lr {config.lr}, "
+        f"{LINEAR_MODEL} ({LINEAR_PARAMETERS:,} parameters), {config.epochs} epochs of SGD at lr {config.lr}, "
         f"{'full batch' if not config.batch_size else f'batch {config.batch_size}'}, "
         f"init {summary['init']}, {result.device}"
     )

@@ -6,12 +6,14 @@ import json
 import tempfile
 from pathlib import Path
 
-from search.cli.args import add_data_options, add_json_option
+from search.cli.args import add_json_option
 from search.cli.common import add_device_option, add_storage_options, artifacts_dir, storage_url
+from search.cli.options import add_data_options
 from search.cli.progress import progress
 from search.engine.config import TrainConfig
 from search.errors import UsageError
 from search.study.lifecycle import best_trial, load_study
+from search.study.record import StudyRecord, TrialRecord, split_sizes
 from search.study.storage import open_storage
 
 HELP = "print the best trial of a study; --export writes its model, --retrain trains it on all training data"
@@ -26,33 +28,34 @@ def add_arguments(parser) -> None:
     add_json_option(parser)
 
 
-def describe_trial(trial) -> dict:
-    attrs = trial.user_attrs
+def describe_trial(trial, settings: dict) -> dict:
+    record = TrialRecord.of(trial)
+    train, validation = split_sizes(record, settings)
     return {
         "study_trial": trial.number,
-        "profile": attrs.get("profile", "uniform"),
-        "widths": attrs["widths"],
-        "params": attrs["params"],
-        "train_config": attrs["train_config"],
+        "profile": record.profile,
+        "widths": list(record.widths),
+        "params": record.params,
+        "train_config": record.train_config,
         "objective": trial.value,
-        "val_loss": attrs["val_loss"],
-        "val_accuracy": attrs["val_accuracy"],
-        "test_loss": attrs["test_loss"],
-        "test_accuracy": attrs["test_accuracy"],
-        "trained_on": "train split (50,000 images; 10,000 held out for validation)",
+        "val_loss": record.val_loss,
+        "val_accuracy": record.val_accuracy,
+        "test_loss": record.test_loss,
+        "test_accuracy": record.test_accuracy,
+        "trained_on": f"train split ({train:,} images; {validation:,} held out for validation)",
     }
 
 
 def run(args) -> int:
     url = storage_url(args)
     study = load_study(open_storage(url, read_only=True), args.study)
-    kind = study.user_attrs.get("kind")
+    kind = StudyRecord.of(study).kind
     if kind not in ("search", "grid"):
         raise UsageError(
             f"study {args.study!r} was not made by archsearch (kind {kind!r}); it has no best model to show"
         )
     trial = best_trial(study)
-    summary = describe_trial(trial)
+    summary = describe_trial(trial, StudyRecord.of(study).settings)
     if args.export:
         check_export_target(Path(args.export))
     if args.retrain:
@@ -115,7 +118,7 @@ def _retrain(args, study, summary) -> dict:
     from search.engine.data import load_data
     from search.engine.trainer import resolve_device, train
 
-    stored = study.user_attrs.get("config", {})
+    stored = StudyRecord.of(study).settings
     config = TrainConfig(**{**summary["train_config"], "device": args.device})
     device = resolve_device(args.device)
     data = load_data(args.data_dir, stored.get("dataset", "mnist"), str(device), limit=stored.get("data_limit") or None)

@@ -19,6 +19,7 @@ from search.cli.args import duration, non_negative_int, study_name
 from search.cli.progress import progress
 from search.errors import Interrupted, Terminated, UsageError
 from search.study.config import DEFAULT_STORAGE
+from search.study.record import StudyRecord, TrialRecord
 from search.study.storage import STORAGE_ENV, STORAGE_FAILURES, describe, has_password, public_url
 from search.study.workers import count_trials, run_until
 
@@ -66,17 +67,18 @@ def add_timeout_option(parser) -> None:
 
 
 def summary_line(trial: FrozenTrial) -> str:
-    attrs = trial.user_attrs
-    widths = attrs.get("widths")
-    shape = f"{attrs.get('profile', 'uniform'):<10} {widths!s:<24} {attrs.get('params', '')!s:>7}"
+    record = TrialRecord.of(trial)
+    widths = list(record.widths) if record.widths else None
+    params = "" if record.params is None else record.params
+    shape = f"{record.profile:<10} {widths!s:<24} {params!s:>7}"
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     if trial.state == TrialState.COMPLETE:
+        val_loss = record.val_loss if record.val_loss is not None else float("nan")
         return (
-            f"#{trial.number:<4} {shape}  value {trial.value:.4f}  val loss {attrs.get('val_loss', float('nan')):.4f}"
-            f"  val acc {attrs.get('val_accuracy', 0):.2%}  {seconds:.1f} s"
+            f"#{trial.number:<4} {shape}  value {trial.value:.4f}  val loss {val_loss:.4f}"
+            f"  val acc {record.val_accuracy or 0:.2%}  {seconds:.1f} s"
         )
-    reason = attrs.get("pruned_reason") or attrs.get("fail_reason") or "failed"
-    return f"#{trial.number:<4} {shape}  {trial.state.name.lower()}: {reason}  {seconds:.1f} s"
+    return f"#{trial.number:<4} {shape}  {trial.state.name.lower()}: {record.reason}  {seconds:.1f} s"
 
 
 def _stop_on(signum, frame) -> None:
@@ -103,9 +105,7 @@ def run_with_progress(
         bar.update(min(count_trials(study).finished, target))
 
         def on_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-            if not quiet and not (
-                trial.state == TrialState.FAIL and "surplus" in trial.user_attrs.get("fail_reason", "")
-            ):
+            if not quiet and not (trial.state == TrialState.FAIL and TrialRecord.of(trial).is_surplus):
                 bar.write(summary_line(trial))
             bar.n = min(count_trials(study).finished, target)
             bar.refresh()
@@ -242,6 +242,6 @@ def artifacts_dir(args, study: optuna.Study | None, url: str) -> Path:
 
     if getattr(args, "artifacts", None):
         return Path(args.artifacts)
-    if study is not None and "artifacts" in study.user_attrs:
-        return Path(study.user_attrs["artifacts"])
+    if study is not None and StudyRecord.of(study).artifacts is not None:
+        return Path(StudyRecord.of(study).artifacts)
     return default_artifacts(url)

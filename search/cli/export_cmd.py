@@ -11,6 +11,7 @@ from search.errors import UsageError
 from search.results.export import FORMATS, PNG_HINT, output_folder, safe_file_name, write_plots
 from search.results.plots import Plot, study_plots
 from search.study.lifecycle import load_study
+from search.study.record import StudyRecord
 from search.study.storage import describe, open_storage
 
 HELP = "write a study's plots (k-sweep for a grid study; Optuna's and ours for a search) as HTML, PNG and CSV"
@@ -34,7 +35,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     url = storage_url(args)
     study = load_study(open_storage(url, read_only=True), args.study)
-    kind = study.user_attrs.get("kind")
+    kind = StudyRecord.of(study).kind
     if kind not in ("grid", "search"):
         raise UsageError(f"study {args.study!r} is not an archsearch grid or search study (kind {kind!r})")
     results = study_plots(study)

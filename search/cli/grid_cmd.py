@@ -5,33 +5,25 @@ from __future__ import annotations
 import optuna
 from optuna.storages import fail_stale_trials
 
-from models.catalog import ACTIVATION_NAMES
 from search.cli.args import (
-    add_data_options,
-    batch_size,
-    budget_list,
-    depth_list,
-    epoch_count,
-    positive_float,
-    seed_count,
     study_name,
 )
 from search.cli.common import STORAGE_HELP, add_device_option, add_worker_options, run_study, storage_url
-from search.engine.config import OPTIMIZERS
+from search.cli.options import DATA_OPTIONS, GRID_OPTIONS, add_config_options, add_data_options, apply_config_options
+from search.results.tables import GridRow, grid_table
 from search.study.config import load_toml, replace
 from search.study.grid import (
     GridConfig,
     GridObjective,
-    ShapeRow,
     config_from_dict,
     enqueue_missing,
     grid_points,
     make_grid_sampler,
     reference_baseline,
     settings,
-    summarize,
 )
 from search.study.lifecycle import check_settings, create_study, stored_settings
+from search.study.record import StudyRecord, write_study
 from search.study.storage import describe, open_storage
 
 HELP = "train the uniform net (k, m_P(k)) once at every (budget, depth, seed) of a grid (resumable)"
@@ -39,16 +31,7 @@ HELP = "train the uniform net (k, m_P(k)) once at every (budget, depth, seed) of
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", help="grid file (TOML), e.g. studies/ksweep.toml; flags override it")
-    parser.add_argument(
-        "--budgets", type=budget_list, help="comma-separated parameter budgets, e.g. 25000,50000,100000"
-    )
-    parser.add_argument("--depths", type=depth_list, help="comma-separated numbers of hidden layers, e.g. 1,2,3,4,6,8")
-    parser.add_argument("--seeds", type=seed_count, help="seeds per shape: 0, 1, ..., N-1")
-    parser.add_argument("--epochs", type=epoch_count)
-    parser.add_argument("--lr", type=positive_float)
-    parser.add_argument("--batch-size", type=batch_size, help="'full' or a mini-batch size")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS)
-    parser.add_argument("--activation", choices=ACTIVATION_NAMES)
+    add_config_options(parser, GRID_OPTIONS)
     parser.add_argument(
         "--study", type=study_name, help="study name (default: the grid file's, else ksweep); resumes if it exists"
     )
@@ -66,25 +49,8 @@ def resolve_config(args) -> GridConfig:
         name = args.study or GridConfig.name
         stored = stored_settings(storage_url(args), name, "grid")
         base = config_from_dict(stored, f"study {name!r}") if stored is not None else GridConfig()
-    train = replace(
-        base.train,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        activation=args.activation,
-    )
-    return replace(
-        base,
-        name=args.study,
-        budgets=tuple(args.budgets) if args.budgets else None,
-        depths=tuple(args.depths) if args.depths else None,
-        seeds=args.seeds,
-        dataset=args.dataset,
-        data_limit=args.data_limit,
-        storage=storage_url(args, base.storage),
-        train=train,
-    )
+    config = apply_config_options(base, args, (*GRID_OPTIONS, *DATA_OPTIONS))
+    return replace(config, name=args.study, storage=storage_url(args, base.storage))
 
 
 def run(args) -> int:
@@ -113,8 +79,8 @@ def run(args) -> int:
     worker_args = ["--study", config.name, "--device", args.device]
     if args.data_dir:
         worker_args += ["--data-dir", args.data_dir]
-    if "baseline" not in study.user_attrs:
-        study.set_user_attr("baseline", reference_baseline(data))
+    if StudyRecord.of(study).baseline is None:
+        write_study(study, baseline=reference_baseline(data))
     resume = ["grid", "--study", config.name]
     resume += ["--data-dir", args.data_dir] if args.data_dir else []
     resume += ["--workers", str(args.workers)] if args.workers > 1 else []
@@ -122,17 +88,21 @@ def run(args) -> int:
         study, GridObjective(config, data), len(points), resume, url, args.workers, worker_args, args.timeout
     ):
         return 0
-    print_table(summarize(study, config), study.user_attrs["baseline"], config.seeds)
+    print_table(
+        grid_table(study.get_trials(deepcopy=False), config.budgets, config.depths),
+        StudyRecord.of(study).baseline,
+        config.seeds,
+    )
     return 0
 
 
-def print_table(rows: list[ShapeRow], baseline: dict, seeds: int) -> None:
+def print_table(rows: list[GridRow], baseline: dict, seeds: int) -> None:
     print(f"{'budget':>7} {'depth':>5} {'width':>5} {'params':>7} {'seeds':>5} {'train loss':>10} {'test acc':>8}")
     for row in rows:
-        loss = f"{row.train_loss:.4f}" if row.train_loss is not None else "-"
+        loss = f"{row.mean:.4f}" if row.seeds else "-"
         accuracy = f"{row.test_accuracy:.2%}" if row.test_accuracy is not None else "-"
         print(
-            f"{row.budget:>7} {row.depth:>5} {row.width:>5} {row.params:>7} {f'{row.completed}/{seeds}':>5} "
+            f"{row.budget:>7} {row.depth:>5} {row.width:>5} {row.params:>7} {f'{row.seeds}/{seeds}':>5} "
             f"{loss:>10} {accuracy:>8}"
         )
     print(

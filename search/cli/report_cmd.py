@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from search.cli.args import add_data_options, epoch_count, seed_list
+from search.cli.args import epoch_count, seed_list
 from search.cli.common import STORAGE_HELP, add_device_option, storage_url
+from search.cli.options import add_data_options
 from search.errors import UsageError
 from search.results import report
 from search.results.export import output_folder, write_text
 from search.study.lifecycle import load_study, study_names
+from search.study.record import StudyRecord
 from search.study.storage import describe, open_storage
 
 HELP = "write report.html: the answers to the original study's questions, from all studies in the storage"
@@ -48,7 +50,7 @@ def run(args) -> int:
     url = storage_url(args)
     storage = open_storage(url, read_only=True)
     studies = [load_study(storage, name) for name in study_names(storage)]
-    ours = [s for s in studies if s.user_attrs.get("kind") in ("grid", "search")]
+    ours = [s for s in studies if StudyRecord.of(s).ours]
     if not ours:
         raise UsageError(
             f"no grid or search study in {describe(url)}; run `archsearch search` or `archsearch grid` first"
@@ -64,7 +66,7 @@ def run(args) -> int:
         if measured is not None:
             write_text(out / INIT_FILE, json.dumps(measured, indent=1))
         write_text(out / "report.html", text)
-    kinds = [s.user_attrs["kind"] for s in ours]
+    kinds = [StudyRecord.of(s).kind for s in ours]
     print(
         f"wrote {out / 'report.html'} from {kinds.count('grid')} grid and {kinds.count('search')} search "
         f"studies in {describe(url)}"
@@ -79,8 +81,9 @@ def _stored_init(args, studies, out: Path) -> tuple[dict | None, str]:
     if args.init_json:
         return _read_init(Path(args.init_json), "--init-json"), f"{args.init_json} (archsearch baseline --init-study)"
     for study in studies:
-        if INIT_ATTR in study.user_attrs:
-            init = _check_init(study.user_attrs[INIT_ATTR], f"study attribute {INIT_ATTR} of {study.study_name!r}")
+        stored = StudyRecord.of(study).init_study
+        if stored is not None:
+            init = _check_init(stored, f"study attribute {INIT_ATTR} of {study.study_name!r}")
             return init, f"study attribute {INIT_ATTR} of study {study.study_name}"
     cached = out / INIT_FILE
     if cached.is_file():

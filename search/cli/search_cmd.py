@@ -6,7 +6,7 @@ import shlex
 
 from optuna.trial import TrialState
 
-from search.cli.args import add_data_options, budget, depth, epoch_count, positive_float, seed, trial_count
+from models.budget import depth_range
 from search.cli.common import (
     add_device_option,
     add_storage_options,
@@ -16,9 +16,11 @@ from search.cli.common import (
     storage_url,
     summary_line,
 )
+from search.cli.options import DATA_OPTIONS, SEARCH_OPTIONS, add_config_options, add_data_options, apply_config_options
 from search.errors import UsageError
-from search.study.config import PRUNERS, SAMPLERS, StudyConfig, load_toml, replace, study_from_dict, to_dict
+from search.study.config import StudyConfig, load_toml, replace, study_from_dict, to_dict
 from search.study.lifecycle import best_trial, check_settings, create_study, make_pruner, make_sampler, stored_settings
+from search.study.record import StudyRecord, TrialRecord, write_study
 from search.study.storage import describe, open_storage, public_url
 
 HELP = "search layer-width profiles and hyperparameters under a parameter budget (resumable)"
@@ -26,15 +28,7 @@ HELP = "search layer-width profiles and hyperparameters under a parameter budget
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", help="study file (TOML), e.g. studies/profiles-50k.toml; flags override it")
-    parser.add_argument("--budget", type=budget, help="parameter budget P")
-    parser.add_argument("--tolerance", type=positive_float, help="allowed relative distance to P (default 0.02)")
-    parser.add_argument("--trials", type=trial_count, help="finished trials wanted in total (resume counts)")
-    parser.add_argument("--epochs", type=epoch_count)
-    parser.add_argument("--profiles", help="comma-separated subset of uniform,decreasing,increasing,free")
-    parser.add_argument("--max-depth", type=depth)
-    parser.add_argument("--sampler", choices=SAMPLERS)
-    parser.add_argument("--pruner", choices=PRUNERS)
-    parser.add_argument("--seed", type=seed)
+    add_config_options(parser, SEARCH_OPTIONS)
     add_storage_options(parser)
     add_worker_options(parser)
     add_device_option(parser)
@@ -48,29 +42,15 @@ def resolve_config(args) -> StudyConfig:
     else:
         stored = stored_settings(storage_url(args), args.study, "search") if args.study else None
         base = study_from_dict(stored, f"study {args.study!r}") if stored is not None else StudyConfig(name="")
-    profiles = tuple(p.strip() for p in args.profiles.split(",") if p.strip()) if args.profiles is not None else None
-    space = replace(base.space, profiles=profiles, max_depth=args.max_depth)
-    config = replace(
-        base,
-        budget=args.budget,
-        tolerance=args.tolerance,
-        trials=args.trials,
-        epochs=args.epochs,
-        sampler=args.sampler,
-        pruner=args.pruner,
-        seed=args.seed,
-        dataset=args.dataset,
-        data_limit=args.data_limit,
-        storage=storage_url(args, base.storage),
-        name=args.study,
-        space=space,
-    )
+    config = apply_config_options(base, args, (*SEARCH_OPTIONS, *DATA_OPTIONS))
+    config = replace(config, storage=storage_url(args, base.storage), name=args.study)
     if not config.name:
         config = replace(config, name=f"profiles-{config.budget}")
-    if config.space.max_depth > (config.budget - 803) // 2:
+    deepest = depth_range(config.budget)[1]
+    if config.space.max_depth > deepest:
         raise UsageError(
             f"budget {config.budget} cannot hold {config.space.max_depth} hidden layers; lower --max-depth "
-            f"to at most {(config.budget - 803) // 2} or raise --budget"
+            f"to at most {deepest} or raise --budget"
         )
     return config
 
@@ -102,8 +82,8 @@ def run(args) -> int:
     )
     artifacts = artifacts_dir(args, study, url).resolve()
     objective = SearchObjective(config, data, artifacts)
-    if study.user_attrs.get("artifacts") != str(artifacts):
-        study.set_user_attr("artifacts", str(artifacts))
+    if StudyRecord.of(study).artifacts != str(artifacts):
+        write_study(study, artifacts=str(artifacts))
     worker_args = ["--study", config.name, "--artifacts", str(artifacts), "--device", args.device]
     if args.data_dir:
         worker_args += ["--data-dir", args.data_dir]
@@ -118,13 +98,13 @@ def run(args) -> int:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:  # every trial was pruned (diverged, or too far from the budget): say why, not "resume"
         pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-        reason = pruned[0].user_attrs.get("pruned_reason", "pruned") if pruned else "none finished"
+        reason = TrialRecord.of(pruned[0]).pruned_reason or "pruned" if pruned else "none finished"
         print(f"best: none; all {len(pruned)} finished trials were pruned (first: {reason}); change the search space")
         return 0
     best = best_trial(study)
     print(f"best: {summary_line(best)}")
     print(
-        f"      test loss {best.user_attrs['test_loss']:.4f}, test accuracy {best.user_attrs['test_accuracy']:.2%} "
+        f"      test loss {TrialRecord.of(best).test_loss:.4f}, test accuracy {TrialRecord.of(best).test_accuracy:.2%} "
         "(for information; selection used validation). "
         f"Details: {shlex.join(['archsearch', 'best', '--study', config.name, '--storage', public_url(url)])}"
     )

@@ -6,7 +6,7 @@ import importlib
 import signal
 import time
 
-from search.cli.args import add_data_options, non_negative_int, trial_count
+from search.cli.args import non_negative_int, trial_count
 from search.cli.common import (
     STORAGE_FAILURES,
     add_device_option,
@@ -20,8 +20,10 @@ from search.cli.common import (
     storage_failure,
     storage_url,
 )
+from search.cli.options import add_data_options
 from search.errors import Interrupted, Terminated, UsageError
 from search.study.lifecycle import load_study, make_pruner, make_sampler
+from search.study.record import StudyRecord
 from search.study.storage import open_storage
 
 HELP = "join an existing search or grid study and run trials until it has its number of trials"
@@ -46,7 +48,7 @@ def worker_setup(study, args, device, artifacts):
     from search.study.config import study_from_dict
     from search.study.objective import SearchObjective
 
-    config = study_from_dict(study.user_attrs["config"], f"study {study.study_name}")
+    config = study_from_dict(StudyRecord.of(study).settings, f"study {study.study_name}")
     data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
     sampler = make_sampler(config.sampler, config.seed, args.worker_index)
     return sampler, make_pruner(config.pruner, config.epochs), SearchObjective(config, data, artifacts), config.trials
@@ -58,10 +60,10 @@ def run(args) -> int:
     url = storage_url(args)
     storage = open_storage(url, must_exist=True)
     study = load_study(storage, args.study)
-    kind = study.user_attrs.get("kind")
+    kind = StudyRecord.of(study).kind
     if kind not in KINDS:
         raise UsageError(f"study {args.study!r} was not made by archsearch (kind {kind!r}); nothing to run")
-    config = study.user_attrs.get("config", {})
+    config = StudyRecord.of(study).settings
     storage = open_storage(url, config.get("heartbeat_seconds", 5), config.get("grace_seconds", 20), must_exist=True)
     from search.engine.trainer import resolve_device  # torch loads only once the study is known good
 

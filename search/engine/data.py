@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from models.budget import CLASSES, INPUTS
-from models.catalog import DATASET_FOLDERS
+from models.catalog import DATASET_FOLDERS, VALIDATION_SIZE
 from search.errors import UsageError
 
 DATASETS = DATASET_FOLDERS
@@ -23,7 +23,6 @@ RAW_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 DEFAULT_ROOT = "./data"
-VALIDATION_SIZE = 10_000
 IMAGE_SIDE = math.isqrt(INPUTS)
 IDX_UNSIGNED_BYTE = 0x08
 IDX_DIMS = {"images": 3, "labels": 1}  # (N, 28, 28) and (N,); the IDX magic is 0x0800 + this

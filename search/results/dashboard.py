@@ -31,6 +31,7 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from search.results.plots import Plot, own_plots
 from search.study.lifecycle import study_names
+from search.study.record import StudyRecord
 from search.study.workers import FINISHED
 
 GRAPH_PREFIX = "archsearch-"
@@ -46,7 +47,7 @@ def attach(study: optuna.Study) -> list[str]:
     The dashboard draws them in boxes 450 pixels high, so each figure gives up its own height.
     """
     if study.metric_names is None:
-        study.set_metric_names([OBJECTIVES[study.user_attrs["kind"]]])
+        study.set_metric_names([OBJECTIVES[StudyRecord.of(study).kind]])
     ids = []
     for plot in (p for p in own_plots(study) if isinstance(p, Plot)):
         ids.append(GRAPH_PREFIX + plot.name)
@@ -61,7 +62,7 @@ def attach_all(storage, seen: dict[str, int]) -> dict[str, int]:
     for name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
         counts[name] = len(study.get_trials(deepcopy=False, states=FINISHED))
-        if seen.get(name) != counts[name] and study.user_attrs.get("kind") in OBJECTIVES:
+        if seen.get(name) != counts[name] and StudyRecord.of(study).kind in OBJECTIVES:
             attach(study)
     return counts
 
@@ -77,7 +78,7 @@ def keep_attached(storage, seen: dict[str, int], seconds: float, stop: threading
 
 def artifact_store(studies: list[optuna.Study], default: Path) -> FileSystemArtifactStore | None:
     """The first study's artifacts folder that exists (saved models), else `default` if it exists."""
-    folders = [Path(s.user_attrs["artifacts"]) for s in studies if "artifacts" in s.user_attrs] + [default]
+    folders = [Path(a) for a in (StudyRecord.of(s).artifacts for s in studies) if a is not None] + [default]
     return next((FileSystemArtifactStore(f) for f in folders if f.is_dir()), None)
 
 

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import itertools
 import math
-import statistics
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import optuna
 import plotly.graph_objects as go
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from models.budget import LINEAR_PARAMETERS
 from models.profiles import PROFILES
+from search.results.tables import GridRow, completed, grid_table, shape_rows
+from search.study.record import StudyRecord
 
 TEMPLATE = "plotly_white"
 PROFILE_COLORS = dict(zip(PROFILES, qualitative.Plotly, strict=False))
@@ -46,48 +46,7 @@ class Skipped:
     reason: str
 
 
-@dataclass(frozen=True)
-class SweepPoint:
-    """Final training losses over seeds of one uniform shape (k, m_P(k)) of the grid."""
-
-    budget: int
-    depth: int
-    width: int
-    params: int
-    losses: tuple[float, ...]
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.losses)
-
-    @property
-    def spread(self) -> float:
-        return max(self.losses) - min(self.losses)
-
-
-def completed(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
-    """Complete trials with a finite objective, the only ones a loss figure can place."""
-    return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
-
-
-def sweep_points(trials: Iterable[FrozenTrial]) -> list[SweepPoint]:
-    """Grid trials grouped by (budget, depth), sorted; the objective is the final training loss."""
-    groups: dict[tuple[int, int], list[FrozenTrial]] = defaultdict(list)
-    for trial in completed(trials):
-        groups[(int(trial.params["budget"]), int(trial.params["depth"]))].append(trial)
-    return [
-        SweepPoint(
-            budget,
-            depth,
-            group[0].user_attrs["widths"][0],
-            group[0].user_attrs["params"],
-            tuple(t.value for t in sorted(group, key=lambda t: t.params.get("seed", 0))),
-        )
-        for (budget, depth), group in sorted(groups.items())
-    ]
-
-
-def ksweep(points: Sequence[SweepPoint], baseline: dict | None) -> Plot | Skipped:
+def ksweep(points: Sequence[GridRow], baseline: dict | None) -> Plot | Skipped:
     """Final training loss against depth, one line per budget, the linear baseline as reference."""
     if not points:
         return Skipped("k-sweep", "no completed grid trials yet")
@@ -235,29 +194,6 @@ def _titled(result: Plot | Skipped, study: optuna.Study) -> Plot | Skipped:
         title = result.figure.layout.title.text or result.name
         result.figure.update_layout(title=f"{title}: study {study.study_name}", template=TEMPLATE)
     return result
-
-
-def weight_decay(trial: FrozenTrial) -> float | None:
-    """The decay a trial trained with: its own attribute, else its training config's; None if unrecorded."""
-    return trial.user_attrs.get("weight_decay", trial.user_attrs.get("train_config", {}).get("weight_decay"))
-
-
-def shape_rows(trials: Iterable[FrozenTrial]) -> list[dict]:
-    """One row per completed search trial: its shape, training choice and validation loss."""
-    return [
-        {
-            "number": t.number,
-            "profile": t.user_attrs.get("profile", "uniform"),
-            "depth": len(t.user_attrs["widths"]),
-            "widths": " ".join(str(w) for w in t.user_attrs["widths"]),
-            "params": t.user_attrs["params"],
-            "weight_decay": weight_decay(t),
-            "val_loss": t.value,
-            "val_accuracy": t.user_attrs.get("val_accuracy"),
-        }
-        for t in sorted(completed(trials), key=lambda t: t.number)
-        if "widths" in t.user_attrs
-    ]
 
 
 def search_plots(study: optuna.Study) -> list[Plot | Skipped]:
@@ -439,13 +375,14 @@ def loss_vs_weight_decay(rows: list[dict]) -> Plot | Skipped:
 
 def own_plots(study: optuna.Study) -> list[Plot | Skipped]:
     """Our figures of a study, the ones Optuna has no function for: the k-sweep, or the shape figures."""
-    if study.user_attrs.get("kind") == "grid":
-        return [ksweep(sweep_points(study.get_trials(deepcopy=False)), study.user_attrs.get("baseline"))]
+    record = StudyRecord.of(study)
+    if record.kind == "grid":
+        return [ksweep(grid_table(study.get_trials(deepcopy=False)), record.baseline)]
     return search_plots(study)
 
 
 def study_plots(study: optuna.Study) -> list[Plot | Skipped]:
     """Every figure of a study of either kind, in the order a reader meets them."""
-    if study.user_attrs.get("kind") == "grid":
+    if StudyRecord.of(study).kind == "grid":
         return own_plots(study)
     return [*optuna_plots(study), *own_plots(study)]

@@ -19,8 +19,11 @@ from plotly.offline import get_plotlyjs
 
 from models.budget import CLASSES, INPUTS, LINEAR_PARAMETERS, budget_table, count_parameters, depth_range
 from models.budget import uniform_parameters as parameters_km
+from models.profiles import UNIFORM
 from search.engine.baseline import InitOutcome, conclude
-from search.results.plots import Plot, SweepPoint, completed, ksweep, search_plots, sweep_points, weight_decay
+from search.results.plots import Plot, ksweep, search_plots
+from search.results.tables import GridRow, completed, grid_table
+from search.study.record import StudyRecord, TrialRecord
 
 FEW_TRIALS = 5
 
@@ -37,22 +40,25 @@ class Entry:
         return self.trial.value
 
     @property
+    def record(self) -> TrialRecord:
+        return TrialRecord.of(self.trial)
+
+    @property
     def profile(self) -> str:
-        return self.trial.user_attrs.get("profile", "uniform")
+        return self.record.profile
 
     @property
     def weight_decay(self) -> float | None:
-        return weight_decay(self.trial)
+        return self.record.weight_decay
 
     def label(self) -> str:
-        widths = self.trial.user_attrs["widths"]
         return (
-            f"{self.profile} {widths} ({self.trial.user_attrs['params']:,} parameters, "
+            f"{self.profile} {list(self.record.widths)} ({self.record.params:,} parameters, "
             f"trial {self.trial.number} of study {self.study})"
         )
 
 
-def sweep_findings(points: Sequence[SweepPoint], baseline_loss: float | None) -> list[str]:
+def sweep_findings(points: Sequence[GridRow], baseline_loss: float | None) -> list[str]:
     """Sentences on the k-sweep: best depth per budget, direction with depth, baseline, budgets, noise."""
     sentences = []
     lines = {
@@ -98,7 +104,7 @@ def sweep_findings(points: Sequence[SweepPoint], baseline_loss: float | None) ->
     return sentences
 
 
-def _direction(line: Sequence[SweepPoint], best: SweepPoint) -> str:
+def _direction(line: Sequence[GridRow], best: GridRow) -> str:
     """How the loss moves with depth: steadily up, steadily down, down then up, or neither."""
     first, last = line[0], line[-1]
     before = line[: line.index(best) + 1]
@@ -120,13 +126,13 @@ def _direction(line: Sequence[SweepPoint], best: SweepPoint) -> str:
 def profile_finding(budget: int, entries: Sequence[Entry]) -> str:
     """Whether the best shape found beats the best uniform shape at this budget, and by how much."""
     best = min(entries, key=lambda e: e.loss)
-    uniform = [e for e in entries if e.profile == "uniform"]
+    uniform = [e for e in entries if e.profile == UNIFORM]
     head = f"At P = {budget:,} the best shape found is {best.label()} with validation loss {best.loss:.4f}"
     if not uniform:
         return head + "; no uniform trial completed, so there is no uniform shape to compare it with."
     best_uniform = min(uniform, key=lambda e: e.loss)
     if best is best_uniform:
-        others = sorted({e.profile for e in entries} - {"uniform"})
+        others = sorted({e.profile for e in entries} - {UNIFORM})
         tried = f" ({', '.join(others)} tried)" if others else " (no other profile completed)"
         return head + f": uniform layers won; no other profile beat it{tried}."
     gain = best_uniform.loss - best.loss
@@ -188,9 +194,9 @@ def budgets_of(grids: Sequence[optuna.Study], searches: Sequence[optuna.Study]) 
     """Each budget studied, with the depths a grid swept for it (None: the default table)."""
     budgets: dict[int, list[int] | None] = {}
     for study in searches:
-        budgets.setdefault(int(study.user_attrs["config"]["budget"]), None)
+        budgets.setdefault(int(StudyRecord.of(study).settings["budget"]), None)
     for study in grids:
-        config = study.user_attrs.get("config", {})
+        config = StudyRecord.of(study).settings
         for budget in config.get("budgets", []):
             budgets[int(budget)] = sorted(int(d) for d in config.get("depths", [])) or None
     return dict(sorted(budgets.items()))
@@ -198,8 +204,8 @@ def budgets_of(grids: Sequence[optuna.Study], searches: Sequence[optuna.Study]) 
 
 def build(studies: Sequence[optuna.Study], init: dict | None, init_source: str) -> str:
     """The whole page; `init_source` says where `init` (the initialization study) came from, or how to make it."""
-    grids = [s for s in studies if s.user_attrs.get("kind") == "grid"]
-    searches = [s for s in studies if s.user_attrs.get("kind") == "search"]
+    grids = [s for s in studies if StudyRecord.of(s).kind == "grid"]
+    searches = [s for s in studies if StudyRecord.of(s).kind == "search"]
     entries = _entries_by_budget(searches)
     figures = [p for s in searches for p in search_plots(s) if isinstance(p, Plot)]
     sections = [
@@ -212,7 +218,7 @@ def build(studies: Sequence[optuna.Study], init: dict | None, init_source: str) 
         _profiles(entries, [p for p in figures if p.name != "loss-vs-weight-decay"]),
         _decay(entries, [p for p in figures if p.name == "loss-vs-weight-decay"]),
     ]
-    names = ", ".join(f"{s.study_name} ({s.user_attrs.get('kind')})" for s in studies)
+    names = ", ".join(f"{s.study_name} ({StudyRecord.of(s).kind})" for s in studies)
     return PAGE.format(
         plotlyjs=get_plotlyjs(),
         studies=html.escape(names),
@@ -231,7 +237,7 @@ def _linear() -> str:
 
 
 def _baseline(grids: Sequence[optuna.Study]) -> str:
-    recorded = [(s.study_name, s.user_attrs["baseline"]) for s in grids if "baseline" in s.user_attrs]
+    recorded = [(s.study_name, StudyRecord.of(s).baseline) for s in grids if StudyRecord.of(s).baseline is not None]
     if not recorded:
         body = (
             "<p>Not measured yet: the baseline is recorded by a grid study (study attribute <code>baseline</code>). "
@@ -312,8 +318,8 @@ def _sweep(grids: Sequence[optuna.Study]) -> str:
         return _section(question, "<p>No grid study in this storage yet; run <code>archsearch grid</code>.</p>")
     parts = []
     for study in grids:
-        points = sweep_points(study.get_trials(deepcopy=False))
-        baseline = study.user_attrs.get("baseline")
+        points = grid_table(study.get_trials(deepcopy=False))
+        baseline = StudyRecord.of(study).baseline
         plot = ksweep(points, baseline)
         if not isinstance(plot, Plot):
             parts.append(f"<h3>Grid study {html.escape(study.study_name)}</h3><p>{html.escape(plot.reason)}.</p>")
@@ -331,9 +337,9 @@ def _sweep(grids: Sequence[optuna.Study]) -> str:
 def _entries_by_budget(searches: Sequence[optuna.Study]) -> dict[int, list[Entry]]:
     entries: dict[int, list[Entry]] = defaultdict(list)
     for study in searches:
-        budget = int(study.user_attrs["config"]["budget"])
+        budget = int(StudyRecord.of(study).settings["budget"])
         entries[budget] += [
-            Entry(study.study_name, t) for t in completed(study.get_trials(deepcopy=False)) if "widths" in t.user_attrs
+            Entry(study.study_name, t) for t in completed(study.get_trials(deepcopy=False)) if TrialRecord.of(t).widths
         ]
     return dict(sorted(entries.items()))
 
@@ -361,11 +367,11 @@ def _profiles(entries: dict[int, list[Entry]], figures: Sequence[Plot]) -> str:
                 profile,
                 str(sum(e.profile == profile for e in group)),
                 f"{e.study} #{e.trial.number}",
-                str(e.trial.user_attrs["widths"]),
-                f"{e.trial.user_attrs['params']:,}",
+                str(list(e.record.widths)),
+                f"{e.record.params:,}",
                 f"{e.loss:.4f}",
-                _percent(e.trial.user_attrs.get("val_accuracy")),
-                _percent(e.trial.user_attrs.get("test_accuracy")),
+                _percent(e.record.val_accuracy),
+                _percent(e.record.test_accuracy),
                 "" if e.weight_decay is None else f"{e.weight_decay:.2e}",
             ]
             for profile, e in sorted(best.items(), key=lambda item: item[1].loss)

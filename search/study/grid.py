@@ -8,7 +8,6 @@ its point is failed unrun. A worker that finds the queue empty while a point has
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -16,14 +15,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from models.budget import (
+    LINEAR_MODEL,
     LINEAR_PARAMETERS,
     MAX_BUDGET,
     MAX_DEPTH,
     MIN_BUDGET,
     depth_range,
-    uniform_parameters,
     width_for_budget,
 )
+from models.profiles import UNIFORM
 from search.checks import check_int, check_ints, shown
 from search.engine.config import BASELINE_TRAIN, TrainConfig
 from search.errors import UsageError
@@ -37,6 +37,7 @@ from search.study.config import (
     check_study_name,
     replace,
 )
+from search.study.record import SURPLUS, StudyRecord, write_trial
 from search.study.workers import FINISHED, Surplus
 
 if TYPE_CHECKING:
@@ -174,8 +175,7 @@ class GridObjective:
         depth = trial.suggest_categorical("depth", self.config.depths)
         seed = trial.suggest_categorical("seed", tuple(range(self.config.seeds)))
         width = width_for_budget(budget, depth)
-        for key, value in (("profile", "uniform"), ("budget", budget), ("depth", depth), ("width", width)):
-            trial.set_user_attr(key, value)
+        write_trial(trial, profile=UNIFORM, budget=budget, depth=depth, width=width)
         result, _ = train_trial(trial, [width] * depth, replace(self.config.train, seed=seed), self.data)
         return result.train.loss
 
@@ -198,7 +198,7 @@ class GridObjective:
 
 
 def _surplus(trial: optuna.Trial, reason: str) -> Surplus:
-    trial.set_user_attr("fail_reason", f"surplus: {reason}")
+    write_trial(trial, fail_reason=f"{SURPLUS}: {reason}")
     return Surplus()
 
 
@@ -206,7 +206,7 @@ def worker_setup(study: optuna.Study, args, device, artifacts):
     """What `archsearch worker` runs for a grid study; grid trials save no models."""
     from search.engine.data import load_data
 
-    config = config_from_dict(study.user_attrs["config"], f"study {study.study_name}")
+    config = config_from_dict(StudyRecord.of(study).settings, f"study {study.study_name}")
     data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
     sampler = make_grid_sampler(config, args.worker_index)
     return sampler, optuna.pruners.NopPruner(), GridObjective(config, data), len(grid_points(config))
@@ -218,7 +218,7 @@ def reference_baseline(data: Data) -> dict[str, Any]:
 
     result = run_baseline(data, BASELINE_TRAIN)
     return {
-        "model": "linear softmax 784 -> 10",
+        "model": LINEAR_MODEL,
         "params": LINEAR_PARAMETERS,
         "train_config": asdict(BASELINE_TRAIN),
         "train_images": len(data.train_full),
@@ -227,41 +227,3 @@ def reference_baseline(data: Data) -> dict[str, Any]:
         "test_loss": result.test.loss,
         "test_accuracy": result.test.accuracy,
     }
-
-
-@dataclass(frozen=True)
-class ShapeRow:
-    """One (budget, depth) of a grid, averaged over its completed seeds."""
-
-    budget: int
-    depth: int
-    width: int
-    params: int
-    completed: int
-    train_loss: float | None
-    test_accuracy: float | None
-
-
-def summarize(study: optuna.Study, config: GridConfig) -> list[ShapeRow]:
-    done: dict[tuple[int, int], list[FrozenTrial]] = {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        point = point_of(trial)
-        if point is not None:
-            done.setdefault((point.budget, point.depth), []).append(trial)
-    rows = []
-    for budget in config.budgets:
-        for depth in config.depths:
-            width = width_for_budget(budget, depth)
-            trials = done.get((budget, depth), [])
-            rows.append(
-                ShapeRow(
-                    budget,
-                    depth,
-                    width,
-                    uniform_parameters(depth, width),
-                    len(trials),
-                    statistics.fmean(t.value for t in trials) if trials else None,
-                    statistics.fmean(t.user_attrs["test_accuracy"] for t in trials) if trials else None,
-                )
-            )
-    return rows

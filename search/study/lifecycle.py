@@ -11,6 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UsageError
+from search.study.record import StudyRecord, write_study
 from search.study.storage import SCHEMA_ATTEMPTS, open_storage, public_url
 
 
@@ -39,15 +40,18 @@ def check_settings(storage, name: str, kind: str, config: dict) -> optuna.Study 
         _check_kind(study, kind)
         return None
     _check_kind(study, kind)
-    changed = _differences(study.user_attrs.get("config", {}), config)
+    changed = _differences(StudyRecord.of(study).settings, config)
     if changed:
         raise UsageError(f"study {name!r} exists with other settings ({changed}); use another --study to start anew")
     return study
 
 
 def _check_kind(study: optuna.Study, kind: str) -> None:
-    stored_kind = study.user_attrs.get("kind")
-    if stored_kind is None and not _half_made(study):
+    """Refuse a study of another kind, or one archsearch did not make (no kind, yet trials).
+
+    The kind is read once: a run creating the same study may store it between two reads."""
+    stored_kind = StudyRecord.of(study).kind
+    if stored_kind is None and study.get_trials(deepcopy=False):
         raise UsageError(f"study {study.study_name!r} was not made by archsearch; choose another --study")
     if stored_kind not in (None, kind):
         raise UsageError(
@@ -57,8 +61,8 @@ def _check_kind(study: optuna.Study, kind: str) -> None:
 
 def _half_made(study: optuna.Study) -> bool:
     """Created, but killed before its kind and settings were stored: no settings and no trials."""
-    attrs = study.user_attrs
-    return ("kind" not in attrs or "config" not in attrs) and not study.get_trials(deepcopy=False)
+    record = StudyRecord.of(study)
+    return (record.kind is None or record.config is None) and not study.get_trials(deepcopy=False)
 
 
 def _differences(stored: dict, config: dict) -> str:
@@ -88,8 +92,8 @@ def create_study(storage, name: str, kind: str, config: dict, sampler, pruner) -
             study = load_study(storage, name, sampler, pruner)
             if not _half_made(study):
                 check_settings(storage, name, kind, config)
-                if study.user_attrs.get("config") != stored:  # a new --trials, or a password to drop; else no write
-                    study.set_user_attr("config", stored)
+                if StudyRecord.of(study).config != stored:  # a new --trials, or a password to drop; else no write
+                    write_study(study, config=stored)
                 return study
         else:
             try:
@@ -98,18 +102,17 @@ def create_study(storage, name: str, kind: str, config: dict, sampler, pruner) -
                 )
             except optuna.exceptions.DuplicatedStudyError:
                 continue  # another run created it a moment ago: resume it like any existing study
-        return _claim(study, kind, stored)
+        return _claim(storage, study, kind, stored)
     raise UsageError(f"study {name!r} keeps changing while it is being created; try again")
 
 
-def _claim(study: optuna.Study, kind: str, stored: dict) -> optuna.Study:
+def _claim(storage, study: optuna.Study, kind: str, stored: dict) -> optuna.Study:
     """Store kind and settings, then read them back: a run creating the same study at once may
     have written its own, and then only the one that matches goes on."""
     _check_kind(study, kind)
-    study.set_user_attr("kind", kind)
-    study.set_user_attr("config", stored)
-    attrs = optuna.load_study(study_name=study.study_name, storage=study._storage).user_attrs
-    changed = _differences(attrs.get("config", {}), stored) if attrs.get("kind") == kind else "kind"
+    write_study(study, kind=kind, config=stored)
+    again = StudyRecord.of(optuna.load_study(study_name=study.study_name, storage=storage))
+    changed = _differences(again.settings, stored) if again.kind == kind else "kind"
     if changed:
         raise UsageError(
             f"study {study.study_name!r} was created at the same moment by another run with other settings "
@@ -158,4 +161,5 @@ def stored_settings(url: str, name: str, kind: str) -> dict | None:
     if name not in study_names(storage):
         return None
     study = load_study(storage, name)
-    return study.user_attrs.get("config") if study.user_attrs.get("kind") == kind else None
+    record = StudyRecord.of(study)
+    return record.config if record.kind == kind else None

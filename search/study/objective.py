@@ -16,6 +16,7 @@ from models.budget import count_parameters
 from search.engine.config import TrainConfig
 from search.study.checkpoints import artifact_store, upload_model
 from search.study.config import StudyConfig
+from search.study.record import write_trial
 from search.study.space import suggest
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ DIVERGED_LOSS = 1000.0
 
 
 def prune(trial: optuna.Trial, reason: str) -> optuna.TrialPruned:
-    trial.set_user_attr("pruned_reason", reason)
+    write_trial(trial, pruned_reason=reason)
     return optuna.TrialPruned(reason)
 
 
@@ -43,11 +44,16 @@ def train_trial(
     from models.mlp import build_mlp
     from search.engine.trainer import Diverged, train
 
-    trial.set_user_attr("widths", list(widths))
-    trial.set_user_attr("params", count_parameters(widths))
-    trial.set_user_attr("seed", config.seed)
-    trial.set_user_attr("train_config", asdict(config))
-    trial.set_user_attr("torch_version", torch.__version__)
+    write_trial(
+        trial,
+        widths=tuple(widths),
+        params=count_parameters(widths),
+        seed=config.seed,
+        train_config=asdict(config),
+        train_images=len(data.train),
+        validation_images=len(data.validation),
+        torch_version=torch.__version__,
+    )
     torch.manual_seed(config.seed)
     model = build_mlp(widths, config.activation, dropout=config.dropout)
 
@@ -66,15 +72,18 @@ def train_trial(
         result = train(model, data.train, config, data.validation, data.test, on_epoch)
     except Diverged as error:
         raise prune(trial, str(error)) from None
-    trial.set_user_attr("device", result.device)
-    trial.set_user_attr("epoch_seconds", [round(r.seconds, 4) for r in result.history])
-    trial.set_user_attr("val_accuracy_curve", [r.val_accuracy for r in result.history])
-    trial.set_user_attr("train_loss", result.train.loss)
-    trial.set_user_attr("train_accuracy", result.train.accuracy)
-    trial.set_user_attr("val_loss", result.validation.loss)
-    trial.set_user_attr("val_accuracy", result.validation.accuracy)
-    trial.set_user_attr("test_loss", result.test.loss)
-    trial.set_user_attr("test_accuracy", result.test.accuracy)
+    write_trial(
+        trial,
+        device=result.device,
+        epoch_seconds=tuple(round(r.seconds, 4) for r in result.history),
+        val_accuracy_curve=tuple(r.val_accuracy for r in result.history),
+        train_loss=result.train.loss,
+        train_accuracy=result.train.accuracy,
+        val_loss=result.validation.loss,
+        val_accuracy=result.validation.accuracy,
+        test_loss=result.test.loss,
+        test_accuracy=result.test.accuracy,
+    )
     return result, model
 
 
@@ -91,8 +100,7 @@ class SearchObjective:
         candidate = suggest(
             trial, config.space, config.budget, config.tolerance, config.epochs, config.seed + trial.number
         )
-        trial.set_user_attr("profile", candidate.profile)
-        trial.set_user_attr("weight_decay", candidate.train.weight_decay)
+        write_trial(trial, profile=candidate.profile, weight_decay=candidate.train.weight_decay)
         if candidate.widths is None:
             raise prune(
                 trial,

@@ -20,11 +20,11 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from search.study.record import SURPLUS, TrialRecord, write_trial
 from search.study.storage import STORAGE_FAILURES
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 COUNTED = (*FINISHED, TrialState.RUNNING)
-OWNER_ATTR = "worker"  # host, process id and process start time of the process that runs a trial
 
 
 class Surplus(Exception):
@@ -90,7 +90,7 @@ def fail_orphaned_trials(study: optuna.Study) -> list[int]:
     has none, so without this a resume after a SIGKILL would wait for that trial forever."""
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not owner_is_gone(trial.user_attrs.get(OWNER_ATTR)):
+        if not owner_is_gone(TrialRecord.of(trial).worker):
             continue
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         frozen = study.get_trials(deepcopy=False)[trial.number]
@@ -104,7 +104,7 @@ def blocking_trials(study: optuna.Study) -> str:
     """The running trials a finished study waits for, with where they run, for a one-line message."""
     parts = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = trial.user_attrs.get(OWNER_ATTR)
+        owner = TrialRecord.of(trial).worker
         where = f"process {owner.get('pid')} on host {owner.get('host')}" if isinstance(owner, dict) else "unknown"
         parts.append(f"#{trial.number} ({where})")
     return ", ".join(parts)
@@ -116,9 +116,9 @@ def guard_surplus(objective: Callable[[optuna.Trial], float], target: int) -> Ca
     def guarded(trial: optuna.Trial) -> float:
         earlier = trial.study.get_trials(deepcopy=False, states=COUNTED)
         if sum(t.number < trial.number for t in earlier) >= target:
-            trial.set_user_attr("fail_reason", f"surplus: {target} trials were already finished or running")
+            write_trial(trial, fail_reason=f"{SURPLUS}: {target} trials were already finished or running")
             raise Surplus()
-        trial.set_user_attr(OWNER_ATTR, owner_record())
+        write_trial(trial, worker=owner_record())
         return objective(trial)
 
     return guarded

@@ -1,0 +1,106 @@
+"""Tables of finished trials that the plots, the report and the commands all read.
+
+One table per question, computed once: the grid's shapes with their seeds (`grid_table`), so the
+k-sweep plot, the report's findings and `archsearch grid`'s summary never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from optuna.trial import FrozenTrial, TrialState
+
+from models.budget import uniform_parameters, width_for_budget
+from search.study.grid import point_of
+from search.study.record import TrialRecord
+
+
+def completed(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """Complete trials with a finite objective, the only ones a loss figure can place."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
+
+
+@dataclass(frozen=True)
+class GridRow:
+    """One uniform shape (k, m_P(k)) of a grid: its final training losses and test accuracies, by seed."""
+
+    budget: int
+    depth: int
+    width: int
+    params: int
+    losses: tuple[float, ...]
+    test_accuracies: tuple[float, ...]
+
+    @property
+    def seeds(self) -> int:
+        """How many seeds of this shape completed."""
+        return len(self.losses)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.losses)
+
+    @property
+    def spread(self) -> float:
+        return max(self.losses) - min(self.losses)
+
+    @property
+    def test_accuracy(self) -> float | None:
+        accuracies = [a for a in self.test_accuracies if a is not None]
+        return statistics.fmean(accuracies) if accuracies else None
+
+
+def grid_table(
+    trials: Iterable[FrozenTrial], budgets: Sequence[int] | None = None, depths: Sequence[int] | None = None
+) -> list[GridRow]:
+    """The grid's completed trials by (budget, depth), seeds in order, sorted by budget and depth.
+
+    With `budgets` and `depths`, every shape of that grid has a row, those not run yet with no seeds,
+    in the grid's own order; without them, only the shapes with a completed seed."""
+    groups: dict[tuple[int, int], list[FrozenTrial]] = defaultdict(list)
+    for trial in completed(trials):
+        point = point_of(trial)
+        if point is not None:
+            groups[(point.budget, point.depth)].append(trial)
+    keys = [(b, d) for b in budgets for d in depths] if budgets and depths else sorted(groups)
+    rows = []
+    for budget, depth in keys:
+        group = sorted(groups.get((budget, depth), []), key=lambda t: point_of(t).seed)
+        width = width_for_budget(budget, depth)
+        rows.append(
+            GridRow(
+                budget,
+                depth,
+                width,
+                uniform_parameters(depth, width),
+                tuple(t.value for t in group),
+                tuple(TrialRecord.of(t).test_accuracy for t in group),
+            )
+        )
+    return rows
+
+
+def shape_rows(trials: Iterable[FrozenTrial]) -> list[dict]:
+    """One row per completed search trial: its shape, training choice and validation loss."""
+    rows = []
+    for trial in sorted(completed(trials), key=lambda t: t.number):
+        record = TrialRecord.of(trial)
+        if not record.widths:
+            continue
+        rows.append(
+            {
+                "number": trial.number,
+                "profile": record.profile,
+                "depth": len(record.widths),
+                "widths": " ".join(str(w) for w in record.widths),
+                "params": record.params,
+                "weight_decay": record.weight_decay,
+                "val_loss": trial.value,
+                "val_accuracy": record.val_accuracy,
+            }
+        )
+    return rows

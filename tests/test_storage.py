@@ -1,0 +1,169 @@
+"""The study layer in process, over every storage kind, the way Optuna's own tests run: SQLite, journal,
+and PostgreSQL where ARCHSEARCH_TEST_PG is set."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.errors import UsageError
+from search.study.lifecycle import check_settings, create_study, load_study, stored_settings
+from search.study.record import StudyRecord, TrialRecord, write_study, write_trial
+from search.study.storage import describe, has_password, open_storage, public_url
+from search.study.workers import fail_orphaned_trials, owner_is_gone, owner_record, run_until
+
+SETTINGS = {"budget": 20000, "trials": 3, "epochs": 1, "storage": "placeholder"}
+
+
+@pytest.fixture(params=["sqlite", "journal", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'studies.db'}"
+    if request.param == "journal":
+        return f"journal:{tmp_path / 'studies.log'}"
+    return request.getfixturevalue("pg_schema_url")
+
+
+def test_a_study_is_created_once_and_resumed_only_as_the_same_experiment(url):
+    storage = open_storage(url)
+    study = create_study(storage, "s", "search", SETTINGS, None, None)
+    record = StudyRecord.of(study)
+    assert (record.kind, record.config["budget"]) == ("search", 20000)
+    again = create_study(open_storage(url), "s", "search", {**SETTINGS, "trials": 5}, None, None)
+    assert again.study_name == "s" and StudyRecord.of(again).config["trials"] == 5  # more trials: the same study
+    with pytest.raises(UsageError, match="exists with other settings"):
+        create_study(open_storage(url), "s", "search", {**SETTINGS, "budget": 30000}, None, None)
+    with pytest.raises(UsageError, match="is a search study, not a grid study"):
+        check_settings(open_storage(url), "s", "grid", SETTINGS)
+    assert stored_settings(url, "s", "search")["budget"] == 20000
+    assert stored_settings(url, "s", "grid") is None
+
+
+def test_a_half_made_study_is_completed_and_a_foreign_one_refused(url):
+    storage = open_storage(url)
+    optuna.create_study(study_name="half", storage=storage)  # killed before kind and settings were stored
+    assert check_settings(storage, "half", "search", SETTINGS) is None
+    study = create_study(storage, "half", "search", SETTINGS, None, None)
+    assert StudyRecord.of(study).kind == "search"
+
+    foreign = optuna.create_study(study_name="theirs", storage=storage)
+    foreign.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    with pytest.raises(UsageError, match="was not made by archsearch"):
+        create_study(storage, "theirs", "search", SETTINGS, None, None)
+
+
+def test_the_stored_storage_url_has_no_password(url):
+    secret = "s3cret-not-stored"
+    with_password = {**SETTINGS, "storage": f"postgresql://user:{secret}@db.example/studies"}
+    study = create_study(open_storage(url), "p", "search", with_password, None, None)
+    assert StudyRecord.of(study).config["storage"] == "postgresql://user@db.example/studies"
+    assert secret not in str(load_study(open_storage(url), "p").user_attrs)
+
+
+def test_run_until_ends_at_exactly_n_and_records_each_owner(url):
+    study = create_study(open_storage(url), "n", "search", SETTINGS, None, None)
+    assert run_until(study, lambda trial: float(trial.number), 3)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert all(TrialRecord.of(t).worker == owner_record() for t in trials)
+    assert run_until(study, lambda trial: 0.0, 3)  # already done: no new trial
+    assert len(study.get_trials(deepcopy=False)) == 3
+
+
+def test_run_until_stops_at_its_deadline(url):
+    study = create_study(open_storage(url), "late", "search", SETTINGS, None, None)
+    assert not run_until(study, lambda trial: 0.0, 3, deadline=0.0)
+    assert study.get_trials(deepcopy=False) == []
+
+
+def test_a_trial_whose_process_is_gone_is_failed_and_retried(url):
+    study = create_study(open_storage(url), "dead", "search", SETTINGS, None, None)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owner = {**owner_record(), "pid": int(gone.stdout), "start": None}
+    write_trial(trial, worker=owner)
+    assert owner_is_gone(owner) and not owner_is_gone(owner_record())
+    assert fail_orphaned_trials(study) == [trial.number]
+    failed, retry = study.get_trials(deepcopy=False)
+    assert failed.state == TrialState.FAIL
+    assert retry.state == TrialState.WAITING and retry.params == failed.params
+    assert fail_orphaned_trials(study) == []
+
+
+def test_owners_on_other_hosts_or_alive_are_left_alone():
+    assert not owner_is_gone({**owner_record(), "host": "another-host", "pid": 2**22 + 7})
+    assert not owner_is_gone(owner_record())
+    assert not owner_is_gone(None) and not owner_is_gone({"pid": "x"})
+
+
+def test_records_refuse_fields_they_do_not_have(url):
+    study = create_study(open_storage(url), "r", "search", SETTINGS, None, None)
+    with pytest.raises(TypeError, match="not a field"):
+        write_study(study, colour="blue")
+    trial = study.ask()
+    with pytest.raises(TypeError, match="not a field"):
+        write_trial(trial, colour="blue")
+
+
+def test_old_trials_read_with_the_defaults():
+    """A trial from before profiles, weight decay and split sizes were recorded."""
+    trial = optuna.trial.create_trial(
+        value=0.5, user_attrs={"widths": [8, 8], "params": 6450, "train_config": {"weight_decay": 0.01}}
+    )
+    record = TrialRecord.of(trial)
+    assert (record.profile, record.widths, record.weight_decay, record.dropout) == ("uniform", (8, 8), 0.01, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "public"),
+    [
+        ("postgresql://u:pw@h/db", "postgresql://u:***@h/db", "postgresql://u@h/db"),
+        ("postgresql://u@h/db", "postgresql://u@h/db", "postgresql://u@h/db"),
+        ("sqlite:///studies/x.db", "sqlite:///studies/x.db", "sqlite:///studies/x.db"),
+        ("journal:/tmp/j.log", "journal:/tmp/j.log", "journal:/tmp/j.log"),
+    ],
+)
+def test_urls_are_shown_masked_and_stored_bare(url, shown, public):
+    assert describe(url) == shown and public_url(url) == public
+    assert has_password(url) == ("pw" in url)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("content", [b"not a database at all\n", b""])
+def test_readers_refuse_what_is_not_a_study_database_and_leave_it_as_it_was(tmp_path, content):
+    path = tmp_path / "other.db"
+    path.write_bytes(content)
+    before = sha256(path)
+    with pytest.raises(UsageError):
+        open_storage(f"sqlite:///{path}", read_only=True)
+    assert sha256(path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+
+def test_readers_refuse_another_programs_sqlite_database(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE notes (text)")
+    before = sha256(path)
+    for read_only in (True, False):
+        with pytest.raises(UsageError, match="study database"):
+            open_storage(f"sqlite:///{path}", read_only=read_only)
+    assert sha256(path) == before
+
+
+def test_missing_storages_are_refused_by_readers(tmp_path):
+    for url in (f"sqlite:///{tmp_path / 'none.db'}", f"journal:{tmp_path / 'none.log'}"):
+        with pytest.raises(UsageError, match="no study"):
+            open_storage(url, read_only=True)
+    assert list(tmp_path.iterdir()) == []
