@@ -110,10 +110,10 @@ def _check_public(host: str, number: int, public: bool) -> None:
         return
     try:
         socket.getaddrinfo(host, number)
-    except socket.gaierror:
+    except (socket.gaierror, UnicodeError):  # UnicodeError: a name that no DNS label can spell
         raise UsageError(_unknown_host(host)) from None
     raise UsageError(
-        f"--host {host} goes beyond this machine (loopback: 127.0.0.1, ::1, localhost) and the dashboard has "
+        f"--host {host!r} goes beyond this machine (loopback: 127.0.0.1, ::1, localhost) and the dashboard has "
         f"no login; add --public if anyone who can reach port {number} on {host} may read every study in the "
         "storage (and, with --allow-edits, change or delete them)"
     )
@@ -137,7 +137,7 @@ def _check_free(host: str, number: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, number))
-        except socket.gaierror:
+        except (socket.gaierror, UnicodeError):
             raise UsageError(_unknown_host(host)) from None
         except OSError as error:
             hint = "; pick another --port" if error.errno == errno.EADDRINUSE else ""
