@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from tests.conftest import ENTRY_POINT, archsearch
-from tests.test_export import SEARCH_TRIALS, add_grid_study, add_search_study
+from tests.studies import SEARCH_TRIALS, add_grid_study, add_search_study
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 OWN_FIGURES = ("loss-vs-params", "loss-by-profile", "best-shapes", "loss-vs-weight-decay")

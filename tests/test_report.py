@@ -10,7 +10,7 @@ from models.budget import width_for_budget
 from search.results.report import sweep_findings
 from search.results.tables import GridRow
 from tests.conftest import archsearch
-from tests.test_export import add_grid_study, add_search_study, grid_loss
+from tests.studies import add_grid_study, add_search_study, grid_loss
 
 # Deliberately unlike the original notebook's figures, so a hard-coded number would show.
 BASELINE = {"train_loss": 0.5123, "test_loss": 0.4987, "train_accuracy": 0.8611, "test_accuracy": 0.8702}

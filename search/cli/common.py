@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.cli.args import duration, non_negative_int, study_name
 from search.cli.progress import progress
+from search.engine.config import DEVICES
 from search.errors import Interrupted, Terminated, UsageError
 from search.study.config import DEFAULT_STORAGE
 from search.study.record import StudyRecord, TrialRecord
@@ -38,7 +39,7 @@ def add_storage_options(parser, study_required: bool = False, artifacts: bool = 
 
 
 def add_device_option(parser) -> None:
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="training device")
 
 
 def add_worker_options(parser) -> None:

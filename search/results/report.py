@@ -17,7 +17,15 @@ import plotly.io as pio
 from optuna.trial import FrozenTrial
 from plotly.offline import get_plotlyjs
 
-from models.budget import CLASSES, INPUTS, LINEAR_PARAMETERS, budget_table, count_parameters, depth_range
+from models.budget import (
+    CLASSES,
+    INPUTS,
+    LINEAR_PARAMETERS,
+    WIDTH_ONE_OFFSET,
+    budget_table,
+    count_parameters,
+    depth_range,
+)
 from models.budget import uniform_parameters as parameters_km
 from models.profiles import UNIFORM
 from search.engine.baseline import InitOutcome, conclude
@@ -292,7 +300,8 @@ def _depths(budgets: dict[int, list[int] | None]) -> str:
     question = "5. For a budget P, which depths k are possible, and which width m<sub>P</sub>(k) fits each?"
     intro = (
         "<p>The smallest depth is k = 1. The largest, k<sub>P</sub>, uses width m = 1, where "
-        "Parameters(k, 1) = 2k + 803, so k<sub>P</sub> = ⌊(P − 803) / 2⌋: rounded down, because a fractional "
+        f"Parameters(k, 1) = 2k + {WIDTH_ONE_OFFSET}, so k<sub>P</sub> = ⌊(P − {WIDTH_ONE_OFFSET}) / 2⌋: rounded down, "
+        "because a fractional "
         "layer does not exist. m<sub>P</sub>(k) is the positive root of (k − 1)m² + (794 + k)m + (10 − P) = 0, "
         "rounded to the integer whose count is closest to P.</p>"
     )
@@ -306,7 +315,8 @@ def _depths(budgets: dict[int, list[int] | None]) -> str:
         ]
         parts.append(
             f"<h3>P = {budget:,}</h3>"
-            f"<p>k ranges from {low} to {high:,} ((P − 803) / 2 = {(budget - 803) / 2:,.1f}).</p>"
+            f"<p>k ranges from {low} to {high:,} "
+            f"((P − {WIDTH_ONE_OFFSET}) / 2 = {(budget - WIDTH_ONE_OFFSET) / 2:,.1f}).</p>"
             + _table(["k", "m_P(k)", "Parameters(k, m_P(k))", "distance to P"], rows)
         )
     return _section(question, "\n".join(parts))
