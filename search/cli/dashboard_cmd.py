@@ -67,7 +67,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     _check_public(args.host, args.port, args.public)
     url = storage_url(args)
-    storage = open_storage(url, must_exist=True)
+    storage = open_storage(url, read_only=True)  # our figures are its only writes: no tables, no WAL switch
     names = study_names(storage)
     if not names:
         raise UsageError(f"no study in {describe(url)} yet; run `archsearch search` first")
@@ -76,7 +76,7 @@ def run(args) -> int:
     store = dashboard.artifact_store([load_study(storage, n) for n in names], default_artifacts(url))
     stop = threading.Event()
     if args.refresh:
-        refresher_storage = open_storage(url, must_exist=True)
+        refresher_storage = open_storage(url, read_only=True)
         threading.Thread(
             target=dashboard.keep_attached, args=(refresher_storage, seen, args.refresh, stop), daemon=True
         ).start()
