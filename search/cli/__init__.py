@@ -10,6 +10,8 @@ import sys
 import warnings
 
 from models.budget import BudgetError
+from search.checks import printable
+from search.cli import signals
 from search.errors import Interrupted, Terminated, UsageError
 
 DEBUG_ENV = "ARCHSEARCH_DEBUG"  # set to 1 to see the traceback of an unexpected error
@@ -21,8 +23,16 @@ class Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit status 2, no usage dump."""
 
     def error(self, message: str):
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        print(f"{self.prog}: error: {printable(message)}", file=sys.stderr)
         raise SystemExit(2)
+
+    def parse_known_args(self, args=None, namespace=None):
+        # Python 3.11's argparse reads `--flag=--` as the flag with no value at all (an empty list that
+        # no type check sees); no flag of ours takes "--", so it is refused here.
+        for arg in sys.argv[1:] if args is None else args:
+            if isinstance(arg, str) and arg.startswith("--") and arg.partition("=")[2] == "--":
+                self.error(f"argument {arg.partition('=')[0]}: expected a value, got '--'")
+        return super().parse_known_args(args, namespace)
 
 
 def build_parser() -> Parser:
@@ -36,24 +46,29 @@ def build_parser() -> Parser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, exiting: bool = False) -> int:
     """Run one command; every outcome is an exit status and at most one line on stderr.
 
     2: bad input or an unusable environment (nothing was written); 130 and 143: Ctrl-C and SIGTERM
-    (the running trials were marked failed, the study resumes); 1: a bug, said in one line."""
+    (the running trials were marked failed, the study resumes); 1: a bug, said in one line.
+    `exiting`: the process ends after this command (the console script), so stops are ignored after it."""
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
     for stream in (sys.stdout, sys.stderr):  # names from non-UTF-8 argv must print, not raise
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    with signals.handled(then_ignore=exiting):
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.handler(args) or 0
     except (UsageError, BudgetError) as error:
-        print(f"archsearch: error: {error}", file=sys.stderr)
+        print(f"archsearch: error: {printable(str(error))}", file=sys.stderr)
         return 2
     except Interrupted as error:
-        print(f"archsearch: {error}", file=sys.stderr)
+        print(f"archsearch: {printable(str(error))}", file=sys.stderr)
         return error.status
     except Terminated:
         print("archsearch: terminated", file=sys.stderr)
@@ -66,27 +81,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as error:
         where = f" {error.filename}" if error.filename else ""
-        print(f"archsearch: error: cannot use{where}: {error.strerror or error}", file=sys.stderr)
+        print(f"archsearch: error: cannot use{printable(where)}: {error.strerror or error}", file=sys.stderr)
         return 2
     except Exception as error:
         if os.environ.get(DEBUG_ENV):
             raise
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        reason = printable(str(error).strip().splitlines()[0]) if str(error).strip() else ""
         print(
             f"archsearch: internal error: {type(error).__name__}: {reason} (a bug: please report it; "
             f"{DEBUG_ENV}=1 shows the traceback)",
             file=sys.stderr,
         )
         return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _terminate(signum, frame) -> None:
-    """SIGTERM before a study has set its own handlers (loading data, say): stop as Ctrl-C would."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated
 
 
 def run() -> None:
-    sys.exit(main())
+    sys.exit(main(exiting=True))

@@ -112,6 +112,14 @@ def study_name(text: str) -> str:
     return text
 
 
+def storage(text: str) -> str:
+    """A storage URL or journal:PATH; an empty one (an unset variable in a script, say) is a mistake,
+    not a wish for the default database."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a storage URL or leave the flag out for the default")
+    return text
+
+
 def duration(text: str) -> float:
     """Seconds, from a wall-clock time such as 45s, 90m, 1h30m, 1.5h, 2d or plain seconds (3600)."""
     compact = re.sub(r"\s+", "", text).lower()

@@ -48,7 +48,8 @@ def describe_trial(trial, settings: dict) -> dict:
 
 def run(args) -> int:
     url = storage_url(args)
-    study = load_study(open_storage(url, read_only=True), args.study)
+    storage = open_storage(url, read_only=True)
+    study = load_study(storage, args.study)
     kind = StudyRecord.of(study).kind
     if kind not in ("search", "grid"):
         raise UsageError(
@@ -66,7 +67,7 @@ def run(args) -> int:
         else:
             from search.study.checkpoints import download_model
 
-            download_model(study, trial, artifacts_dir(args, study, url), args.export)
+            download_model(storage, study, trial, artifacts_dir(args, study, url), args.export)
         summary["exported"] = str(Path(args.export).resolve())
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if k != "retrained"} | _public_retrain(summary)))

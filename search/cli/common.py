@@ -15,7 +15,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.cli.args import duration, non_negative_int, study_name
+from search.cli import signals
+from search.cli.args import duration, non_negative_int, storage, study_name
 from search.cli.progress import progress
 from search.engine.config import DEVICES
 from search.errors import Interrupted, Terminated, UsageError
@@ -31,7 +32,7 @@ STORAGE_HELP = f"Optuna storage URL (default: ${STORAGE_ENV}, else {DEFAULT_STOR
 
 def add_storage_options(parser, study_required: bool = False, artifacts: bool = True) -> None:
     parser.add_argument("--study", type=study_name, required=study_required, help="study name")
-    parser.add_argument("--storage", help=STORAGE_HELP)
+    parser.add_argument("--storage", type=storage, help=STORAGE_HELP)
     if artifacts:
         parser.add_argument(
             "--artifacts", help="folder for saved models (default: artifacts/ beside a SQLite database)"
@@ -82,26 +83,12 @@ def summary_line(trial: FrozenTrial) -> str:
     return f"#{trial.number:<4} {shape}  {trial.state.name.lower()}: {record.reason}  {seconds:.1f} s"
 
 
-def _stop_on(signum, frame) -> None:
-    """Ctrl-C and SIGTERM raise once; later ones (a second press, the signal the terminal also sent to
-    the workers, a scheduler repeating SIGTERM) must not cut short marking the trials failed."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
-
-
-def catch_stop_signals() -> None:
-    signal.signal(signal.SIGINT, _stop_on)
-    signal.signal(signal.SIGTERM, _stop_on)
-
-
 def run_with_progress(
     study: optuna.Study, objective, target: int, quiet: bool = False, deadline: float | None = None
 ) -> bool:
     """One worker in this process, with a bar over the study's finished trials and a line per trial.
 
     False when `deadline` stopped it before `target` trials finished."""
-    catch_stop_signals()
     with progress(target, study.study_name, quiet, unit="trial") as bar:
         bar.update(min(count_trials(study).finished, target))
 
@@ -118,7 +105,10 @@ def run_with_progress(
                     "its host, which fails its trial at once (or, with a heartbeat, wait for its grace period)"
                 )
 
-        return run_until(study, objective, target, on_trial, deadline=deadline, on_wait=on_wait)
+        return run_until(
+            study, signals.raising_in(objective), target, on_trial, deadline=deadline, on_wait=on_wait,
+            bookkeeping=signals.deferred,
+        )  # fmt: skip
 
 
 def run_study(
@@ -138,7 +128,6 @@ def run_study(
     deadline = None if timeout is None else time.monotonic() + timeout
     processes: list[subprocess.Popen] = []
     try:
-        catch_stop_signals()
         if timeout is not None:
             worker_args = [*worker_args, "--timeout", f"{timeout:g}s"]
         processes = spawn_workers(workers, worker_args, url)

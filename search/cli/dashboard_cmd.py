@@ -12,7 +12,7 @@ import ipaddress
 import socket
 import threading
 
-from search.cli.args import non_negative_int
+from search.cli.args import non_negative_int, storage
 from search.cli.common import STORAGE_HELP, storage_url
 from search.errors import UsageError
 from search.results import dashboard
@@ -37,7 +37,7 @@ def refresh_seconds(text: str) -> int:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--storage", help=STORAGE_HELP)
+    parser.add_argument("--storage", type=storage, help=STORAGE_HELP)
     parser.add_argument("--port", type=port, default=8080)
     parser.add_argument(
         "--host",
@@ -110,7 +110,7 @@ def _check_public(host: str, number: int, public: bool) -> None:
         return
     try:
         socket.getaddrinfo(host, number)
-    except (socket.gaierror, UnicodeError):  # UnicodeError: a name that no DNS label can spell
+    except (socket.gaierror, UnicodeError, TypeError):  # a name that no DNS label can spell: the last two
         raise UsageError(_unknown_host(host)) from None
     raise UsageError(
         f"--host {host!r} goes beyond this machine (loopback: 127.0.0.1, ::1, localhost) and the dashboard has "
@@ -137,7 +137,7 @@ def _check_free(host: str, number: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, number))
-        except (socket.gaierror, UnicodeError):
+        except (socket.gaierror, UnicodeError, TypeError):
             raise UsageError(_unknown_host(host)) from None
         except OSError as error:
             hint = "; pick another --port" if error.errno == errno.EADDRINUSE else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from search.cli.args import study_name
+from search.cli.args import storage, study_name
 from search.cli.common import STORAGE_HELP, storage_url
 from search.errors import UsageError
 from search.results.export import FORMATS, PNG_HINT, output_folder, safe_file_name, write_plots
@@ -27,7 +27,7 @@ def formats(text: str) -> list[str]:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--study", type=study_name, required=True, help="study name")
-    parser.add_argument("--storage", help=STORAGE_HELP)
+    parser.add_argument("--storage", type=storage, help=STORAGE_HELP)
     parser.add_argument("--out", help="output folder (default exports/STUDY, the name made safe as a folder name)")
     parser.add_argument("--format", type=formats, default=list(FORMATS), help="html, png or html,png (default)")
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import optuna
 from optuna.storages import fail_stale_trials
 
-from search.cli.args import (
-    study_name,
-)
+from search.cli.args import storage, study_name
 from search.cli.common import STORAGE_HELP, add_device_option, add_worker_options, run_study, storage_url
 from search.cli.options import DATA_OPTIONS, GRID_OPTIONS, add_config_options, add_data_options, apply_config_options
 from search.results.tables import GridRow, grid_table
@@ -22,7 +20,7 @@ from search.study.grid import (
     reference_baseline,
     settings,
 )
-from search.study.lifecycle import check_settings, create_study, stored_settings
+from search.study.lifecycle import check_new_run, create_study, stored_settings
 from search.study.record import StudyRecord, write_study
 from search.study.storage import describe, open_storage
 
@@ -35,7 +33,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--study", type=study_name, help="study name (default: the grid file's, else ksweep); resumes if it exists"
     )
-    parser.add_argument("--storage", help=STORAGE_HELP)
+    parser.add_argument("--storage", type=storage, help=STORAGE_HELP)
     add_worker_options(parser)
     add_device_option(parser)
     add_data_options(parser)
@@ -57,13 +55,13 @@ def run(args) -> int:
     config = resolve_config(args)
     url = config.storage
     points = grid_points(config)
-    storage = open_storage(url, config.heartbeat_seconds, config.grace_seconds)
-    check_settings(storage, config.name, "grid", settings(config))
+    check_new_run(url, config.name, "grid", settings(config))
     from search.engine.data import load_data  # torch loads only once the settings and storage are known good
     from search.engine.trainer import resolve_device
 
     device = resolve_device(args.device)
     data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
+    storage = open_storage(url, config.heartbeat_seconds, config.grace_seconds)
     study = create_study(
         storage, config.name, "grid", settings(config), make_grid_sampler(config), optuna.pruners.NopPruner()
     )

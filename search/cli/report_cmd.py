@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from search.cli.args import epoch_count, seed_list
+from search.cli.args import epoch_count, seed_list, storage
 from search.cli.common import STORAGE_HELP, add_device_option, storage_url
 from search.cli.options import add_data_options
 from search.errors import UsageError
@@ -28,7 +28,7 @@ HOW_TO_MEASURE = (
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--storage", help=STORAGE_HELP)
+    parser.add_argument("--storage", type=storage, help=STORAGE_HELP)
     parser.add_argument("--out", default="report", help="output folder (default report/)")
     parser.add_argument(
         "--init-json",

@@ -19,7 +19,7 @@ from search.cli.common import (
 from search.cli.options import DATA_OPTIONS, SEARCH_OPTIONS, add_config_options, add_data_options, apply_config_options
 from search.errors import UsageError
 from search.study.config import StudyConfig, load_toml, replace, study_from_dict, to_dict
-from search.study.lifecycle import best_trial, check_settings, create_study, make_pruner, make_sampler, stored_settings
+from search.study.lifecycle import best_trial, check_new_run, create_study, make_pruner, make_sampler, stored_settings
 from search.study.record import StudyRecord, TrialRecord, write_study
 from search.study.storage import describe, open_storage, public_url
 
@@ -58,20 +58,20 @@ def resolve_config(args) -> StudyConfig:
 def run(args) -> int:
     config = resolve_config(args)
     url = config.storage
-    storage = open_storage(url, config.heartbeat_seconds, config.grace_seconds)
     study_settings = {k: v for k, v in to_dict(config).items() if k != "name"}
-    check_settings(storage, config.name, "search", study_settings)
+    check_new_run(url, config.name, "search", study_settings)
     # torch loads only now: a settings or storage mistake is reported without its two seconds of import.
     from search.engine.data import load_data
     from search.engine.trainer import resolve_device
     from search.study.checkpoints import artifact_store
     from search.study.objective import SearchObjective
 
-    # Everything that can fail on bad input (artifact folder, data) fails before the study is written to.
-    if args.artifacts:
-        artifact_store(args.artifacts)  # creates the folder, or says why it cannot
+    # Everything that can fail on bad input (device, data, artifact folder) fails before the first write.
     device = resolve_device(args.device)
     data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
+    if args.artifacts:
+        artifact_store(args.artifacts)  # creates the folder, or says why it cannot
+    storage = open_storage(url, config.heartbeat_seconds, config.grace_seconds)
     study = create_study(
         storage,
         config.name,

@@ -2,14 +2,14 @@
 
 Optimizer.step wraps its kernel in per-call Python (profiler hooks, state checks, grouping tensors by device
 and dtype, a separate op to count steps) that costs more than the kernel itself for the small MLPs we train
-(bench/train_speed.py prints the gain: its (b') line against (c)). torch has no public entry to the bare
-kernel, so this calls the private ops that Optimizer.step itself calls, on the state tensors Optimizer.step
-made, with the hyperparameters read from the param group on every call (schedulers change lr, and
-one-cycle the betas or momentum): the same update, to the bit (tests/test_fused.py), and the optimizer's
-state_dict stays true. Private APIs change without notice, so each is checked before use: the op must
-exist with the arguments we pass, and the param group must hold every key we read. Where anything is
-missing (an older or newer torch) or the optimizer is not one this module knows, the update is plain
-Optimizer.step.
+(bench/train_speed.py prints the gain: its (b') line against (c); bench/design_choices.py times one call).
+torch has no public entry to the bare kernel, so this calls the private ops that Optimizer.step itself
+calls, on the state tensors Optimizer.step made, with the hyperparameters read from the param group on every
+call (schedulers change lr, and one-cycle the betas or momentum): the same update, to the bit
+(tests/test_fused.py), and the optimizer's state_dict stays true. Private APIs change without notice, so
+each is checked before use: the op must exist with the arguments we pass, and the param group must hold
+every key we read. Where anything is missing (an older or newer torch) or the optimizer is not one this
+module knows, the update is plain Optimizer.step.
 """
 
 from __future__ import annotations

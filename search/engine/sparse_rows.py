@@ -5,11 +5,11 @@ x W^T forward and G^T x for the weight gradient. MNIST's inputs are 81% backgrou
 -0.5), so with x = c + s, where c is that common value and s holds the rest:
     x W^T + b = s W^T + (b + c W 1)        G^T x = G^T s + c (G^T 1) 1^T
 and G^T 1 is the bias gradient. Both products with s are sums of weighted table rows over s's entries, which
-is what F.embedding_bag computes (torch's sparse CSR matmul measured no faster than the dense product here):
-3-4x fewer multiply-adds than the dense products. The rows come in chunks that keep each chunk's
-activations and gradients in cache, which also speeds up everything after the first layer. The chunks'
-index lists are built once per input tensor and process; the results match the dense step up to float
-rounding (tests/test_sparse_rows.py).
+is what F.embedding_bag computes, with multiply-adds for s's entries only (about a fifth of the dense
+products' on MNIST); bench/design_choices.py times it against the dense products and torch's sparse CSR
+matmul. The rows come in chunks that keep each chunk's activations and gradients in cache, which also
+speeds up everything after the first layer. The chunks' index lists are built once per input tensor and
+process; the results match the dense step up to float rounding (tests/test_sparse_rows.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-CHUNK_ROWS = 4096  # 2,048-8,192 rows per chunk measured the same; fewer cost more, in cache misses
-# The share of other entries where the dense step catches up: on 2 cores a 784-64-64-10 step took
-# 62 ms against 131 ms at 0.2, and 105 ms against 114 ms at 0.5.
+# Rows per chunk: more rows push a chunk's activations and gradients out of cache, fewer pay the per-chunk
+# op overhead more often (bench/design_choices.py measures a range of sizes).
+CHUNK_ROWS = 4096
+# The largest share of other entries kept sparse: the sparse step's work grows with that share and the
+# dense step's does not, so past it the dense step is as fast (bench/design_choices.py measures both).
 MAX_DENSITY = 0.5
 SAMPLE_ROWS = 1024  # rows in which the common value is looked for
 

@@ -1,9 +1,10 @@
 """Training on device-resident tensors: no DataLoader, no host sync inside the step loop.
 
 The MLPs searched here are small, so on a CPU a step costs little more than its matmuls only when the
-Python and allocation overhead around them is cut: bench/train_speed.py measures what each choice below buys.
-Two helpers do the rest: search/fused.py calls the optimizer's fused kernel without Optimizer.step's Python,
-and search/sparse_rows.py lets a full-batch CPU step skip the inputs' background pixels.
+Python and allocation overhead around them is cut: bench/train_speed.py measures the whole trainer, and
+bench/design_choices.py each choice below against its alternative. Two helpers do the rest:
+search/engine/fused.py calls the optimizer's fused kernel without Optimizer.step's Python, and
+search/engine/sparse_rows.py lets a full-batch CPU step skip the inputs' background pixels.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from search.engine.config import TrainConfig
 from search.engine.data import Split
 from search.engine.fused import fused_update
 from search.engine.sparse_rows import FirstLayer, SparseRows
+from search.errors import UsageError
 
 EVAL_BATCH = 16_384
 SPLIT_BATCH = 8_192  # batches from this size on split their weight-gradient products by thread
@@ -64,8 +66,11 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA where present, else the CPU; asking for CUDA where there is none is bad input."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: torch finds no usable CUDA device here; use --device cpu (or auto)")
     return torch.device(name)
 
 
@@ -130,9 +135,10 @@ class MLPStep:
     Autograd dispatches about twice the ops a step needs (views, graph nodes, fresh gradient tensors);
     at these sizes that overhead is a large share of a CPU step. Here the gradients go into buffers that
     live across steps, tanh and ReLU run in place, the first layer's input gradient is never formed, and
-    the loss works on logits with classes as rows: log-softmax over a 10-wide last dimension is several
-    times slower on CPU than over a batch-wide first one. Results match autograd's up to float rounding
-    (with dropout, for the same masks: drawn as nn.Dropout would, from torch's global generator).
+    the loss works on logits with classes as rows: on CPU, log-softmax runs along a batch-wide first
+    dimension much better than along a 10-wide last one (bench/design_choices.py measures it). Results
+    match autograd's up to float rounding (with dropout, for the same masks: drawn as nn.Dropout would,
+    from torch's global generator).
     """
 
     def __init__(
@@ -281,8 +287,9 @@ def flatten_parameters(model: nn.Module) -> nn.Parameter:
     """All of the model's parameters, and gradient buffers for them, as views into one flat tensor each.
 
     The optimizer then updates one tensor per step instead of one per layer's weight and bias: its
-    per-tensor bookkeeping was a quarter of a batch-128 step under the profiler (5-10% more samples per
-    second without it). Adam, AdamW and SGD act element by element, so the result is the same to the bit."""
+    per-tensor bookkeeping costs the same at any batch size, so it weighs most on small batches' short
+    steps (bench/design_choices.py measures it). Adam, AdamW and SGD act element by element, so the
+    result is the same to the bit."""
     params = list(model.parameters())
     flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
     flat.grad = torch.zeros_like(flat)
@@ -300,7 +307,7 @@ def weight_grad(grad_t: torch.Tensor, inputs: torch.Tensor, out: torch.Tensor) -
 
     When the batch dwarfs the output (full-batch steps), a CPU BLAS runs this product on one thread, bound
     by how fast one core streams the inputs; split the batch into one slice per thread as a batched
-    product and add the slices, so every thread streams its share (1.6x faster for 60,000 x 784 inputs).
+    product and add the slices, so every thread streams its share (bench/design_choices.py measures it).
     """
     batch, parts = inputs.shape[0], torch.get_num_threads()
     if inputs.device.type != "cpu" or parts < 2 or batch < SPLIT_BATCH:

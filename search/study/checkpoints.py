@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
 
 from search.errors import UsageError
 
@@ -43,10 +44,14 @@ def upload_model(
 
 
 def download_model(
-    study: optuna.Study, trial: optuna.trial.FrozenTrial, directory: str | Path, destination: str | Path
+    storage: optuna.storages.BaseStorage,
+    study: optuna.Study,
+    trial: optuna.trial.FrozenTrial,
+    directory: str | Path,
+    destination: str | Path,
 ) -> None:
     """Copy the trial's checkpoint to `destination`, replacing a file that is already there."""
-    metas = [m for m in get_all_artifact_meta(trial, storage=study._storage) if m.filename == MODEL_FILE]
+    metas = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == MODEL_FILE]
     if not metas:
         raise UsageError(f"trial {trial.number} of study {study.study_name} has no saved model")
     target = Path(destination)
@@ -58,9 +63,10 @@ def download_model(
             staged = Path(folder) / MODEL_FILE
             download_artifact(artifact_store=store, file_path=str(staged), artifact_id=metas[-1].artifact_id)
             os.replace(staged, target)
-    except FileNotFoundError:
+    except (FileNotFoundError, ArtifactNotFound):
         raise UsageError(
-            f"the model of trial {trial.number} is missing from {directory}; pass --artifacts DIR"
+            f"the model of trial {trial.number} is missing from {directory}; "
+            "pass --artifacts DIR, the folder the study saved its models in"
         ) from None
     except OSError as error:
         raise UsageError(f"cannot write {target}: {error.strerror}") from None

@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UsageError
 from search.study.record import StudyRecord, write_study
-from search.study.storage import SCHEMA_ATTEMPTS, open_storage, public_url
+from search.study.storage import SCHEMA_ATTEMPTS, check_storage, open_storage, public_url
 
 
 def study_names(storage) -> list[str]:
@@ -44,6 +44,18 @@ def check_settings(storage, name: str, kind: str, config: dict) -> optuna.Study 
     if changed:
         raise UsageError(f"study {name!r} exists with other settings ({changed}); use another --study to start anew")
     return study
+
+
+def check_new_run(url: str, name: str, kind: str, config: dict) -> None:
+    """All that a run creating or resuming a study can learn about its storage without writing to it:
+    the URL, the path, the server, and an existing study's kind and settings. The run then loads its
+    data, and only then opens the storage for writing, which may create the database."""
+    check_storage(url)
+    try:
+        storage = open_storage(url, read_only=True)
+    except UsageError:
+        return  # no database or no Optuna tables yet: nothing stored to compare with
+    check_settings(storage, name, kind, config)
 
 
 def _check_kind(study: optuna.Study, kind: str) -> None:

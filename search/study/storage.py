@@ -7,6 +7,7 @@ storage without creating, migrating or switching anything.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
 import time
@@ -87,29 +88,10 @@ def open_storage(
     must_exist = must_exist or read_only
     if url.startswith(JOURNAL_PREFIX):
         return _open_journal(Path(url[len(JOURNAL_PREFIX) :]), must_exist)
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise UsageError(
-            f"storage URL {_mask_unparsed(url)!r} does not parse; use sqlite:///studies/NAME.db, "
-            "postgresql://USER@HOST/DB (password in ~/.pgpass) or journal:PATH"
-        ) from None
-    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    path = sqlite_path(url)
-    if parsed.drivername.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_SECONDS}
-        if path is not None:
-            if must_exist:
-                _check_sqlite_study_file(path)
-            else:
-                _check_not_foreign(path)
-                _check_folder(path)
-    elif parsed.drivername.startswith("postgresql"):
-        engine_kwargs["connect_args"] = {"connect_timeout": 10}
-        if parsed.drivername == "postgresql":
-            # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the driver installed with us is psycopg2.
-            parsed = parsed.set(drivername="postgresql+psycopg2")
-    try:
+    parsed, engine_kwargs, path = _target(url, must_exist)
+    if path is not None and not must_exist:
+        _check_folder(path)
+    with _one_line_errors(url, parsed):
         if must_exist and path is None:
             _check_optuna_tables(parsed, engine_kwargs)
         for attempt in range(1, SCHEMA_ATTEMPTS + 1):
@@ -134,6 +116,63 @@ def open_storage(
                 if attempt == SCHEMA_ATTEMPTS or not any(text in str(error.orig) for text in RACES):
                     raise
                 time.sleep(0.5 * attempt)
+    return storage
+
+
+def check_storage(url: str) -> None:
+    """What opening `url` to create a study would refuse, found without writing anything: a URL that
+    does not parse, a folder or another program's file where a database goes, a missing driver, a
+    server that does not answer. A run checks this before its first write, which may be long after."""
+    if url.startswith(JOURNAL_PREFIX):
+        path = Path(url[len(JOURNAL_PREFIX) :])
+        if path.is_dir():
+            raise UsageError(f"journal storage {path} is a folder; give a file, e.g. journal:{path / 'studies.log'}")
+        _check_can_create(path)
+        return
+    parsed, engine_kwargs, path = _target(url, must_exist=False)
+    if parsed.drivername.startswith("sqlite"):
+        return
+    with _one_line_errors(url, parsed):
+        engine = sqlalchemy.create_engine(parsed, **engine_kwargs)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+
+
+def _target(url: str, must_exist: bool) -> tuple[sqlalchemy.engine.URL, dict[str, Any], Path | None]:
+    """The parsed URL, its engine's options and its SQLite file, once the URL and file are checked."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise UsageError(
+            f"storage URL {_mask_unparsed(url)!r} does not parse; use sqlite:///studies/NAME.db, "
+            "postgresql://USER@HOST/DB (password in ~/.pgpass) or journal:PATH"
+        ) from None
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    path = sqlite_path(url)
+    if parsed.drivername.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_SECONDS}
+        if path is not None:
+            if must_exist:
+                _check_sqlite_study_file(path)
+            else:
+                _check_not_foreign(path)
+                _check_can_create(path)
+    elif parsed.drivername.startswith("postgresql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+        if parsed.drivername == "postgresql":
+            # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the driver installed with us is psycopg2.
+            parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed, engine_kwargs, path
+
+
+@contextlib.contextmanager
+def _one_line_errors(url: str, parsed: sqlalchemy.engine.URL):
+    """A missing driver, an unknown dialect, a refused connection: one line that says what to do."""
+    try:
+        yield
     except ImportError as error:  # optuna re-raises the driver's ModuleNotFoundError as a plain ImportError
         missing = getattr(error.__cause__, "name", None) or getattr(error, "name", None) or "for its driver"
         raise UsageError(f"storage {describe(url)} needs the Python package {missing}; pip install it") from None
@@ -145,7 +184,6 @@ def open_storage(
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise UsageError(f"cannot use storage {describe(url)}: {reason}") from None
-    return storage
 
 
 def _mask_unparsed(url: str) -> str:
@@ -228,6 +266,18 @@ def _begin_immediate(engine: sqlalchemy.engine.Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     engine.dispose()  # connections opened so far lack the hooks
+
+
+def _check_can_create(path: Path) -> None:
+    """The file can be made where it is named, judged without making anything: its nearest existing
+    folder is a folder we may write in."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot create folder {path.parent}: {parent} is a file")
+    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot create {path}: {parent} is not writable")
 
 
 def _check_folder(path: Path) -> None:

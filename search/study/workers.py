@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,35 +133,44 @@ def run_until(
     poll_seconds: float = 1.0,
     deadline: float | None = None,
     on_wait: Callable[[str], None] | None = None,
+    bookkeeping: Callable[[], AbstractContextManager] = nullcontext,
 ) -> bool:
     """Run trials until the study holds `target` finished (complete or pruned) trials.
 
     False if `deadline` (a `time.monotonic()` value) came first: like Optuna's `optimize(timeout=)`,
     no trial starts after it and a running one finishes. While only other processes' trials are
-    left, `on_wait` gets a line naming them, once for each new set."""
+    left, `on_wait` gets a line naming them, once for each new set. `bookkeeping` is entered around
+    everything but the objective and the waits (the CLI defers Ctrl-C there)."""
     guarded = guard_surplus(objective, target)
     callbacks = [on_trial] if on_trial else []
     announced = ""
     while True:
-        fail_stale_trials(study)
-        fail_orphaned_trials(study)
-        counts = count_trials(study)
-        if counts.finished >= target:
-            return True
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        if counts.finished + counts.running >= target and counts.waiting == 0:
-            blocking = blocking_trials(study)
-            if on_wait is not None and blocking != announced:
-                on_wait(blocking)
-                announced = blocking
+        with bookkeeping():
+            fail_stale_trials(study)
+            fail_orphaned_trials(study)
+            counts = count_trials(study)
+            if counts.finished >= target:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            waiting = counts.finished + counts.running >= target and counts.waiting == 0
+            if waiting:
+                blocking = blocking_trials(study)
+                if on_wait is not None and blocking != announced:
+                    on_wait(blocking)
+                    announced = blocking
+            else:
+                _run_one(study, guarded, callbacks)
+        if waiting:
             time.sleep(poll_seconds)
-            continue
-        try:
-            study.optimize(guarded, n_trials=1, catch=(Surplus,), callbacks=callbacks)
-        except AssertionError as error:
-            # When the storage fails while a trial's end is recorded, Optuna 5 asserts ("Should not reach")
-            # and hides the failure as the assertion's context: report the failure itself.
-            if isinstance(error.__context__, STORAGE_FAILURES):
-                raise error.__context__ from None
-            raise
+
+
+def _run_one(study: optuna.Study, objective: Callable[[optuna.Trial], float], callbacks: list) -> None:
+    try:
+        study.optimize(objective, n_trials=1, catch=(Surplus,), callbacks=callbacks)
+    except AssertionError as error:
+        # When the storage fails while a trial's end is recorded, Optuna 5 asserts ("Should not reach")
+        # and hides the failure as the assertion's context: report the failure itself.
+        if isinstance(error.__context__, STORAGE_FAILURES):
+            raise error.__context__ from None
+        raise

@@ -1,0 +1,146 @@
+"""Ctrl-C and SIGTERM land where they can be handled: never lost in a finalizer, never inside Optuna's
+record of a trial (search/cli/signals.py)."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.cli import signals
+from search.errors import Terminated
+from search.study.workers import run_until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A finalizer that receives the signal: Python runs the handler inside __del__, where a raised
+# exception is printed as "Exception ignored" and dropped.
+FINALIZER_SCRIPT = """
+import os, signal, time
+from search.cli import signals
+
+class Collected:
+    def __del__(self):
+        os.kill(os.getpid(), signal.{name})
+        for _ in range(1000):
+            pass
+
+def work():
+    Collected()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # ordinary code, long enough for the stop to come back
+        pass
+    print("ran on")
+
+try:
+    if {handled}:
+        with signals.handled():
+            work()
+    else:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        work()
+except KeyboardInterrupt as stop:
+    print("stopped", type(stop).__name__)
+"""
+
+
+def run_script(name: str, handled: bool) -> subprocess.CompletedProcess:
+    script = textwrap.dedent(FINALIZER_SCRIPT).format(name=name, handled=handled)
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_python_alone_loses_a_stop_raised_in_a_finalizer():
+    """The failure the module exists for, shown: without it the program runs on."""
+    result = run_script("SIGINT", handled=False)
+    assert result.stdout.split() == ["ran", "on"]
+    assert "Exception ignored" in result.stderr
+
+
+@pytest.mark.parametrize(("name", "raised"), [("SIGINT", "KeyboardInterrupt"), ("SIGTERM", "Terminated")])
+def test_a_stop_swallowed_by_a_finalizer_is_raised_again(name, raised):
+    result = run_script(name, handled=True)
+    assert result.stdout.split() == ["stopped", raised], result.stderr
+    assert result.stderr == ""
+
+
+class SignalWhileRecorded(optuna.storages.InMemoryStorage):
+    """Sends SIGINT to this process while Optuna records a trial's end (inside study.tell)."""
+
+    def set_trial_state_values(self, trial_id, state, values=None):
+        if state == TrialState.COMPLETE:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().set_trial_state_values(trial_id, state, values)
+
+
+def test_a_stop_while_optuna_records_a_trial_waits_for_the_record():
+    study = optuna.create_study(storage=SignalWhileRecorded())
+    with signals.handled(), pytest.raises(KeyboardInterrupt) as stop:
+        run_until(study, signals.raising_in(lambda trial: 1.0), 3, bookkeeping=signals.deferred)
+    assert type(stop.value) is KeyboardInterrupt
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+
+
+def test_a_stop_during_the_objective_fails_its_trial_at_once_and_repeats_are_ignored():
+    def objective(trial):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10**7):
+            pass
+        raise AssertionError("the stop was not raised inside the objective")
+
+    def record_again(study, trial):
+        os.kill(os.getpid(), signal.SIGTERM)  # a scheduler repeating SIGTERM during the cleanup
+
+    study = optuna.create_study()
+    with signals.handled(), pytest.raises(Terminated):
+        run_until(study, signals.raising_in(objective), 3, on_trial=record_again, bookkeeping=signals.deferred)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+
+
+def test_a_stop_in_a_trial_callback_is_raised_before_another_trial_starts():
+    started = []
+
+    def objective(trial):
+        started.append(trial.number)
+        return 1.0
+
+    def stop_in_bookkeeping(study, trial):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    study = optuna.create_study()
+    with signals.handled(), pytest.raises(KeyboardInterrupt):
+        run_until(study, signals.raising_in(objective), 3, on_trial=stop_in_bookkeeping, bookkeeping=signals.deferred)
+    assert started == [0]
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+
+
+def test_handlers_are_restored_after_the_command():
+    before = {signum: signal.getsignal(signum) for signum in signals.STOP_SIGNALS}
+    hook = sys.unraisablehook
+    with signals.handled():
+        assert signal.getsignal(signal.SIGINT) is not before[signal.SIGINT]
+    assert {signum: signal.getsignal(signum) for signum in signals.STOP_SIGNALS} == before
+    assert sys.unraisablehook is hook
+
+
+def test_a_stop_after_the_command_is_done_ends_nothing_and_prints_nothing():
+    """A worker's second copy of Ctrl-C (its parent passes it on) can land while Python runs its exit
+    handlers; the console script's exit then stays quiet, with the command's own status."""
+    script = textwrap.dedent("""
+        import atexit, os, signal, sys
+        def late_stop():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+        atexit.register(late_stop)
+        sys.argv = ["archsearch", "budget", "5000"]
+        from search.cli import run
+        run()
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "5000" in result.stdout
+    assert result.stderr == ""
