@@ -14,6 +14,7 @@ a time on the 2-core machine; the copy is hashed before and after.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import re
@@ -23,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import pytest
 
 from tests.conftest import ENTRY_POINT, archsearch
@@ -103,6 +105,11 @@ CASES = [
     case("worker-postgres-wrong-password", "worker", "--study", "x", "--storage", "{pg_bad}"),
     # best
     case("best-unknown-study", "best", "--study", "nosuch", "--storage", "{db}"),
+    *(
+        case(f"{command}-{study}-study", command, "--study", study, "--storage", "{db}", says="not")
+        for command in ("best", "export", "worker")
+        for study in ("theirs", "theirs-multi")
+    ),
     case("best-missing-database", "best", "--study", "real", "--storage", NO_DB),
     case("best-unwritable-export", "best", *STUDY, "--export", "{file}/model.pt"),
     case("best-postgres-wrong-password", "best", "--study", "x", "--storage", "{pg_bad}"),
@@ -147,6 +154,13 @@ def outcomes(tmp_path_factory, mnist_root):
     made = archsearch("grid", "--study", "realgrid", "--storage", url, "--budgets", "5000", "--depths", "1",
                       "--seeds", "1", *quick, env=env, cwd=root)  # fmt: skip
     assert made.returncode == 0, made.stderr
+    # Studies that another Optuna program made in the same database: one plain, one multi-objective.
+    plain = optuna.create_study(study_name="theirs", storage=url)
+    plain.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    multi = optuna.create_study(study_name="theirs-multi", storage=url, directions=["minimize", "maximize"])
+    multi.optimize(lambda trial: (trial.suggest_float("x", 0, 1), 1.0), n_trials=2)
+    del plain, multi
+    gc.collect()  # their connections closed, so no -wal file is left
     assert not (root / "studies.db-wal").exists()
     original = database_state(root)
 
