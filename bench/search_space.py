@@ -38,7 +38,7 @@ from search.engine.data import Data, load_data
 from search.engine.trainer import resolve_device
 from search.study.config import SAMPLERS, SearchSpace, StudyConfig
 from search.study.lifecycle import make_pruner, make_sampler
-from search.study.objective import SearchObjective, prune, train_trial
+from search.study.objective import Prepared, SearchObjective, prune, start_trial, train_alone
 from search.study.space import suggest
 from search.study.workers import run_until
 
@@ -115,8 +115,8 @@ class NaiveObjective:
                 trial,
                 f"{count_parameters(widths)} parameters, outside {config.tolerance:.0%} of {config.budget}",
             )
-        result, _ = train_trial(trial, widths, train, self.data)
-        return result.validation.loss
+        start_trial(trial, widths, train, self.data)
+        return train_alone(Prepared(trial, widths, train, lambda result, _: result.validation.loss), self.data)
 
 
 def shape(widths: Sequence[int]) -> str:
@@ -253,7 +253,7 @@ def run_sampling(config: StudyConfig, naive: NaiveSpace, sampler_name: str, coun
 
 
 def wasted(trial: FrozenTrial) -> bool:
-    """Pruned before training: train_trial records the widths first thing, so a wasted trial has none."""
+    """Pruned before training: start_trial records the widths first thing, so a wasted trial has none."""
     return trial.state == TrialState.PRUNED and "widths" not in trial.user_attrs
 
 

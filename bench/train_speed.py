@@ -88,7 +88,7 @@ class Rate:
     def gflops(self) -> float:
         """Training cost counted as the usual 6 x parameters per sample (forward 2, backward 4) of dense products.
 
-        Our full-batch CPU step skips the inputs' common value (MNIST's background: search/sparse_rows.py), so
+        Our full-batch CPU step skips the inputs' common value (MNIST's background: search/engine/sparse_rows.py), so
         its rate in these units can pass the large matmul's."""
         return 6 * self.parameters * self.samples_per_second / 1e9
 

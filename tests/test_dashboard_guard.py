@@ -11,8 +11,10 @@ import contextlib
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -239,3 +241,45 @@ def test_public_start_up_line_warns(tmp_path, flags, rights):
         server.kill()
         server.wait(timeout=30)
     assert f"anyone who can reach port {port} on 0.0.0.0 {rights} in the storage" in line, line
+
+
+def test_sigterm_stops_the_dashboard_even_in_the_middle_of_a_request(storage_url, tmp_path):
+    """A stop that lands while a request is served is not lost: wsgiref logs and drops any exception
+    raised inside a request, so the requests run on a thread of their own and the stop lands in the wait."""
+    url, _ = storage_url
+    for attempt in range(5):
+        log = tmp_path / f"log-{attempt}"
+        port = free_port()
+        command = [str(ENTRY_POINT), "dashboard", "--storage", url, "--port", str(port), "--refresh", "0"]
+        with open(log, "w") as sink:
+            server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            stop_under_load(server, f"http://127.0.0.1:{port}")
+            assert server.wait(timeout=20) in (0, 128 + signal.SIGTERM), log.read_text()[-2000:]
+        finally:
+            server.kill()
+            server.wait(timeout=30)
+
+
+def stop_under_load(server: subprocess.Popen, base: str) -> None:
+    """SIGTERM while another thread keeps the dashboard answering its largest request."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            request("GET", f"{base}/api/studies")
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.3)
+    answered = threading.Event()
+
+    def keep_asking() -> None:
+        while server.poll() is None:
+            with contextlib.suppress(OSError):
+                request("GET", f"{base}/api/studies/1")
+                answered.set()
+
+    threading.Thread(target=keep_asking, daemon=True).start()
+    answered.wait(30)
+    time.sleep(0.05)
+    server.send_signal(signal.SIGTERM)

@@ -154,3 +154,33 @@ def test_diverging_trials_are_pruned_with_their_reason(tmp_path, mnist_root, lr,
         assert "best: #" in result.stdout
     else:
         assert "best: none; all 8 finished trials were pruned (first: training diverged" in result.stdout
+
+
+def test_a_pack_killed_mid_training_loses_only_its_trials_and_resumes_to_exactly_n(tmp_path, mnist_root):
+    config = write_study(tmp_path, "pack", trials=6, epochs=EPOCHS, data_limit=10_000, space=SLOW_SPACE)
+    command = [str(ENTRY_POINT), "search", "--config", str(config), "--pack", "4", "--device", "cpu"]
+    err_path = tmp_path / "err"
+    with open(err_path, "w") as err:
+        search = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=env_for(mnist_root), cwd=tmp_path)
+        try:
+            wait_for(lambda: mid_trial(tmp_path) == 4, search, err_path)  # the whole pack, part-way
+            search.send_signal(signal.SIGKILL)
+            search.wait(timeout=60)
+        finally:
+            search.kill()
+    killed = [t.number for t in trials_of(tmp_path, "pack") if t.state == TrialState.RUNNING]
+    assert len(killed) == 4
+    resumed = subprocess.run(
+        command, capture_output=True, text=True, env=env_for(mnist_root), cwd=tmp_path, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    trials = trials_of(tmp_path, "pack")
+    states = Counter(t.state for t in trials)
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 6, states
+    assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0, states
+    for number in killed:  # failed at once on resume (its process is gone), and retried with its parameters
+        assert trials[number].state == TrialState.FAIL
+        (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == number]
+        assert retry.state in FINISHED and retry.params == trials[number].params
+    assert integrity(tmp_path) == "ok"

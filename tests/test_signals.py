@@ -79,7 +79,7 @@ class SignalWhileRecorded(optuna.storages.InMemoryStorage):
 def test_a_stop_while_optuna_records_a_trial_waits_for_the_record():
     study = optuna.create_study(storage=SignalWhileRecorded())
     with signals.handled(), pytest.raises(KeyboardInterrupt) as stop:
-        run_until(study, signals.raising_in(lambda trial: 1.0), 3, bookkeeping=signals.deferred)
+        run_until(study, lambda trial: 1.0, 3, bookkeeping=signals.deferred, training=signals.immediate)
     assert type(stop.value) is KeyboardInterrupt
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]
 
@@ -96,7 +96,7 @@ def test_a_stop_during_the_objective_fails_its_trial_at_once_and_repeats_are_ign
 
     study = optuna.create_study()
     with signals.handled(), pytest.raises(Terminated):
-        run_until(study, signals.raising_in(objective), 3, on_trial=record_again, bookkeeping=signals.deferred)
+        run_until(study, objective, 3, on_trial=record_again, bookkeeping=signals.deferred, training=signals.immediate)
     assert [t.state for t in study.trials] == [TrialState.FAIL]
 
 
@@ -112,7 +112,9 @@ def test_a_stop_in_a_trial_callback_is_raised_before_another_trial_starts():
 
     study = optuna.create_study()
     with signals.handled(), pytest.raises(KeyboardInterrupt):
-        run_until(study, signals.raising_in(objective), 3, on_trial=stop_in_bookkeeping, bookkeeping=signals.deferred)
+        run_until(
+            study, objective, 3, on_trial=stop_in_bookkeeping, bookkeeping=signals.deferred, training=signals.immediate
+        )
     assert started == [0]
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]
 

@@ -48,9 +48,11 @@ def storage(request, tmp_path: Path):
 SLOW_TRIALS = """
 import time
 
+import search.engine.packed
 import search.engine.trainer
 
 _train = search.engine.trainer.train
+_train_pack = search.engine.packed.train_pack
 
 
 def train(*args, **kwargs):
@@ -58,7 +60,13 @@ def train(*args, **kwargs):
     return _train(*args, **kwargs)
 
 
+def train_pack(*args, **kwargs):
+    time.sleep(0.5)
+    return _train_pack(*args, **kwargs)
+
+
 search.engine.trainer.train = train
+search.engine.packed.train_pack = train_pack
 """
 
 
@@ -137,3 +145,39 @@ def test_four_workers_run_each_grid_point_once(storage, tmp_path, mnist_root):
         if trial.state == TrialState.FAIL:
             assert trial.user_attrs["fail_reason"].startswith("surplus"), trial.user_attrs
     assert most_at_once(done) >= 2
+
+
+def test_two_workers_training_packs_of_4_finish_exactly_18_trials(tmp_path, mnist_root):
+    url, name = f"sqlite:///{tmp_path / 'studies.db'}", "packs"
+    result = archsearch(
+        "search", "--study", name, "--storage", url, "--trials", "18", "--workers", "2", "--pack", "4",
+        "--budget", "20000", "--max-depth", "2", *QUICK,
+        env=env_for(mnist_root, tmp_path / "slow"), cwd=tmp_path,
+    )  # fmt: skip
+    check_clean_run(result, url)
+    trials = trials_of(url, name)
+    states = Counter(t.state for t in trials)
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 18, states
+    assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0, states
+    for trial in trials:
+        if trial.state == TrialState.FAIL:
+            assert trial.user_attrs["fail_reason"].startswith("surplus"), trial.user_attrs
+    assert most_at_once([t for t in trials if t.state in FINISHED]) >= 5  # packs, and both workers at once
+    assert result.stdout.count("\nbest: #") == 1
+
+
+def test_two_workers_training_packs_of_4_run_each_grid_point_once(tmp_path, mnist_root):
+    url, name = f"sqlite:///{tmp_path / 'studies.db'}", "packs"
+    result = archsearch(
+        "grid", "--study", name, "--storage", url, "--budgets", "5000,10000", "--depths", "1,2", "--seeds", "3",
+        "--workers", "2", "--pack", "4", *QUICK,
+        env=env_for(mnist_root, tmp_path / "slow"), cwd=tmp_path,
+    )  # fmt: skip
+    check_clean_run(result, url)
+    trials = trials_of(url, name)
+    done = [t for t in trials if t.state in FINISHED]
+    points = Counter((t.params["budget"], t.params["depth"], t.params["seed"]) for t in done)
+    assert set(points) == {(b, d, s) for b in (5000, 10000) for d in (1, 2) for s in range(3)}
+    assert all(count == 1 for count in points.values()), points
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert most_at_once(done) >= 5

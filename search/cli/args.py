@@ -1,7 +1,8 @@
 """Argument types and options shared by several subcommands.
 
 Each type refuses a bad value with an `ArgumentTypeError`, which the parser prints as one line with
-exit status 2; the limits are the configuration's own (search/config.py, models/budget.py).
+exit status 2; the limits are the configuration's own (search/study/config.py, search/engine/config.py,
+models/budget.py).
 """
 
 from __future__ import annotations

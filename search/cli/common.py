@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.cli import signals
-from search.cli.args import duration, non_negative_int, storage, study_name
+from search.cli.args import duration, non_negative_int, positive_int, storage, study_name
 from search.cli.progress import progress
 from search.engine.config import DEVICES
 from search.errors import Interrupted, Terminated, UsageError
@@ -26,6 +26,8 @@ from search.study.storage import STORAGE_ENV, STORAGE_FAILURES, describe, has_pa
 from search.study.workers import count_trials, run_until
 
 MAX_WORKERS = 32  # each worker holds its own copy of torch and the data (about 0.5 GB)
+MAX_PACK = 256
+DEFAULT_PACK = 1
 PARENT_ENV = "ARCHSEARCH_PARENT_PID"  # set for spawned workers: they end when this process does
 STORAGE_HELP = f"Optuna storage URL (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE}), or journal:PATH"
 
@@ -50,7 +52,22 @@ def add_worker_options(parser) -> None:
         default=1,
         help=f"processes working on the study (at most {MAX_WORKERS})",
     )
+    add_pack_option(parser)
     add_timeout_option(parser)
+
+
+def add_pack_option(parser) -> None:
+    parser.add_argument(
+        "--pack",
+        type=pack_size,
+        default=DEFAULT_PACK,
+        help=f"trials each process trains at once, as one batched model (1: one at a time; at most {MAX_PACK}; "
+        f"default {DEFAULT_PACK})",
+    )
+
+
+def pack_size(text: str) -> int:
+    return positive_int(text, high=MAX_PACK)
 
 
 def worker_count(text: str) -> int:
@@ -84,7 +101,13 @@ def summary_line(trial: FrozenTrial) -> str:
 
 
 def run_with_progress(
-    study: optuna.Study, objective, target: int, quiet: bool = False, deadline: float | None = None
+    study: optuna.Study,
+    objective,
+    target: int,
+    quiet: bool = False,
+    deadline: float | None = None,
+    pack: int = 1,
+    storage: optuna.storages.BaseStorage | None = None,
 ) -> bool:
     """One worker in this process, with a bar over the study's finished trials and a line per trial.
 
@@ -106,8 +129,8 @@ def run_with_progress(
                 )
 
         return run_until(
-            study, signals.raising_in(objective), target, on_trial, deadline=deadline, on_wait=on_wait,
-            bookkeeping=signals.deferred,
+            study, objective, target, on_trial, deadline=deadline, on_wait=on_wait,
+            bookkeeping=signals.deferred, training=signals.immediate, pack=pack, storage=storage,
         )  # fmt: skip
 
 
@@ -120,6 +143,8 @@ def run_study(
     workers: int,
     worker_args: list[str],
     timeout: float | None,
+    pack: int = 1,
+    storage: optuna.storages.BaseStorage | None = None,
 ) -> bool:
     """The run that `search` and `grid` share: spawn the extra workers, run one here, and on Ctrl-C or
     SIGTERM fail the running trials everywhere, then raise Interrupted with the one resume command.
@@ -130,8 +155,8 @@ def run_study(
     try:
         if timeout is not None:
             worker_args = [*worker_args, "--timeout", f"{timeout:g}s"]
-        processes = spawn_workers(workers, worker_args, url)
-        finished = run_with_progress(study, objective, target, deadline=deadline)
+        processes = spawn_workers(workers, [*worker_args, "--pack", str(pack)], url)
+        finished = run_with_progress(study, objective, target, deadline=deadline, pack=pack, storage=storage)
     except STORAGE_FAILURES as error:
         stop_workers(processes, signal.SIGTERM)
         raise storage_failure(error, url) from None

@@ -6,7 +6,14 @@ import optuna
 from optuna.storages import fail_stale_trials
 
 from search.cli.args import storage, study_name
-from search.cli.common import STORAGE_HELP, add_device_option, add_worker_options, run_study, storage_url
+from search.cli.common import (
+    DEFAULT_PACK,
+    STORAGE_HELP,
+    add_device_option,
+    add_worker_options,
+    run_study,
+    storage_url,
+)
 from search.cli.options import DATA_OPTIONS, GRID_OPTIONS, add_config_options, add_data_options, apply_config_options
 from search.results.tables import GridRow, grid_table
 from search.study.config import load_toml, replace
@@ -82,8 +89,10 @@ def run(args) -> int:
     resume = ["grid", "--study", config.name]
     resume += ["--data-dir", args.data_dir] if args.data_dir else []
     resume += ["--workers", str(args.workers)] if args.workers > 1 else []
+    resume += ["--pack", str(args.pack)] if args.pack != DEFAULT_PACK else []
+    objective = GridObjective(config, data)
     if not run_study(
-        study, GridObjective(config, data), len(points), resume, url, args.workers, worker_args, args.timeout
+        study, objective, len(points), resume, url, args.workers, worker_args, args.timeout, args.pack, storage
     ):
         return 0
     print_table(

@@ -8,6 +8,7 @@ from optuna.trial import TrialState
 
 from models.budget import depth_range
 from search.cli.common import (
+    DEFAULT_PACK,
     add_device_option,
     add_storage_options,
     add_worker_options,
@@ -93,7 +94,9 @@ def run(args) -> int:
         f"{max(args.workers, 1)} worker(s), training on {device}"
     )
     resume = ["search", "--study", config.name, *_resume_flags(args)]
-    if not run_study(study, objective, config.trials, resume, url, args.workers, worker_args, args.timeout):
+    if not run_study(
+        study, objective, config.trials, resume, url, args.workers, worker_args, args.timeout, args.pack, storage
+    ):
         return 0
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:  # every trial was pruned (diverged, or too far from the budget): say why, not "resume"
@@ -114,7 +117,11 @@ def run(args) -> int:
 def _resume_flags(args) -> list[str]:
     """The flags of this run that the stored study does not remember."""
     flags = []
-    for flag, value in (("--workers", args.workers if args.workers > 1 else None), ("--data-dir", args.data_dir)):
+    for flag, value in (
+        ("--workers", args.workers if args.workers > 1 else None),
+        ("--pack", args.pack if args.pack != DEFAULT_PACK else None),
+        ("--data-dir", args.data_dir),
+    ):
         if value is not None:
             flags += [flag, str(value)]
     return flags + (["--device", args.device] if args.device != "auto" else [])

@@ -120,13 +120,3 @@ def immediate() -> Any:
     """Around a trial's objective inside `deferred`: a stop is raised at once, and Optuna, which catches
     it there, marks the trial failed before passing it on."""
     return _raising(True)
-
-
-def raising_in(objective: Callable[..., Any]) -> Callable[..., Any]:
-    """The objective, with a stop raised at once while it runs."""
-
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with immediate():
-            return objective(*args, **kwargs)
-
-    return run

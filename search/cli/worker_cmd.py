@@ -10,6 +10,7 @@ from search.cli.args import non_negative_int, trial_count
 from search.cli.common import (
     STORAGE_FAILURES,
     add_device_option,
+    add_pack_option,
     add_storage_options,
     add_timeout_option,
     artifacts_dir,
@@ -38,6 +39,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--trials", type=trial_count, help="finished trials wanted (default: the study's own)")
     parser.add_argument("--worker-index", type=non_negative_int, default=0, help="varies the sampler seed per worker")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no per-trial lines")
+    add_pack_option(parser)
     add_timeout_option(parser)
     add_device_option(parser)
     add_data_options(parser)
@@ -74,7 +76,8 @@ def run(args) -> int:
     )
     study = load_study(storage, args.study, sampler, pruner)
     try:
-        run_with_progress(study, objective, args.trials or target, quiet=args.quiet, deadline=deadline)
+        target = args.trials or target
+        run_with_progress(study, objective, target, args.quiet, deadline, pack=args.pack, storage=storage)
     except STORAGE_FAILURES as error:
         raise storage_failure(error, url) from None
     except KeyboardInterrupt as stop:

@@ -134,7 +134,14 @@ def serve(storage, host: str, port: int, store: FileSystemArtifactStore | None, 
     app = guard(optuna_dashboard.wsgi(storage, artifact_store=store), allow_edits)
     server_class = _IPv6Server if ":" in host else WSGIServer
     with make_server(host, port, app, server_class, _RequestHandler) as server:
+        # Requests are served on another thread, so Ctrl-C and SIGTERM land here, in the wait, and never
+        # inside a request: wsgiref's handler logs and drops any exception raised there, a stop included.
+        serving = threading.Thread(target=server.serve_forever, name="dashboard-server", daemon=True)
+        serving.start()
         try:
-            server.serve_forever()
+            while serving.is_alive():
+                serving.join(0.5)
         except KeyboardInterrupt:
-            return  # as with run_server, Ctrl-C just ends serving
+            pass  # as with run_server, Ctrl-C just ends serving
+        finally:
+            server.shutdown()

@@ -42,6 +42,7 @@ from search.study.workers import FINISHED, Surplus
 
 if TYPE_CHECKING:
     from search.engine.data import Data
+    from search.study.objective import Prepared
 
 LIVE = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
 
@@ -118,8 +119,9 @@ class GridPoint(NamedTuple):
 
 
 def grid_points(config: GridConfig) -> list[GridPoint]:
-    """Seed-major, so a partly run grid has every shape at seed 0 first."""
-    return [GridPoint(b, d, s) for s in range(config.seeds) for b in config.budgets for d in config.depths]
+    """Depth-major, in the order they are queued: workers that train packs take consecutive queued
+    points, and points of one depth (any budget and seed) can share a pack."""
+    return [GridPoint(b, d, s) for d in config.depths for s in range(config.seeds) for b in config.budgets]
 
 
 def search_space(config: GridConfig) -> dict[str, list[int]]:
@@ -168,7 +170,13 @@ class GridObjective:
         self.points = grid_points(config)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from search.study.objective import train_trial
+        from search.study.objective import train_alone
+
+        return train_alone(self.prepare(trial), self.data)
+
+    def prepare(self, trial: optuna.Trial) -> Prepared:
+        """Claim the trial's grid point and record it; Surplus if another trial holds the point."""
+        from search.study.objective import Prepared, start_trial
 
         self._claim(trial)
         budget = trial.suggest_categorical("budget", self.config.budgets)
@@ -176,8 +184,14 @@ class GridObjective:
         seed = trial.suggest_categorical("seed", tuple(range(self.config.seeds)))
         width = width_for_budget(budget, depth)
         write_trial(trial, profile=UNIFORM, budget=budget, depth=depth, width=width)
-        result, _ = train_trial(trial, [width] * depth, replace(self.config.train, seed=seed), self.data)
-        return result.train.loss
+        widths, train = [width] * depth, replace(self.config.train, seed=seed)
+        start_trial(trial, widths, train, self.data)
+        return Prepared(trial, widths, train, lambda result, _: result.train.loss)
+
+    @staticmethod
+    def shared_params(trial: optuna.Trial) -> dict:
+        """Nothing to share: the queue holds every point, in depth order (see grid_points)."""
+        return {}
 
     def _claim(self, trial: optuna.Trial) -> None:
         """Fail this trial unrun unless it is the lowest-numbered live trial of its point.

@@ -6,7 +6,8 @@ The bridge to the engine: torch and the trainer load only when a trial trains, s
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,10 @@ if TYPE_CHECKING:
     from torch import nn
 
     from search.engine.data import Data
-    from search.engine.trainer import TrainResult
+    from search.engine.trainer import EpochRecord, TrainResult
+
+# The search's choices that trials training in one pack share (search/study/space.py names them).
+PACK_PARAMS = ("depth", "activation", "optimizer", "batch_size")
 
 # Cross-entropy over 10 classes is ln 10 = 2.3 at chance. A validation loss this far above it means the
 # weights blew up (a huge learning rate) even while it is still finite, so the trainer's NaN check misses it.
@@ -35,14 +39,27 @@ def prune(trial: optuna.Trial, reason: str) -> optuna.TrialPruned:
     return optuna.TrialPruned(reason)
 
 
-def train_trial(
-    trial: optuna.Trial, widths: list[int], config: TrainConfig, data: Data
-) -> tuple[TrainResult, nn.Module]:
-    """Train and score one network, reporting validation loss each epoch for pruning and curves."""
-    import torch
+@dataclass
+class Prepared:
+    """A trial ready to train: its network and settings, recorded, and what records its result.
 
-    from models.mlp import build_mlp
-    from search.engine.trainer import Diverged, train
+    `finish(result, model)` stores the scores (and, for a search, the best model) and returns the
+    trial's value. Trials train alone (`train_alone`) or many at once (search/study/packs.py)."""
+
+    trial: optuna.Trial
+    widths: list[int]
+    config: TrainConfig
+    finish: Callable[[TrainResult, nn.Module], float]
+
+    @property
+    def pack_key(self) -> tuple:
+        """What trials must share to train in one pack."""
+        c = self.config
+        return (len(self.widths), c.activation, c.optimizer, c.batch_size, c.epochs, c.momentum)
+
+
+def start_trial(trial: optuna.Trial, widths: list[int], config: TrainConfig, data: Data) -> None:
+    import torch
 
     write_trial(
         trial,
@@ -54,10 +71,12 @@ def train_trial(
         validation_images=len(data.validation),
         torch_version=torch.__version__,
     )
-    torch.manual_seed(config.seed)
-    model = build_mlp(widths, config.activation, dropout=config.dropout)
 
-    def on_epoch(record) -> None:
+
+def epoch_reporter(trial: optuna.Trial) -> Callable[[EpochRecord], None]:
+    """Reports each epoch's validation loss to the trial; raises TrialPruned to stop it."""
+
+    def on_epoch(record: EpochRecord) -> None:
         if not record.val_loss < DIVERGED_LOSS:
             raise prune(
                 trial,
@@ -68,10 +87,20 @@ def train_trial(
         if trial.should_prune():
             raise prune(trial, f"pruner stopped it at epoch {record.epoch} (validation loss {record.val_loss:.4f})")
 
-    try:
-        result = train(model, data.train, config, data.validation, data.test, on_epoch)
-    except Diverged as error:
-        raise prune(trial, str(error)) from None
+    return on_epoch
+
+
+def build_model(widths: list[int], config: TrainConfig) -> nn.Sequential:
+    """The network as training alone builds it: from the trial's seed."""
+    import torch
+
+    from models.mlp import build_mlp
+
+    torch.manual_seed(config.seed)
+    return build_mlp(widths, config.activation, dropout=config.dropout)
+
+
+def record_result(trial: optuna.Trial, result: TrainResult) -> None:
     write_trial(
         trial,
         device=result.device,
@@ -84,7 +113,58 @@ def train_trial(
         test_loss=result.test.loss,
         test_accuracy=result.test.accuracy,
     )
-    return result, model
+
+
+def train_alone(prepared: Prepared, data: Data) -> float:
+    """Train one prepared trial by itself and record it; its value."""
+    from search.engine.trainer import Diverged, train
+
+    model = build_model(prepared.widths, prepared.config)
+    try:
+        result = train(model, data.train, prepared.config, data.validation, data.test, epoch_reporter(prepared.trial))
+    except Diverged as error:
+        raise prune(prepared.trial, str(error)) from None
+    record_result(prepared.trial, result)
+    return prepared.finish(result, model)
+
+
+def train_packed(group: list[Prepared], data: Data) -> list[float | Exception]:
+    """Train prepared trials of one pack key together (search/engine/packed.py) and record each;
+    per trial its value, or the exception that ended it (TrialPruned for a pruned or diverged one)."""
+    import torch
+
+    from search.engine.packed import train_pack
+    from search.engine.trainer import Diverged
+
+    device = data.train.x.device
+    models, dropout_states = [], []
+    for prepared in group:
+        models.append(build_model(prepared.widths, prepared.config))
+        # Where training alone would draw this model's dropout masks from: the generator right after it was built.
+        dropout_states.append(torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state())
+    reporters = [epoch_reporter(prepared.trial) for prepared in group]
+    results = train_pack(
+        models,
+        [prepared.config for prepared in group],
+        data.train,
+        data.validation,
+        data.test,
+        lambda index, record: reporters[index](record),
+        dropout_states,
+    )
+    outcomes: list[float | Exception] = []
+    for prepared, model, result in zip(group, models, results, strict=True):
+        if isinstance(result, Diverged):
+            outcomes.append(prune(prepared.trial, str(result)))
+        elif isinstance(result, Exception):
+            outcomes.append(result)
+        else:
+            try:
+                record_result(prepared.trial, result)
+                outcomes.append(prepared.finish(result, model))
+            except Exception as error:  # a full disk while saving the model, say: this trial fails
+                outcomes.append(error)
+    return outcomes
 
 
 class SearchObjective:
@@ -96,6 +176,10 @@ class SearchObjective:
         self.store = artifact_store(artifacts)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        return train_alone(self.prepare(trial), self.data)
+
+    def prepare(self, trial: optuna.Trial) -> Prepared:
+        """Sample the trial's network and settings and record them; TrialPruned if no widths fit."""
         config = self.config
         candidate = suggest(
             trial, config.space, config.budget, config.tolerance, config.epochs, config.seed + trial.number
@@ -107,21 +191,30 @@ class SearchObjective:
                 f"no integer widths for a {candidate.depth}-layer {candidate.profile} profile come within "
                 f"{config.tolerance:.1%} of {config.budget} parameters",
             )
-        result, model = train_trial(trial, candidate.widths, candidate.train, self.data)
-        value = result.validation.loss
-        if self._is_best(trial, value):
-            metadata = {
-                "study": trial.study.study_name,
-                "trial": trial.number,
-                "profile": candidate.profile,
-                "params": count_parameters(candidate.widths),
-                "train_config": asdict(candidate.train),
-                "trained_on": f"train split ({len(self.data.train)} images)",
-                "val_loss": value,
-                "test_accuracy": result.test.accuracy,
-            }
-            upload_model(trial, self.store, model, candidate.train.activation, metadata)
-        return value
+        start_trial(trial, candidate.widths, candidate.train, self.data)
+
+        def finish(result: TrainResult, model: nn.Module) -> float:
+            value = result.validation.loss
+            if self._is_best(trial, value):
+                metadata = {
+                    "study": trial.study.study_name,
+                    "trial": trial.number,
+                    "profile": candidate.profile,
+                    "params": count_parameters(candidate.widths),
+                    "train_config": asdict(candidate.train),
+                    "trained_on": f"train split ({len(self.data.train)} images)",
+                    "val_loss": value,
+                    "test_accuracy": result.test.accuracy,
+                }
+                upload_model(trial, self.store, model, candidate.train.activation, metadata)
+            return value
+
+        return Prepared(trial, candidate.widths, candidate.train, finish)
+
+    @staticmethod
+    def shared_params(trial: optuna.Trial) -> dict:
+        """The choices that the other trials of a pack take from its first: the rest they sample."""
+        return {name: trial.params[name] for name in PACK_PARAMS if name in trial.params}
 
     @staticmethod
     def _is_best(trial: optuna.Trial, value: float) -> bool:

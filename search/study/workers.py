@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,15 +112,18 @@ def blocking_trials(study: optuna.Study) -> str:
     return ", ".join(parts)
 
 
-def guard_surplus(objective: Callable[[optuna.Trial], float], target: int) -> Callable[[optuna.Trial], float]:
+def check_rank(trial: optuna.Trial, target: int) -> None:
     """Fail a trial unrun when `target` earlier trials are already finished or running; record its owner."""
+    earlier = trial.study.get_trials(deepcopy=False, states=COUNTED)
+    if sum(t.number < trial.number for t in earlier) >= target:
+        write_trial(trial, fail_reason=f"{SURPLUS}: {target} trials were already finished or running")
+        raise Surplus()
+    write_trial(trial, worker=owner_record())
 
+
+def guard_surplus(objective: Callable[[optuna.Trial], float], target: int) -> Callable[[optuna.Trial], float]:
     def guarded(trial: optuna.Trial) -> float:
-        earlier = trial.study.get_trials(deepcopy=False, states=COUNTED)
-        if sum(t.number < trial.number for t in earlier) >= target:
-            write_trial(trial, fail_reason=f"{SURPLUS}: {target} trials were already finished or running")
-            raise Surplus()
-        write_trial(trial, worker=owner_record())
+        check_rank(trial, target)
         return objective(trial)
 
     return guarded
@@ -127,21 +131,28 @@ def guard_surplus(objective: Callable[[optuna.Trial], float], target: int) -> Ca
 
 def run_until(
     study: optuna.Study,
-    objective: Callable[[optuna.Trial], float],
+    objective: Any,
     target: int,
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     poll_seconds: float = 1.0,
     deadline: float | None = None,
     on_wait: Callable[[str], None] | None = None,
     bookkeeping: Callable[[], AbstractContextManager] = nullcontext,
+    training: Callable[[], AbstractContextManager] = nullcontext,
+    pack: int = 1,
+    storage: optuna.storages.BaseStorage | None = None,
 ) -> bool:
     """Run trials until the study holds `target` finished (complete or pruned) trials.
 
     False if `deadline` (a `time.monotonic()` value) came first: like Optuna's `optimize(timeout=)`,
     no trial starts after it and a running one finishes. While only other processes' trials are
     left, `on_wait` gets a line naming them, once for each new set. `bookkeeping` is entered around
-    everything but the objective and the waits (the CLI defers Ctrl-C there)."""
-    guarded = guard_surplus(objective, target)
+    everything but training and the waits, `training` around training (the CLI defers Ctrl-C in
+    the first and raises it at once in the second).
+
+    With `pack` above 1 the objective must be one of ours (`prepare`, `shared_params`, `data`): up
+    to `pack` trials are asked at once and trained together (`run_pack`); `storage` is the study's,
+    for their heartbeats."""
     callbacks = [on_trial] if on_trial else []
     announced = ""
     while True:
@@ -159,10 +170,20 @@ def run_until(
                 if on_wait is not None and blocking != announced:
                     on_wait(blocking)
                     announced = blocking
+            elif pack > 1:
+                run_pack(study, objective, target, pack, callbacks, training, storage)
             else:
-                _run_one(study, guarded, callbacks)
+                _run_one(study, guard_surplus(_within(training, objective), target), callbacks)
         if waiting:
             time.sleep(poll_seconds)
+
+
+def _within(context: Callable[[], AbstractContextManager], objective: Callable[[optuna.Trial], float]):
+    def run(trial: optuna.Trial) -> float:
+        with context():
+            return objective(trial)
+
+    return run
 
 
 def _run_one(study: optuna.Study, objective: Callable[[optuna.Trial], float], callbacks: list) -> None:
@@ -174,3 +195,112 @@ def _run_one(study: optuna.Study, objective: Callable[[optuna.Trial], float], ca
         if isinstance(error.__context__, STORAGE_FAILURES):
             raise error.__context__ from None
         raise
+
+
+def run_pack(
+    study: optuna.Study,
+    objective: Any,
+    target: int,
+    size: int,
+    callbacks: list,
+    training: Callable[[], AbstractContextManager] = nullcontext,
+    storage: optuna.storages.BaseStorage | None = None,
+) -> None:
+    """Ask up to `size` trials, train those that share a pack key as one pack, and tell each its end.
+
+    The first trial samples freely; the ones asked after it get its shared choices enqueued
+    (`objective.shared_params`) and the sampler fills in the rest. No more trials are asked than the
+    study still needs, and each passes the same rank check as a trial run alone, so the study still
+    ends at exactly `target` finished trials. On any exception (Ctrl-C included) every trial of the
+    pack not yet told is failed, as Optuna fails the trial it runs, and the exception goes on."""
+    from search.study.objective import train_packed
+
+    asked: list[optuna.Trial] = []
+    told: set[int] = set()
+
+    def tell(trial: optuna.Trial, **outcome: Any) -> None:
+        frozen = study.tell(trial, skip_if_finished=True, **outcome)
+        told.add(trial.number)
+        for callback in callbacks:
+            callback(study, frozen)
+
+    prepared = []
+    with _heartbeats(study, storage, asked, told):
+        try:
+            for index in range(size):
+                counts = count_trials(study)
+                if index and counts.finished + counts.running >= target and counts.waiting == 0:
+                    break
+                trial = study.ask()
+                asked.append(trial)
+                try:
+                    check_rank(trial, target)
+                    prepared.append(objective.prepare(trial))
+                except optuna.TrialPruned:
+                    tell(trial, state=TrialState.PRUNED)
+                    continue
+                except Surplus:
+                    tell(trial, state=TrialState.FAIL)
+                    continue
+                if len(prepared) == 1:
+                    shared = objective.shared_params(trial)
+                    more = min(size - 1 - index, target - counts.finished - counts.running - 1)
+                    for _ in range(more if shared else 0):
+                        study.enqueue_trial(shared)
+            problem: Exception | None = None
+            for group in _by_key(prepared):
+                with training():
+                    outcomes = train_packed(group, objective.data)
+                for item, outcome in zip(group, outcomes, strict=True):
+                    if isinstance(outcome, optuna.TrialPruned):
+                        tell(item.trial, state=TrialState.PRUNED)
+                    elif isinstance(outcome, Exception):
+                        tell(item.trial, state=TrialState.FAIL)
+                        problem = problem or outcome
+                    else:
+                        tell(item.trial, values=outcome)
+            if problem is not None:
+                raise problem
+        except BaseException:
+            for trial in asked:
+                if trial.number not in told:
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
+
+
+def _by_key(prepared: list) -> list[list]:
+    groups: dict[tuple, list] = {}
+    for item in prepared:
+        groups.setdefault(item.pack_key, []).append(item)
+    return list(groups.values())
+
+
+@contextmanager
+def _heartbeats(
+    study: optuna.Study, storage: optuna.storages.BaseStorage | None, asked: list[optuna.Trial], told: set[int]
+) -> Iterator[None]:
+    """One thread beats the heart of every running trial of a pack, as Optuna's optimize does for one."""
+    # RDBStorage's public heartbeat methods; a journal storage has none (its trials' owners are checked instead).
+    has_heartbeat = hasattr(storage, "get_heartbeat_interval") and hasattr(storage, "record_heartbeat")
+    interval = storage.get_heartbeat_interval() if has_heartbeat else None
+    if interval is None:
+        yield
+        return
+    study_id = storage.get_study_id_from_name(study.study_name)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial in list(asked):
+                if trial.number not in told:
+                    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name="pack-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,700 @@
+"""Packed training: K MLPs of one depth trained as one model of K-batched products (HFTA, MLSys 2021).
+
+Trials trained side by side, one per core, each repeat what a pack does once for all of its members:
+the dispatch of every op of a step, the first layer's products on narrow matrices, a validation pass
+per model. A pack runs each layer's products for all its members as one batched product, updates all
+of their parameters in one tensor, and validates them all with one wide product of the inputs they
+share. bench/packing.py measures the trials per hour against the trainer's one trial per core.
+
+Each member trains as search.engine.trainer.train would train it alone, up to float rounding: from its
+own initial weights, on its own batch order, with its own learning rate and schedule, weight decay and
+dropout rate (and, given `dropout_states`, its own dropout masks); it is pruned or diverges on its own,
+after which it leaves the pack and the others go on as before. The members share what the batched
+products and the one step loop need shared: depth, activation, optimizer kind, batch size, epochs and
+momentum.
+
+Layout: each layer's weights are a (K, out, in) view and its biases a (K, out) view into one (K, n)
+parameter tensor, padded to the pack's widest member. Padded units start at zero and stay zero: their
+weights in and out get zero gradients, and every update here keeps a zero parameter with zero gradient
+at zero. Activations are held with features as rows, (K, features, batch): the first layer's product then
+reads the batch as a transposed operand, which the CPU BLAS runs faster at these shapes than the
+batch-major product MLPStep uses, and the logits come out with classes as rows, as MLPStep's log-softmax
+wants them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from search.engine.config import TrainConfig
+from search.engine.data import Split
+from search.engine.fused import ADAM_ARGUMENTS, kernel_takes
+from search.engine.trainer import Diverged, EpochRecord, Scores, TrainResult, evaluate, make_optimizer, make_schedule
+
+SHARED_SETTINGS = ("optimizer", "batch_size", "epochs", "momentum", "activation")
+ACTIVATIONS = (nn.Tanh, nn.ReLU, nn.GELU)
+# Rows per chunk of a packed evaluation: about this many activations of its widest layer (8 MB) with K
+# members, within these bounds: fewer rows make the first layer's product less efficient, more spill the cache.
+EVAL_ACTIVATIONS = 1 << 21
+EVAL_ROWS = (256, 2048)
+PIXEL_LEVELS = 255  # search/engine/data.py loads a pixel p as p / 255 - 0.5
+PIXEL_OFFSET = 0.5
+CHECK_ROWS = 4096
+
+_pixel_cache: tuple[weakref.ref, int, torch.Tensor | None] | None = None
+
+OnPackEpoch = Callable[[int, EpochRecord], None]
+
+
+def train_pack(
+    models: Sequence[nn.Sequential],
+    configs: Sequence[TrainConfig],
+    train_split: Split,
+    validation: Split | None = None,
+    test: Split | None = None,
+    on_epoch: OnPackEpoch | None = None,
+    dropout_states: Sequence[torch.Tensor] | None = None,
+) -> list[TrainResult | Exception]:
+    """Train every model in place, all in one pack: one result per model, in order.
+
+    A model's slot holds its TrainResult, filled as train() fills it, or the exception that ended its
+    training: Diverged where train() would raise it, or whatever `on_epoch(index, record)` raised for it
+    (an Optuna prune), `index` being the model's position in `models`. Each model holds its trained
+    weights at the end, or at its last epoch for one that left early. The epochs' validation scores come
+    from one pass for the whole pack (Pack.evaluate), the final scores from trainer.evaluate.
+
+    Each model must be a stack as build_mlp makes it, built by the caller (after torch.manual_seed, as
+    train_trial does), and `configs[i]` its settings. `dropout_states[i]` is the state of the device's
+    default generator (torch.get_rng_state(), or torch.cuda.get_rng_state() on CUDA) right after model i
+    was built: training alone, its dropout masks would be drawn from there. Without it, a member's masks
+    come from a generator seeded with its config's seed: as random, but not the masks train() would draw.
+
+    A record's `seconds` is the pack's wall time for that epoch, every member's validation included, and
+    a result's `seconds` the pack's time up to its last epoch: what the trial waited, shared with the
+    other members (its share of the machine is that over the pack's size).
+
+    Raises ValueError where the models cannot share a pack: another shape than build_mlp's, or different
+    depths, activations or SHARED_SETTINGS.
+    """
+    pack = Pack.build(models, configs, train_split, dropout_states)
+    results: list[TrainResult | Exception | None] = [None] * len(models)
+    started = time.perf_counter()
+    for epoch in range(1, configs[0].epochs + 1):
+        epoch_start = time.perf_counter()
+        train_losses = pack.train_epoch(train_split)
+        pack.write_back()  # on_epoch sees each model as train() would show it: as of this epoch
+        scores = pack.evaluate(validation) if validation is not None else [None] * len(pack.members)
+        seconds = time.perf_counter() - epoch_start
+        leaving = []
+        for position, (member, loss, score) in enumerate(zip(pack.members, train_losses, scores, strict=True)):
+            try:
+                check_finite(epoch, loss, score)
+                record = EpochRecord(
+                    epoch, loss, score.loss if score else None, score.accuracy if score else None, seconds
+                )
+                member.result.history.append(record)
+                if on_epoch is not None:
+                    on_epoch(member.index, record)
+            except Exception as error:  # a prune or a divergence ends this member only
+                results[member.index] = error
+                leaving.append(position)
+        pack.remove(leaving)
+        if not pack.members:
+            break
+    seconds = time.perf_counter() - started
+    for member in pack.members:
+        results[member.index] = final_scores(member, seconds, train_split, validation, test)
+    return results
+
+
+def check_finite(epoch: int, train_loss: float, validation: Scores | None) -> None:
+    """Raise Diverged where train() raises it at the end of an epoch."""
+    if not math.isfinite(train_loss):
+        raise Diverged(epoch, train_loss)
+    if validation is not None and not math.isfinite(validation.loss):
+        raise Diverged(epoch, validation.loss)
+
+
+def final_scores(
+    member: Member, seconds: float, train_split: Split, validation: Split | None, test: Split | None
+) -> TrainResult | Exception:
+    """The scores train() takes after its last epoch, or the Diverged it would raise there."""
+    result = member.result
+    result.seconds = seconds
+    result.train = evaluate(member.model, train_split)
+    if not math.isfinite(result.train.loss):
+        return Diverged(member.config.epochs, result.train.loss)
+    result.validation = evaluate(member.model, validation) if validation is not None else None
+    result.test = evaluate(member.model, test) if test is not None else None
+    return result
+
+
+@dataclass(frozen=True)
+class MemberShape:
+    """What a pack reads off one model: its Linear layers, its activation and its dropout rate."""
+
+    linears: tuple[nn.Linear, ...]
+    activation: nn.Module
+    dropout: float
+
+    @property
+    def sizes(self) -> list[int]:
+        """Inputs, hidden widths, classes."""
+        return [self.linears[0].in_features, *(linear.out_features for linear in self.linears)]
+
+    @staticmethod
+    def of(model: nn.Module) -> MemberShape:
+        """ValueError unless `model` is Linear (activation [Dropout] Linear)*, as build_mlp makes it."""
+        modules = list(model) if type(model) is nn.Sequential else []
+        rates = {m.p for m in modules if type(m) is nn.Dropout}
+        core = [m for m in modules if type(m) is not nn.Dropout]
+        linears, activations = core[0::2], core[1::2]
+        well_formed = (
+            len(core) % 2 == 1
+            and len(rates) <= 1
+            and len(modules) == 1 + (3 if rates else 2) * len(activations)
+            and all(type(m) is nn.Dropout for m in (modules[2::3] if rates else ()))
+            and all(type(m) is nn.Linear and m.bias is not None for m in linears)
+            and all(type(m) in ACTIVATIONS for m in activations)
+            and len({repr(m) for m in activations}) <= 1
+        )
+        if not well_formed:
+            raise ValueError(f"a pack trains MLPs as build_mlp makes them, not {model}")
+        activation = activations[0] if activations else nn.Identity()
+        return MemberShape(tuple(linears), activation, rates.pop() if rates else 0.0)
+
+
+def check_pack(
+    shapes: Sequence[MemberShape], configs: Sequence[TrainConfig], dropout_states: Sequence[torch.Tensor] | None
+) -> None:
+    """ValueError unless the members can train in one pack."""
+    if not shapes:
+        raise ValueError("a pack needs at least one model")
+    if len(configs) != len(shapes) or (dropout_states is not None and len(dropout_states) != len(shapes)):
+        given = "none" if dropout_states is None else len(dropout_states)
+        raise ValueError(f"{len(shapes)} models need as many configs (got {len(configs)}) and dropout states ({given})")
+    for name, values in (
+        ("depth", [len(shape.linears) for shape in shapes]),
+        ("inputs", [shape.sizes[0] for shape in shapes]),
+        ("classes", [shape.sizes[-1] for shape in shapes]),
+        ("activation layer", [repr(shape.activation) for shape in shapes]),
+        *((setting, [getattr(config, setting) for config in configs]) for setting in SHARED_SETTINGS),
+    ):
+        if len(set(values)) > 1:
+            raise ValueError(
+                f"the members of a pack share their {name}; got {', '.join(sorted(map(str, set(values))))}"
+            )
+
+
+@dataclass
+class Member:
+    """One model in a pack, with what it brings of its own."""
+
+    index: int  # its position in train_pack's lists
+    model: nn.Sequential
+    config: TrainConfig
+    shape: MemberShape
+    batch_generator: torch.Generator
+    dropout_generator: torch.Generator
+    result: TrainResult
+
+
+def dropout_generator(device: torch.device, seed: int, state: torch.Tensor | None) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    if state is None:
+        return generator.manual_seed(seed)
+    generator.set_state(state)
+    return generator
+
+
+def schedule_key(config: TrainConfig) -> tuple:
+    """The settings that make a member's learning rate and beta1 or momentum, step by step."""
+    return (config.optimizer, config.lr, config.momentum, config.schedule)
+
+
+def pixel_bytes(x: torch.Tensor) -> torch.Tensor | None:
+    """x as the bytes p it was scaled from, as search/engine/data.py scales pixels (p / 255 - 0.5), or None
+    unless scaling them back gives x to the bit. The last answer is kept, for the next pack on the same x."""
+    global _pixel_cache
+    if _pixel_cache is not None and _pixel_cache[0]() is x and _pixel_cache[1] == x._version:
+        return _pixel_cache[2]
+    pixels = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
+    exact = x.dim() == 2
+    for start in range(0, len(x) if exact else 0, CHECK_ROWS):  # chunks: no float copy of all of x at once
+        chunk = x[start : start + CHECK_ROWS]
+        levels = chunk.add(PIXEL_OFFSET).mul_(PIXEL_LEVELS).round_()
+        if levels.min() < 0 or levels.max() > PIXEL_LEVELS:
+            exact = False
+            break
+        pixels[start : start + CHECK_ROWS] = levels
+        if not torch.equal(scale_pixels(pixels[start : start + CHECK_ROWS], levels), chunk):
+            exact = False
+            break
+    result = pixels if exact else None
+    _pixel_cache = (weakref.ref(x), x._version, result)
+    return result
+
+
+def scale_pixels(pixels: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """p / 255 - 0.5 into `out`, by the same float ops as search/engine/data.py."""
+    return out.copy_(pixels).div_(float(PIXEL_LEVELS)).sub_(PIXEL_OFFSET)
+
+
+class ScheduleValues:
+    """One config's learning rate and beta1 (Adam) or momentum (SGD), step by step, as torch gives them.
+
+    Read off a real optimizer and schedule (trainer.make_optimizer, make_schedule) stepped over a dummy
+    parameter, so every schedule, one-cycle's cycled beta1 or momentum included, is torch's own; an
+    epoch's worth at a time, so a long run holds no table of all its steps."""
+
+    def __init__(self, config: TrainConfig, total_steps: int):
+        self.optimizer = make_optimizer([nn.Parameter(torch.zeros(1))], config)
+        self.group = self.optimizer.param_groups[0]
+        self.schedule = make_schedule(self.optimizer, config, total_steps)
+        self.optimizer.step()  # no gradient, so no change; a schedule warns if it steps before its optimizer has
+        self.taken: tuple[list[float], list[float]] = ([], [])
+        self.at = -1  # the step of `taken`'s first values
+
+    def first_value(self) -> float:
+        """beta1 or momentum, as the group holds it now."""
+        return self.group["betas"][0] if "betas" in self.group else self.group["momentum"]
+
+    def take(self, start: int, count: int) -> tuple[list[float], list[float]]:
+        """The values of steps start .. start + count - 1, counted from 0; steps come in order."""
+        if self.at != start:  # members sharing a config share this, and ask for each epoch once each
+            rates, firsts = [], []
+            for _ in range(count):
+                rates.append(self.group["lr"])
+                firsts.append(self.first_value())
+                if self.schedule is not None:
+                    self.schedule.step()
+            self.taken, self.at = (rates, firsts), start
+        return self.taken
+
+
+@dataclass
+class Layer:
+    """One layer's views into the pack's flat tensors: (K, out, in) weights, (K, out) biases, padded."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    weight_grad: torch.Tensor
+    bias_grad: torch.Tensor
+
+
+class Pack:
+    """The members' parameters, gradients and optimizer state as (K, n) tensors, and the packed step.
+
+    Row k of every per-member tensor is member k: removing members index_selects all of them, which
+    leaves the others' values, and so their trajectories, as they were."""
+
+    @classmethod
+    def build(
+        cls,
+        models: Sequence[nn.Sequential],
+        configs: Sequence[TrainConfig],
+        train_split: Split,
+        dropout_states: Sequence[torch.Tensor] | None = None,
+    ) -> Pack:
+        """The pack of these models (moved to the split's device), to train on `train_split` (see train_pack)."""
+        shapes = [MemberShape.of(model) for model in models]
+        check_pack(shapes, configs, dropout_states)
+        device = train_split.x.device
+        members = []
+        for index, (model, config, shape) in enumerate(zip(models, configs, shapes, strict=True)):
+            model.to(device).train()
+            state = dropout_states[index] if dropout_states is not None else None
+            batches = torch.Generator(device=device).manual_seed(config.seed)
+            dropout = dropout_generator(device, config.seed, state)
+            members.append(Member(index, model, config, shape, batches, dropout, TrainResult(device=str(device))))
+        size = len(train_split)
+        batch_size = configs[0].batch_size
+        batch = size if batch_size in (0, None) or batch_size >= size else batch_size
+        return cls(members, batch, math.ceil(size / batch) * configs[0].epochs, device)
+
+    def __init__(self, members: list[Member], batch: int, total_steps: int, device: torch.device):
+        self.members = members
+        self.batch = batch
+        self.device = device
+        self.activation = members[0].shape.activation
+        self.optimizer = members[0].config.optimizer
+        self.sizes = [max(sizes) for sizes in zip(*(m.shape.sizes for m in members), strict=True)]
+        self.spans = []  # each layer's (offset, out, in): its weights, then its biases
+        offset = 0
+        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:], strict=True):
+            self.spans.append((offset, fan_out, fan_in))
+            offset += fan_out * fan_in + fan_out
+        count = len(members)
+        self.param = torch.zeros((count, offset), device=device)
+        self.grad = torch.zeros_like(self.param)
+        self.state = [torch.zeros_like(self.param) for _ in range(1 if self.optimizer == "sgd" else 2)]
+        self.scratch = torch.empty_like(self.param) if self.optimizer != "sgd" else None
+        self.layers = self.bind()
+        with torch.no_grad():
+            for row, member in enumerate(members):
+                for (weight, bias), linear in zip(self.views(self.param), member.shape.linears, strict=True):
+                    weight[row, : linear.out_features, : linear.in_features] = linear.weight
+                    bias[row, : linear.out_features] = linear.bias
+        self.steps_taken = 0
+        self.start_update(total_steps)
+        self.keep = torch.tensor([1 - m.shape.dropout for m in members], device=device).view(count, 1, 1)
+        self.masks: dict[int, list[torch.Tensor]] = {}
+        self.buffers: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+        self.minus_ones = self.param.new_full((count, 1, 0), -1.0)
+        self.refresh_flags()
+
+    def start_update(self, total_steps: int) -> None:
+        """The members' schedules, the constants they share, and what the update needs between epochs."""
+        self.schedules: dict[tuple, ScheduleValues] = {}  # by the settings that make a member's values
+        for member in self.members:
+            key = schedule_key(member.config)
+            if key not in self.schedules:
+                self.schedules[key] = ScheduleValues(member.config, total_steps)
+        groups = [values.group for values in self.schedules.values()]
+        if any(group.get("nesterov") or group.get("dampening") for group in groups):
+            raise ValueError("a pack's SGD has neither Nesterov momentum nor dampening")
+        constants = {(group.get("betas", (0, 0))[1], group.get("eps")) for group in groups}
+        if len(constants) > 1:
+            raise ValueError(f"the members of a pack share beta2 and eps; got {sorted(constants)}")
+        self.beta2, self.eps = constants.pop()
+        # SGD with momentum 0 throughout keeps no buffer, as torch's (one-cycle turns momentum on from the start)
+        self.uses_momentum = self.optimizer != "sgd" or any(v.first_value() for v in self.schedules.values())
+        self.table = self.param.new_empty((0,))
+        self.table_start = 0
+        self.fused_betas: list[float] | None = None
+        self.fused_kernel = self.optimizer != "sgd" and kernel_takes("_fused_adam_", ADAM_ARGUMENTS)
+        self.step_count = self.param.new_zeros(())  # the fused kernel's step, a float tensor as Adam keeps it
+
+    def views(self, flat: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's (K, out, in) weights and (K, out) biases in a (K, n) tensor laid out as self.param."""
+        count = len(flat)
+        return [
+            (flat[:, offset : offset + fan_out * fan_in].view(count, fan_out, fan_in),
+             flat[:, offset + fan_out * fan_in : offset + fan_out * fan_in + fan_out])
+            for offset, fan_out, fan_in in self.spans
+        ]  # fmt: skip
+
+    def bind(self) -> list[Layer]:
+        return [
+            Layer(weight, bias, weight_grad, bias_grad)
+            for (weight, bias), (weight_grad, bias_grad) in zip(
+                self.views(self.param), self.views(self.grad), strict=True
+            )
+        ]
+
+    def load_coefficients(self, count: int) -> None:
+        """The update's per-member coefficients for the next `count` steps, as a (steps, columns, K, 1) table.
+
+        Computed in float64 from the values torch's optimizer would use at each step (ScheduleValues); a
+        step then reads its row, with no host work per member. Adam's moments go through torch's fused
+        kernel in epochs where every member has the same beta1 at every step (all but packs mixing
+        one-cycle with other schedules), where this torch has the kernel (search/engine/fused.py checks it)."""
+        start = self.steps_taken
+        columns, firsts_by_member = [], []
+        for member in self.members:
+            config = member.config
+            rates, firsts = self.schedules[schedule_key(config)].take(start, count)
+            decay = config.weight_decay
+            if self.optimizer == "sgd":
+                columns.append([[-lr for lr in rates], firsts, [decay] * count])
+            else:
+                steps = range(start + 1, start + count + 1)
+                columns.append(
+                    [
+                        [1 - beta1 for beta1 in firsts],
+                        [math.sqrt(1 - self.beta2**step) for step in steps],
+                        [-lr / (1 - beta1**step) for step, lr, beta1 in zip(steps, rates, firsts, strict=True)],
+                        [1 - lr * decay for lr in rates] if self.optimizer == "adamw" else [decay] * count,
+                        [-lr for lr in rates],
+                    ]
+                )
+            firsts_by_member.append(firsts)
+        table = torch.tensor(columns, dtype=torch.float64).permute(2, 1, 0).unsqueeze(3)
+        self.table = table.to(device=self.device, dtype=self.param.dtype).contiguous()
+        self.table_start = start
+        shared = all(firsts == firsts_by_member[0] for firsts in firsts_by_member)
+        self.fused_betas = firsts_by_member[0] if self.fused_kernel and shared else None
+        self.step_count.fill_(start)
+
+    def coefficients(self) -> tuple[torch.Tensor, ...]:
+        """This step's row of the table: one (K, 1) column per coefficient."""
+        return self.table[self.steps_taken - self.table_start].unbind(0)
+
+    def refresh_flags(self) -> None:
+        """The passes the step can skip for the members it has: dropout masks, weight decay."""
+        self.dropout = any(m.shape.dropout for m in self.members)
+        self.uses_decay = any(m.config.weight_decay for m in self.members)
+
+    def remove(self, positions: list[int]) -> None:
+        """Drop these members (positions in self.members) from every per-member tensor."""
+        if not positions:
+            return
+        gone = set(positions)
+        keep = [p for p in range(len(self.members)) if p not in gone]
+        self.members = [self.members[p] for p in keep]
+        if not keep:
+            return
+        rows = torch.tensor(keep, device=self.device)
+        self.param = self.param.index_select(0, rows)
+        self.grad = self.grad.index_select(0, rows)
+        self.state = [tensor.index_select(0, rows) for tensor in self.state]
+        if self.scratch is not None:
+            self.scratch = self.scratch[: len(keep)]
+        self.table = self.table.index_select(2, rows)  # the rest of this epoch's rows, for those left
+        self.keep = self.keep.index_select(0, rows)
+        self.minus_ones = self.minus_ones[: len(keep)]
+        self.masks.clear()
+        self.buffers.clear()
+        self.layers = self.bind()
+        self.refresh_flags()
+
+    @torch.no_grad()
+    def evaluate(self, split: Split) -> list[Scores]:
+        """Every member's mean cross-entropy and accuracy on `split`, as trainer.evaluate takes them, in one pass.
+
+        The members share the inputs, so the first layer is one product of all their weights, stacked
+        (K x out, in), with each chunk of inputs: a product wide enough to run near the BLAS's peak, where
+        evaluating each model alone runs K narrow ones."""
+        count, first = len(self.members), self.layers[0]
+        stacked = first.weight.reshape(count * self.sizes[1], self.sizes[0])
+        loss_sum = self.param.new_zeros(count)
+        correct = torch.zeros(count, dtype=torch.long, device=self.device)
+        low, high = EVAL_ROWS
+        rows = min(max(EVAL_ACTIVATIONS // (count * max(self.sizes[1:])), low), high)
+        for start in range(0, len(split), rows):
+            x, labels = split.x[start : start + rows], split.y[start : start + rows]
+            h = torch.mm(stacked, x.t()).view(count, self.sizes[1], len(x)).add_(first.bias.unsqueeze(2))
+            for layer in self.layers[1:]:
+                h = self.activate(h)
+                h = torch.baddbmm(layer.bias.unsqueeze(2), layer.weight, h)
+            targets = labels.expand(count, 1, len(labels))
+            predicted = h.max(dim=1, keepdim=True).indices  # the first of tied maxima, as argmax; faster here
+            correct += (predicted == targets).sum(dim=(1, 2))
+            loss_sum -= torch.log_softmax(h, dim=1).gather(1, targets).sum(dim=(1, 2))
+        size = max(len(split), 1)
+        return [
+            Scores(loss / size, right / size) for loss, right in zip(loss_sum.tolist(), correct.tolist(), strict=True)
+        ]
+
+    def activate(self, z: torch.Tensor) -> torch.Tensor:
+        """The activation, in place where it can be."""
+        if type(self.activation) is nn.Tanh:
+            return z.tanh_()
+        if type(self.activation) is nn.ReLU:
+            return z.relu_()
+        return torch.nn.functional.gelu(z, approximate=self.activation.approximate)
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        """Copy every member's weights into its own model, unpadded."""
+        for row, member in enumerate(self.members):
+            for layer, linear in zip(self.layers, member.shape.linears, strict=True):
+                linear.weight.copy_(layer.weight[row, : linear.out_features, : linear.in_features])
+                linear.bias.copy_(layer.bias[row, : linear.out_features])
+
+    def train_epoch(self, split: Split) -> list[float]:
+        """One epoch of every member on its own batches: their mean training losses, as train() takes them."""
+        self.load_coefficients(math.ceil(len(split) / self.batch))
+        losses = [self.step(x, y) for x, y in self.batches(split)]
+        return [total / len(losses) for total in torch.stack(losses).sum(dim=0).tolist()]
+
+    def batches(self, split: Split) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of every member's batches, stacked: (K, B, features) inputs and (K, B) labels.
+
+        Each member's order is drawn from its own generator exactly as trainer.batches draws it, so it
+        sees the batches it would see alone. The inputs are gathered step by step into one buffer, with
+        one index_select for the whole pack: from the pixel bytes they were scaled from where there are
+        such (pixel_bytes), a quarter of the memory to fetch from rows all over the split."""
+        size, count, batch = len(split), len(self.members), self.batch
+        if batch >= size:
+            yield split.x.expand(count, *split.x.shape), split.y.expand(count, size)
+            return
+        device = split.x.device
+        order = torch.stack([torch.randperm(size, device=device, generator=m.batch_generator) for m in self.members])
+        labels = split.y[order]
+        pixels = pixel_bytes(split.x)
+        gathered = split.x.new_empty((count * batch, split.x.shape[1]))
+        gathered_pixels = pixels.new_empty(gathered.shape) if pixels is not None else None
+        for start in range(0, size, batch):
+            rows = order[:, start : start + batch]
+            x = gathered[: rows.numel()]
+            if pixels is None:
+                torch.index_select(split.x, 0, rows.reshape(-1), out=x)
+            else:
+                scale_pixels(torch.index_select(pixels, 0, rows.reshape(-1), out=gathered_pixels[: len(x)]), x)
+            yield x.view(count, rows.shape[1], -1), labels[:, start : start + batch]
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One step of every member k on its own batch x[k], labels y[k]: their mean losses, (K,), detached."""
+        loss = self.forward_backward(x, y)
+        if self.optimizer == "sgd":
+            self.sgd_update()
+        else:
+            self.adam_update()
+        self.steps_taken += 1
+        return loss
+
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each member's mean loss, and its gradients in self.grad: MLPStep.forward_backward, batched over K."""
+        count, batch = y.shape
+        activation = self.activation
+        buffers = self.activation_buffers(batch)
+        masks = self.dropout_masks(batch) if self.dropout else None
+        saved = []  # (layer input as (K, in, B), activation output (input for GELU), mask)
+        h_t = x.transpose(1, 2)
+        for index, (layer, (z, out, _)) in enumerate(zip(self.layers, buffers, strict=False)):
+            torch.baddbmm(layer.bias.unsqueeze(2), layer.weight, h_t, out=z)
+            layer_input = h_t
+            if type(activation) is nn.Tanh:
+                h_t = z.tanh_()
+            elif type(activation) is nn.ReLU:
+                h_t = z.relu_()
+            else:
+                h_t = torch.ops.aten.gelu.out(z, approximate=activation.approximate, out=out)
+            mask = masks[index] if masks else None
+            if mask is not None:
+                h_t = torch.mul(h_t, mask, out=out)
+            saved.append((layer_input, z, mask))
+        last = self.layers[-1]
+        logits_t = torch.baddbmm(last.bias.unsqueeze(2), last.weight, h_t)  # (K, classes, B)
+        log_probs_t = torch.log_softmax(logits_t, dim=1)
+        targets = y.unsqueeze(1)
+        loss = log_probs_t.gather(1, targets).sum(dim=2).view(count).div_(-batch)
+        grad_t = log_probs_t.exp_()  # d loss / d logits = (softmax - one_hot) / batch
+        grad_t.scatter_add_(1, targets, self.minus_one_rows(count, batch))
+        grad_t /= batch
+        torch.bmm(grad_t, h_t.transpose(1, 2), out=last.weight_grad)
+        torch.sum(grad_t, dim=2, out=last.bias_grad)
+        grad = grad_t
+        for index in range(len(saved) - 1, -1, -1):
+            grad = torch.bmm(self.layers[index + 1].weight.transpose(1, 2), grad, out=buffers[index][2])
+            layer_input, z, mask = saved[index]
+            if mask is not None:
+                grad.mul_(mask)
+            if type(activation) is nn.Tanh:
+                torch.ops.aten.tanh_backward.grad_input(grad, z, grad_input=grad)
+            elif type(activation) is nn.ReLU:
+                torch.ops.aten.threshold_backward.grad_input(grad, z, 0, grad_input=grad)
+            else:
+                torch.ops.aten.gelu_backward.grad_input(grad, z, approximate=activation.approximate, grad_input=grad)
+            layer = self.layers[index]
+            torch.bmm(grad, layer_input.transpose(1, 2), out=layer.weight_grad)
+            torch.sum(grad, dim=2, out=layer.bias_grad)
+        return loss
+
+    def activation_buffers(self, batch: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Each hidden layer's (K, width, B) pre-activation, output and gradient, kept between steps."""
+        buffers = self.buffers.get(batch)
+        if buffers is None:
+            shapes = [(len(self.members), width, batch) for width in self.sizes[1:-1]]
+            buffers = [(self.param.new_empty(s), self.param.new_empty(s), self.param.new_empty(s)) for s in shapes]
+            self.buffers[batch] = buffers
+        return buffers
+
+    def dropout_masks(self, batch: int) -> list[torch.Tensor]:
+        """Each hidden layer's (K, width, B) mask, member k's drawn as MLPStep draws it training alone.
+
+        Member by member, layer by layer, a (B, width) tensor of the member's own width is drawn from its
+        own generator, as MLPStep draws it from the global one, and stored transposed; then all are scaled
+        at once. Members without dropout keep ones, and padded units zeros (their activations are zero)."""
+        masks = self.masks.get(batch)
+        if masks is None:
+            masks = []
+            for position, width in enumerate(self.sizes[1:-1], start=1):
+                mask = self.param.new_zeros((len(self.members), width, batch))
+                for row, member in enumerate(self.members):
+                    mask[row, : member.shape.sizes[position]] = 1.0
+                masks.append(mask)
+            self.masks[batch] = masks
+        for row, member in enumerate(self.members):
+            rate = member.shape.dropout
+            if not rate:
+                continue
+            for position, mask in enumerate(masks, start=1):
+                width = member.shape.sizes[position]
+                drawn = mask.new_empty((batch, width)).bernoulli_(1 - rate, generator=member.dropout_generator)
+                mask[row, :width].copy_(drawn.t())
+        for mask in masks:
+            mask.div_(self.keep)
+        return masks
+
+    def minus_one_rows(self, count: int, length: int) -> torch.Tensor:
+        """(K, 1, length) of -1 for subtracting the one-hot targets, kept between steps."""
+        if self.minus_ones.shape[2] < length:
+            self.minus_ones = self.param.new_full((count, 1, length), -1.0)
+        return self.minus_ones[:, :, :length]
+
+    def adam_update(self) -> None:
+        """torch.optim.Adam's or AdamW's update for every member at once, each row with its own coefficients.
+
+        p, g, m, v: parameters, gradients, first and second moments; t: the step; lr and beta1: this
+        step's. Adam first adds decay * p to g, AdamW multiplies p by 1 - lr * decay. Then
+            m = lerp(m, g, 1 - beta1)        v = beta2 v + (1 - beta2) g^2
+            p -= lr * d,    d = m / (1 - beta1^t) / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+        Where the members share beta1, torch's fused Adam kernel computes m, v and d in one pass over the
+        whole pack: the update it makes with a learning rate of -1 to a tensor of zeros is d. Else it
+        takes six passes of elementwise ops, each member's coefficients a (K, 1) column; either way each
+        member then takes its own learning rate's step along d.
+        """
+        exp_avg_weight, bias2_root, minus_step, decay, minus_lr = self.coefficients()
+        param, grad, direction = self.param, self.grad, self.scratch
+        exp_avg, exp_avg_sq = self.state
+        beta2, eps = self.beta2, self.eps
+        if self.uses_decay:
+            if self.optimizer == "adamw":
+                param.mul_(decay)
+            else:
+                grad.addcmul_(param, decay)
+        if self.fused_betas is not None:
+            direction.zero_()
+            self.step_count += 1
+            torch._fused_adam_(
+                [direction],
+                [grad],
+                [exp_avg],
+                [exp_avg_sq],
+                [],
+                [self.step_count],
+                amsgrad=False,
+                lr=-1.0,
+                beta1=self.fused_betas[self.steps_taken - self.table_start],
+                beta2=beta2,
+                weight_decay=0.0,
+                eps=eps,
+                maximize=False,
+                grad_scale=None,
+                found_inf=None,
+            )
+            param.addcmul_(direction, minus_lr)
+            return
+        exp_avg.lerp_(grad, exp_avg_weight)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        torch.sqrt(exp_avg_sq, out=direction).div_(bias2_root).add_(eps)
+        torch.div(exp_avg, direction, out=direction)
+        param.addcmul_(direction, minus_step)
+
+    def sgd_update(self) -> None:
+        """torch.optim.SGD's update (without dampening or Nesterov momentum) for every member at once.
+
+        g += decay * p; the momentum buffer b starts as g, then b = momentum * b + g; p -= lr * b."""
+        minus_lr, momentum, decay = self.coefficients()
+        param, grad = self.param, self.grad
+        if self.uses_decay:
+            grad.addcmul_(param, decay)
+        if not self.uses_momentum:
+            param.addcmul_(grad, minus_lr)
+            return
+        (buffer,) = self.state
+        if self.steps_taken == 0:
+            buffer.copy_(grad)
+        else:
+            torch.addcmul(grad, buffer, momentum, out=buffer)
+        param.addcmul_(buffer, minus_lr)

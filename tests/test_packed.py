@@ -1,0 +1,241 @@
+"""Packed training (search/engine/packed.py): every member trains as it would alone, padded units stay zero,
+and a member that is pruned or diverges leaves the pack without changing the others' training."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from models.budget import count_parameters
+from models.mlp import build_mlp, hidden_widths
+from search.engine import packed
+from search.engine.config import TrainConfig
+from search.engine.data import load_data
+from search.engine.packed import Pack, pixel_bytes, scale_pixels, train_pack
+from search.engine.trainer import Diverged, train
+
+RELATIVE = 1e-4  # training alone and in a pack differ by float rounding only
+UNCHANGED = 1e-6  # a pack with or without another member runs the same ops on the same rows, but a kernel
+# may round an element by where its row sits in the tensor (vectorized body or scalar tail)
+
+
+@pytest.fixture(scope="module")
+def data(mnist_root):
+    return load_data(str(mnist_root), limit=2000)  # batches of 128 leave a partial last one
+
+
+def build(widths: list[int], config: TrainConfig) -> tuple[nn.Sequential, torch.Tensor]:
+    """The model train_trial builds, and the global generator's state right after: where its dropout starts."""
+    torch.manual_seed(config.seed)
+    model = build_mlp(widths, config.activation, dropout=config.dropout)
+    return model, torch.get_rng_state()
+
+
+def run_pack(members: list[tuple[list[int], TrainConfig]], data, on_epoch=None):
+    built = [build(widths, config) for widths, config in members]
+    models = [model for model, _ in built]
+    configs = [config for _, config in members]
+    states = [state for _, state in built]
+    return train_pack(models, configs, data.train, data.validation, data.test, on_epoch, states), models
+
+
+def losses(result) -> list[float]:
+    return [r.train_loss for r in result.history] + [r.val_loss for r in result.history]
+
+
+def configs(shared: dict, *members: dict) -> list[TrainConfig]:
+    return [TrainConfig(epochs=2, batch_size=128, device="cpu", **shared, **member) for member in members]
+
+
+# Each optimizer, schedule, activation, depth 1 and 3, dropout on, off and mixed, packs of 1, 3 and 8.
+CASES = {
+    "one-sgd-constant": (
+        [[48]],
+        configs({"optimizer": "sgd", "momentum": 0.9}, {"lr": 0.05, "seed": 3}),
+    ),
+    "three-adam-cosine-relu-dropout-depth3": (
+        [[40, 24, 16], [16, 32, 8], [24, 24, 24]],
+        configs(
+            {"optimizer": "adam", "schedule": "cosine", "activation": "relu"},
+            {"lr": 1e-3, "seed": 1, "dropout": 0.2},
+            {"lr": 3e-3, "seed": 2, "dropout": 0.1, "weight_decay": 1e-3},
+            {"lr": 2e-3, "seed": 3},
+        ),
+    ),
+    "eight-adamw-onecycle-depth1": (
+        [[8], [64], [17], [40], [33], [12], [50], [25]],
+        configs(
+            {"optimizer": "adamw", "schedule": "onecycle"},
+            *(
+                {"lr": 1e-3 * (1 + k), "seed": k, "weight_decay": 0.01 * (k % 3), "dropout": 0.3 * (k % 2)}
+                for k in range(8)
+            ),
+        ),
+    ),
+    "three-sgd-onecycle-gelu-dropout-depth3": (
+        [[30, 20, 10], [10, 20, 30], [20, 20, 20]],
+        configs(
+            {"optimizer": "sgd", "schedule": "onecycle", "activation": "gelu"},
+            *({"lr": 0.02 * (1 + k), "seed": 10 + k, "weight_decay": 1e-3 * k, "dropout": 0.1} for k in range(3)),
+        ),
+    ),
+    "three-adam-one-cycle-cosine-constant": (  # one-cycle's beta1 is not the others': the update's elementwise path
+        [[16, 24], [32, 8], [24, 24]],
+        [
+            TrainConfig(epochs=2, batch_size=128, optimizer="adam", lr=2e-3, seed=k, schedule=schedule)
+            for k, schedule in enumerate(("onecycle", "cosine", "constant"))
+        ],
+    ),
+    "two-sgd-full-batch": (
+        [[32], [20]],
+        [
+            dataclasses.replace(config, batch_size=0)
+            for config in configs({"optimizer": "sgd", "momentum": 0.5}, {"lr": 0.1, "seed": 0}, {"lr": 0.2, "seed": 1})
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_member_trains_as_it_would_alone(data, case):
+    widths, member_configs = CASES[case]
+    results, models = run_pack(list(zip(widths, member_configs, strict=True)), data)
+    for member_widths, config, result, model in zip(widths, member_configs, results, models, strict=True):
+        alone_model, _ = build(member_widths, config)
+        alone = train(alone_model, data.train, config, data.validation, data.test)
+        assert len(result.history) == len(alone.history) == config.epochs
+        assert losses(result) == pytest.approx(losses(alone), rel=RELATIVE)
+        assert result.test.loss == pytest.approx(alone.test.loss, rel=RELATIVE)
+        assert result.device == alone.device
+        for packed_param, alone_param in zip(model.parameters(), alone_model.parameters(), strict=True):
+            torch.testing.assert_close(packed_param, alone_param, rtol=RELATIVE, atol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_padded_units_stay_zero_and_every_model_keeps_its_own_shape(data, optimizer):
+    widths = [[8, 30], [30, 5], [16, 16]]
+    member_configs = configs(
+        {"optimizer": optimizer, "momentum": 0.9 if optimizer == "sgd" else 0.0},
+        *({"lr": 0.01, "seed": k, "weight_decay": 0.01, "dropout": 0.2 * k} for k in range(3)),
+    )
+    models = [build(member_widths, config)[0] for member_widths, config in zip(widths, member_configs, strict=True)]
+    pack = Pack.build(models, member_configs, data.train)
+    for _ in range(2):
+        pack.train_epoch(data.train)
+    assert pack.sizes == [784, 30, 30, 10]
+    for tensor in (pack.param, pack.grad, *pack.state):
+        assert tensor.abs().sum() > 0
+        for row, member_widths in enumerate(widths):
+            sizes = [784, *member_widths, 10]
+            for layer, (weight, bias) in enumerate(pack.views(tensor)):
+                fan_in, fan_out = sizes[layer], sizes[layer + 1]
+                assert not weight[row, fan_out:].any() and not weight[row, :, fan_in:].any()
+                assert not bias[row, fan_out:].any()
+    pack.write_back()
+    for model, member_widths in zip(models, widths, strict=True):
+        assert hidden_widths(model) == member_widths
+        assert sum(p.numel() for p in model.parameters()) == count_parameters(member_widths)
+
+
+class Pruned(Exception):
+    """What an Optuna pruner's TrialPruned stands for here."""
+
+
+def three_members(**middle) -> list[tuple[list[int], TrainConfig]]:
+    """Three members, the middle one no wider than the others, so the pack's padding is the same without it."""
+    base = TrainConfig(epochs=3, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9, activation="relu")
+    return [
+        ([48, 32], dataclasses.replace(base, seed=0)),
+        ([24, 16], dataclasses.replace(base, seed=1, **middle)),
+        ([32, 40], dataclasses.replace(base, seed=2, lr=0.1)),
+    ]
+
+
+def test_a_member_pruned_at_epoch_one_leaves_and_the_others_train_on_unchanged(data):
+    members = three_members()
+    seen = []
+
+    def on_epoch(index, record):
+        seen.append((index, record.epoch))
+        if index == 1:
+            raise Pruned(f"pruned at epoch {record.epoch}")
+
+    results, models = run_pack(members, data, on_epoch)
+    without, _ = run_pack([members[0], members[2]], data)
+    assert isinstance(results[1], Pruned) and str(results[1]) == "pruned at epoch 1"
+    assert seen == [(0, 1), (1, 1), (2, 1), (0, 2), (2, 2), (0, 3), (2, 3)]
+    for result, reference in zip((results[0], results[2]), without, strict=True):
+        assert losses(result) == pytest.approx(losses(reference), rel=UNCHANGED)
+        assert result.test.loss == pytest.approx(reference.test.loss, rel=UNCHANGED)
+    one_epoch, _ = build(*members[1])  # the pruned model holds its weights as of its last epoch
+    train(one_epoch, data.train, dataclasses.replace(members[1][1], epochs=1))
+    for pruned_param, alone_param in zip(models[1].parameters(), one_epoch.parameters(), strict=True):
+        torch.testing.assert_close(pruned_param, alone_param, rtol=RELATIVE, atol=1e-5)
+
+
+def test_a_member_with_a_huge_learning_rate_diverges_alone(data):
+    members = three_members(lr=1e8)
+    results, _ = run_pack(members, data)
+    without, _ = run_pack([members[0], members[2]], data)
+    with pytest.raises(Diverged) as alone:
+        model, _ = build(*members[1])
+        train(model, data.train, members[1][1], data.validation, data.test)
+    assert isinstance(results[1], Diverged) and results[1].epoch == alone.value.epoch
+    for result, reference in zip((results[0], results[2]), without, strict=True):
+        assert losses(result) == pytest.approx(losses(reference), rel=UNCHANGED)
+
+
+MISMATCHES = {
+    "depth": ([[32], [32, 16]], {}),
+    "optimizer": ([[32], [16]], {"optimizer": "sgd"}),
+    "batch_size": ([[32], [16]], {"batch_size": 64}),
+    "epochs": ([[32], [16]], {"epochs": 3}),
+    "momentum": ([[32], [16]], {"momentum": 0.5}),
+    "activation": ([[32], [16]], {"activation": "relu"}),
+}
+
+
+@pytest.mark.parametrize("mismatch", MISMATCHES)
+def test_members_that_cannot_share_a_pack_are_refused(data, mismatch):
+    widths, second = MISMATCHES[mismatch]
+    first = TrainConfig(epochs=1, batch_size=128, device="cpu")
+    member_configs = [first, dataclasses.replace(first, **second)]
+    models = [build(w, c)[0] for w, c in zip(widths, member_configs, strict=True)]
+    with pytest.raises(ValueError, match=mismatch.split("_")[0]):
+        train_pack(models, member_configs, data.train)
+
+
+def test_other_models_and_unpaired_lists_are_refused(data):
+    config = TrainConfig(epochs=1, device="cpu")
+    with pytest.raises(ValueError, match="build_mlp"):
+        train_pack([nn.Sequential(nn.Linear(784, 8), nn.Sigmoid(), nn.Linear(8, 10))], [config], data.train)
+    with pytest.raises(ValueError, match="as many configs"):
+        train_pack([build([8], config)[0]], [config, config], data.train)
+    with pytest.raises(ValueError, match="at least one"):
+        train_pack([], [], data.train)
+
+
+def test_adam_without_the_fused_kernel_trains_the_same(data, monkeypatch):
+    widths, member_configs = CASES["three-adam-cosine-relu-dropout-depth3"]
+    members = list(zip(widths, member_configs, strict=True))
+    fused, _ = run_pack(members, data)
+    monkeypatch.setattr(packed, "kernel_takes", lambda *_: False)
+    elementwise, _ = run_pack(members, data)
+    for first, second in zip(fused, elementwise, strict=True):
+        assert losses(first) == pytest.approx(losses(second), rel=1e-5)
+
+
+def test_inputs_gathered_as_pixel_bytes_are_the_inputs_to_the_bit(data, monkeypatch):
+    pixels = pixel_bytes(data.train.x)
+    assert pixels is not None and pixels.dtype == torch.uint8
+    assert torch.equal(scale_pixels(pixels, torch.empty_like(data.train.x)), data.train.x)
+    assert pixel_bytes(data.train.x + 1e-3) is None and pixel_bytes(data.train.x * 2) is None
+    widths, member_configs = CASES["eight-adamw-onecycle-depth1"]
+    members = list(zip(widths[:3], member_configs[:3], strict=True))
+    from_bytes, _ = run_pack(members, data)
+    monkeypatch.setattr(packed, "pixel_bytes", lambda _: None)
+    from_floats, _ = run_pack(members, data)
+    assert [losses(r) for r in from_bytes] == [losses(r) for r in from_floats]

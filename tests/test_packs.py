@@ -1,0 +1,108 @@
+"""Trials trained as packs by the worker loop (search/study/workers.py run_pack): the same values as alone,
+members pruned on their own, shared choices enqueued for the rest of a search pack, exactly N trials."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.engine.config import TrainConfig
+from search.engine.data import load_data
+from search.study.config import SearchSpace, StudyConfig
+from search.study.grid import GridConfig, GridObjective, enqueue_missing, grid_points
+from search.study.objective import PACK_PARAMS, Prepared, SearchObjective, start_trial
+from search.study.record import TrialRecord
+from search.study.workers import run_until
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@pytest.fixture(scope="module")
+def data(tiny_mnist):
+    return load_data(str(tiny_mnist), "mnist", "cpu", limit=400)
+
+
+def grid_study(config: GridConfig) -> optuna.Study:
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    enqueue_missing(study, grid_points(config))
+    return study
+
+
+def values(study: optuna.Study) -> dict:
+    return {tuple(sorted(t.params.items())): t.value for t in study.trials if t.state == TrialState.COMPLETE}
+
+
+@pytest.mark.parametrize("pack", [3, 8])  # 3: packs cut across depths, so some hold fewer trials
+def test_a_packed_grid_gives_the_values_of_trials_run_alone(data, pack):
+    config = GridConfig(budgets=(3000, 6000), depths=(1, 2), seeds=2, train=TrainConfig(epochs=2, batch_size=64))
+    alone, packed = grid_study(config), grid_study(config)
+    run_until(alone, GridObjective(config, data), len(grid_points(config)))
+    run_until(packed, GridObjective(config, data), len(grid_points(config)), pack=pack)
+    assert len(values(packed)) == 8
+    assert values(packed).keys() == values(alone).keys()
+    for point, value in values(alone).items():
+        assert values(packed)[point] == pytest.approx(value, rel=1e-4), point
+
+
+class LearningRates:
+    """One trial per learning rate, all of one shape: a pack whose members differ only in lr."""
+
+    def __init__(self, data, rates: list[float]):
+        self.data, self.rates = data, rates
+
+    def prepare(self, trial: optuna.Trial) -> Prepared:
+        lr = self.rates[trial.number]
+        config = TrainConfig(epochs=3, batch_size=64, optimizer="sgd", lr=lr, momentum=0.9, seed=trial.number)
+        start_trial(trial, [16], config, self.data)
+        return Prepared(trial, [16], config, lambda result, _: result.validation.loss)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from search.study.objective import train_alone
+
+        return train_alone(self.prepare(trial), self.data)
+
+    @staticmethod
+    def shared_params(trial: optuna.Trial) -> dict:
+        return {}
+
+
+def test_a_diverging_member_is_pruned_with_its_reason_and_the_others_go_on(data):
+    rates = [0.05, 1e6, 0.02, 0.1]
+    # No pruner: alone, each trial's epochs come before the next's; in a pack, epoch by epoch across trials.
+    packed, alone = (optuna.create_study(pruner=optuna.pruners.NopPruner()) for _ in range(2))
+    run_until(packed, LearningRates(data, rates), 4, pack=4)
+    run_until(alone, LearningRates(data, rates), 4)
+    states = [t.state for t in packed.trials]
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert "diverged" in TrialRecord.of(packed.trials[1]).pruned_reason
+    for mine, reference in zip(packed.trials, alone.trials, strict=True):
+        assert mine.state == reference.state
+        if mine.state == TrialState.COMPLETE:
+            assert mine.value == pytest.approx(reference.value, rel=1e-4)
+            assert mine.intermediate_values.keys() == {1, 2, 3}
+
+
+def test_a_search_pack_shares_its_first_trials_choices_and_samples_the_rest(data, tmp_path):
+    space = SearchSpace(max_depth=3, batch_sizes=(32, 64), optimizers=("adam", "sgd"), activations=("tanh", "relu"))
+    config = StudyConfig(name="s", budget=20_000, trials=8, epochs=1, sampler="random", space=space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    run_until(study, SearchObjective(config, data, tmp_path / "artifacts"), 8, pack=4)
+    counts = Counter(t.state for t in study.trials)
+    assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == 8, counts
+    assert counts[TrialState.RUNNING] == counts[TrialState.WAITING] == 0
+    for first in (0, 4):
+        pack = study.trials[first : first + 4]
+        assert "fixed_params" not in pack[0].system_attrs  # sampled freely
+        for member in pack[1:]:
+            assert member.system_attrs["fixed_params"] == {name: pack[0].params[name] for name in PACK_PARAMS}
+        assert len({member.params["lr"] for member in pack}) == 4  # the rest sampled per trial
+
+
+def test_a_pack_asks_no_more_trials_than_the_study_needs(data):
+    config = GridConfig(budgets=(3000,), depths=(1,), seeds=3, train=TrainConfig(epochs=1, batch_size=64))
+    study = grid_study(config)
+    assert run_until(study, GridObjective(config, data), 3, pack=8)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
