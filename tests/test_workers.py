@@ -61,7 +61,7 @@ def train(*args, **kwargs):
 
 
 def train_pack(*args, **kwargs):
-    time.sleep(0.5)
+    time.sleep(2.0)  # a pack holds up to 4 trials here: long enough for a spawned worker to start its own
     return _train_pack(*args, **kwargs)
 
 
