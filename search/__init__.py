@@ -1,1 +1,1 @@
-"""Studies, search spaces, training and the command line of archsearch."""
+"""Studies, search spaces, training, the Python API (`from search import api`) and the command line of archsearch."""

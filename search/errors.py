@@ -1,6 +1,10 @@
-"""The error types the CLI turns into one line on stderr and an exit status."""
+"""The error types the CLI turns into one line on stderr and an exit status, and the API raises."""
+
+from __future__ import annotations
 
 import signal
+
+from models.budget import BudgetError
 
 
 class UsageError(Exception):
@@ -19,3 +23,16 @@ class Interrupted(Exception):
     def __init__(self, message: str, signum: int = signal.SIGINT):
         super().__init__(message)
         self.status = 128 + signum
+
+
+def as_usage_error(error: BaseException) -> UsageError | None:
+    """Bad input found by a lower layer (a budget no net meets, a path that cannot be used) as the one
+    UsageError line the CLI prints and the API raises; None for anything else (a bug)."""
+    if isinstance(error, UsageError):
+        return error
+    if isinstance(error, BudgetError):
+        return UsageError(str(error))
+    if isinstance(error, OSError) and not isinstance(error, BrokenPipeError):
+        where = f" {error.filename}" if error.filename else ""
+        return UsageError(f"cannot use{where}: {error.strerror or error}")
+    return None

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.budget import MAX_BUDGET, MAX_DEPTH
-from search.cli import args as flag_types
+from search.api import args as flag_types
 from search.engine.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED, TrainConfig
 from search.errors import UsageError
 from search.study.config import (

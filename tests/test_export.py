@@ -30,7 +30,7 @@ def test_grid_export_writes_ksweep_html_csv_and_the_png_hint(storage, tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["k-sweep.csv", "k-sweep.html"]
     hint = result.stderr.strip().splitlines()
-    assert len(hint) == 1 and "apt-get install chromium" in hint[0]
+    assert len(hint) == 1 and "apt-get install chromium" in hint[0] and "plotly_get_chrome" in hint[0]
     page = (out / "k-sweep.html").read_text()
     assert "<script src=" not in page and "Plotly.newPlot" in page and "Final training loss" in page
     table = rows(out / "k-sweep.csv")

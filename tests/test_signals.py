@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.cli import signals
+from search.api import signals
 from search.errors import Terminated
 from search.study.workers import run_until
 
@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # exception is printed as "Exception ignored" and dropped.
 FINALIZER_SCRIPT = """
 import os, signal, time
-from search.cli import signals
+from search.api import signals
 
 class Collected:
     def __del__(self):

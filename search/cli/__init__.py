@@ -10,9 +10,9 @@ import sys
 import warnings
 
 from models.budget import BudgetError
+from search.api import signals
 from search.checks import printable
-from search.cli import signals
-from search.errors import Interrupted, Terminated, UsageError
+from search.errors import Interrupted, Terminated, UsageError, as_usage_error
 
 DEBUG_ENV = "ARCHSEARCH_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
@@ -65,7 +65,7 @@ def _run(argv: list[str] | None) -> int:
         args = build_parser().parse_args(argv)
         return args.handler(args) or 0
     except (UsageError, BudgetError) as error:
-        print(f"archsearch: error: {printable(str(error))}", file=sys.stderr)
+        print(f"archsearch: error: {printable(str(as_usage_error(error)))}", file=sys.stderr)
         return 2
     except Interrupted as error:
         print(f"archsearch: {printable(str(error))}", file=sys.stderr)
@@ -80,8 +80,7 @@ def _run(argv: list[str] | None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as error:
-        where = f" {error.filename}" if error.filename else ""
-        print(f"archsearch: error: cannot use{printable(where)}: {error.strerror or error}", file=sys.stderr)
+        print(f"archsearch: error: {printable(str(as_usage_error(error)))}", file=sys.stderr)
         return 2
     except Exception as error:
         if os.environ.get(DEBUG_ENV):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from models.budget import budget_table, depth_range
-from search.cli.args import add_json_option, budget, depth_list
+from search import api
+from search.api.args import budget, depth_list
+from search.cli.common import add_json_option
 
 HELP = "show Parameters(k, m), the depth range and m_P(k) for a parameter budget"
 
@@ -18,16 +19,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    low, high = depth_range(args.budget)
-    rows = budget_table(args.budget, args.depths)
+    table = api.budget_table(args.budget, args.depths)
     if args.json:
-        print(
-            json.dumps({"budget": args.budget, "min_depth": low, "max_depth": high, "rows": [asdict(r) for r in rows]})
-        )
+        print(json.dumps(asdict(table)))
         return 0
     print("Parameters(k, m) = (k-1)m^2 + (794+k)m + 10")
-    print(f"budget P = {args.budget}: depth k from {low} to {high} (the largest at width 1)")
+    print(f"budget P = {table.budget}: depth k from {table.min_depth} to {table.max_depth} (the largest at width 1)")
     print(f"{'k':>4} {'m_P(k)':>8} {'params':>10} {'rel. error':>11}")
-    for row in rows:
+    for row in table.rows:
         print(f"{row.depth:>4} {row.width:>8} {row.params:>10} {row.rel_error:>+11.4%}")
     return 0

@@ -1,34 +1,17 @@
-"""Pieces that the study commands share: options, the run of a study with its workers, signals."""
+"""The flags the commands share; each sets an option of the API (search/api) of the same name."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
-import signal
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
+from collections.abc import Sequence
 
-import optuna
-from optuna.trial import FrozenTrial, TrialState
-
-from search.cli import signals
-from search.cli.args import duration, non_negative_int, positive_int, storage, study_name
-from search.cli.progress import progress
+from search.api.args import duration, non_negative_int, positive_int, storage, study_name
+from search.api.options import DATA_OPTIONS, ConfigOption
+from search.api.running import DEFAULT_PACK, MAX_PACK, MAX_WORKERS
 from search.engine.config import DEVICES
-from search.errors import Interrupted, Terminated, UsageError
 from search.study.config import DEFAULT_STORAGE
-from search.study.record import StudyRecord, TrialRecord
-from search.study.storage import STORAGE_ENV, STORAGE_FAILURES, describe, has_password, public_url
-from search.study.workers import count_trials, run_until
+from search.study.storage import STORAGE_ENV
 
-MAX_WORKERS = 32  # each worker holds its own copy of torch and the data (about 0.5 GB)
-MAX_PACK = 256
-DEFAULT_PACK = 1
-PARENT_ENV = "ARCHSEARCH_PARENT_PID"  # set for spawned workers: they end when this process does
 STORAGE_HELP = f"Optuna storage URL (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE}), or journal:PATH"
 
 
@@ -85,178 +68,26 @@ def add_timeout_option(parser) -> None:
     )
 
 
-def summary_line(trial: FrozenTrial) -> str:
-    record = TrialRecord.of(trial)
-    widths = list(record.widths) if record.widths else None
-    params = "" if record.params is None else record.params
-    shape = f"{record.profile:<10} {widths!s:<24} {params!s:>7}"
-    seconds = trial.duration.total_seconds() if trial.duration else 0.0
-    if trial.state == TrialState.COMPLETE:
-        val_loss = record.val_loss if record.val_loss is not None else float("nan")
-        return (
-            f"#{trial.number:<4} {shape}  value {trial.value:.4f}  val loss {val_loss:.4f}"
-            f"  val acc {record.val_accuracy or 0:.2%}  {seconds:.1f} s"
-        )
-    return f"#{trial.number:<4} {shape}  {trial.state.name.lower()}: {record.reason}  {seconds:.1f} s"
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="dataset root in torchvision's layout (default: $ARCHSEARCH_DATA or ./data)")
+    add_config_options(parser, DATA_OPTIONS)
 
 
-def run_with_progress(
-    study: optuna.Study,
-    objective,
-    target: int,
-    quiet: bool = False,
-    deadline: float | None = None,
-    pack: int = 1,
-    storage: optuna.storages.BaseStorage | None = None,
-) -> bool:
-    """One worker in this process, with a bar over the study's finished trials and a line per trial.
-
-    False when `deadline` stopped it before `target` trials finished."""
-    with progress(target, study.study_name, quiet, unit="trial") as bar:
-        bar.update(min(count_trials(study).finished, target))
-
-        def on_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-            if not quiet and not (trial.state == TrialState.FAIL and TrialRecord.of(trial).is_surplus):
-                bar.write(summary_line(trial))
-            bar.n = min(count_trials(study).finished, target)
-            bar.refresh()
-
-        def on_wait(blocking: str) -> None:
-            if not quiet:
-                bar.write(
-                    f"waiting for running trial(s) {blocking} to finish; if such a process is gone, resume on "
-                    "its host, which fails its trial at once (or, with a heartbeat, wait for its grace period)"
-                )
-
-        return run_until(
-            study, objective, target, on_trial, deadline=deadline, on_wait=on_wait,
-            bookkeeping=signals.deferred, training=signals.immediate, pack=pack, storage=storage,
-        )  # fmt: skip
+def add_config_options(parser: argparse.ArgumentParser, options: Sequence[ConfigOption]) -> None:
+    for option in options:
+        parser.add_argument(option.flag, dest=option.dest, type=option.type, choices=option.choices, help=option.help)
 
 
-def run_study(
-    study: optuna.Study,
-    objective,
-    target: int,
-    resume: list[str],
-    url: str,
-    workers: int,
-    worker_args: list[str],
-    timeout: float | None,
-    pack: int = 1,
-    storage: optuna.storages.BaseStorage | None = None,
-) -> bool:
-    """The run that `search` and `grid` share: spawn the extra workers, run one here, and on Ctrl-C or
-    SIGTERM fail the running trials everywhere, then raise Interrupted with the one resume command.
-
-    False when --timeout stopped it first (the message says how far it got)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    processes: list[subprocess.Popen] = []
-    try:
-        if timeout is not None:
-            worker_args = [*worker_args, "--timeout", f"{timeout:g}s"]
-        processes = spawn_workers(workers, [*worker_args, "--pack", str(pack)], url)
-        finished = run_with_progress(study, objective, target, deadline=deadline, pack=pack, storage=storage)
-    except STORAGE_FAILURES as error:
-        stop_workers(processes, signal.SIGTERM)
-        raise storage_failure(error, url) from None
-    except KeyboardInterrupt as stop:
-        signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
-        stop_workers(processes, signum)
-        what = "terminated" if signum == signal.SIGTERM else "interrupted"
-        raise Interrupted(
-            f"{what}; the running trials were marked failed. {resume_hint(resume, url)}", signum
-        ) from None
-    except Exception:  # bad input found inside a trial (a full artifact folder, say): the workers stop too
-        stop_workers(processes, signal.SIGTERM)
-        raise
-    stop_workers(processes, None)
-    if not finished:
-        done = min(count_trials(study).finished, target)
-        print(f"stopped at --timeout: {done} of {target} trials finished. {resume_hint(resume, url)}")
-    return finished
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
 
 
-def storage_failure(error: Exception, url: str) -> UsageError:
-    """A storage that stopped working mid-run (a full disk, a lost server) as one line; the trial it
-    could still mark is failed, so the same command resumes once the cause is gone."""
-    cause = getattr(error.__cause__, "orig", None) or error.__cause__ or getattr(error, "orig", None) or error
-    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    return UsageError(f"storage {describe(url)} failed: {reason}; the study resumes with the same command")
+def given_settings(args: argparse.Namespace, options: Sequence[ConfigOption]) -> dict:
+    """The settings flags given on the command line, as the API's keyword arguments."""
+    return {option.dest: getattr(args, option.dest) for option in options if getattr(args, option.dest) is not None}
 
 
-def spawn_workers(count: int, args: list[str], url: str) -> list[subprocess.Popen]:
-    """Extra worker processes of this same program, each with its own worker index.
-
-    The storage URL goes through the environment, never the command line, where `ps` shows it to
-    every user with its password. The cores are shared out: W processes each running torch's
-    default of one thread per core oversubscribe the CPU and run many times slower than W
-    processes with cores/W threads each.
-    """
-    if count < 2:
-        return []
-    import torch
-
-    threads = max(1, (os.cpu_count() or 1) // count)
-    torch.set_num_threads(threads)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), STORAGE_ENV: url, PARENT_ENV: str(os.getpid())}
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "search", "worker", *args, "--worker-index", str(index), "--quiet"], env=env
-        )
-        for index in range(1, count)
-    ]
-
-
-def stop_workers(workers: list[subprocess.Popen], signum: int | None) -> None:
-    """Pass Ctrl-C or SIGTERM on to the workers (None: let them finish), then wait for them."""
-    for worker in workers:
-        if signum is not None and worker.poll() is None:
-            worker.send_signal(signum)
-    for worker in workers:
-        worker.wait()
-
-
-def end_with_parent() -> None:
-    """A spawned worker stops (as on SIGTERM: its trial failed) as soon as the process that spawned it
-    is gone, however it died: a parent killed with SIGKILL leaves no orphans training on."""
-    parent = os.environ.get(PARENT_ENV)
-    if not parent or not parent.isdigit():
-        return
-
-    def watch() -> None:
-        while os.getppid() == int(parent):
-            time.sleep(0.5)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    if os.getppid() == int(parent):
-        threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
-    else:
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def is_spawned() -> bool:
-    return bool(os.environ.get(PARENT_ENV))
-
-
-def resume_hint(resume: list[str], url: str) -> str:
-    """The command that resumes, quoted so that it is safe to paste, with no password in it."""
-    command = shlex.join(["archsearch", *resume, "--storage", public_url(url)])
-    hint = f"Resume with: {command}"
-    if has_password(url):
-        hint += f" (the password is left out: put it in ~/.pgpass, or the full URL in ${STORAGE_ENV})"
-    return hint
-
-
-def storage_url(args, default: str = DEFAULT_STORAGE) -> str:
-    return args.storage or os.environ.get(STORAGE_ENV) or default
-
-
-def artifacts_dir(args, study: optuna.Study | None, url: str) -> Path:
-    from search.study.storage import default_artifacts
-
-    if getattr(args, "artifacts", None):
-        return Path(args.artifacts)
-    if study is not None and StudyRecord.of(study).artifacts is not None:
-        return Path(StudyRecord.of(study).artifacts)
-    return default_artifacts(url)
+def run_options(args: argparse.Namespace) -> dict:
+    """How `search` and `grid` run (study, storage, workers, pack, timeout, device, data), as API keywords."""
+    names = ("study", "storage", "workers", "pack", "timeout", "device", "data_dir")
+    return {name: getattr(args, name) for name in names}

@@ -12,8 +12,9 @@ import ipaddress
 import socket
 import threading
 
-from search.cli.args import non_negative_int, storage
-from search.cli.common import STORAGE_HELP, storage_url
+from search.api.args import non_negative_int, storage
+from search.api.running import storage_url
+from search.cli.common import STORAGE_HELP
 from search.errors import UsageError
 from search.results import dashboard
 from search.study.lifecycle import load_study, study_names
@@ -66,7 +67,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     _check_public(args.host, args.port, args.public)
-    url = storage_url(args)
+    url = storage_url(args.storage)
     storage = open_storage(url, read_only=True)  # our figures are its only writes: no tables, no WAL switch
     names = study_names(storage)
     if not names:

@@ -5,14 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from search.cli.args import storage, study_name
-from search.cli.common import STORAGE_HELP, storage_url
-from search.errors import UsageError
-from search.results.export import FORMATS, PNG_HINT, output_folder, safe_file_name, write_plots
-from search.results.plots import Plot, study_plots
-from search.study.lifecycle import load_study
-from search.study.record import StudyRecord
-from search.study.storage import describe, open_storage
+from search import api
+from search.api.args import storage, study_name
+from search.cli.common import STORAGE_HELP
+from search.results.export import FORMATS, PNG_HINT
 
 HELP = "write a study's plots (k-sweep for a grid study; Optuna's and ours for a search) as HTML, PNG and CSV"
 
@@ -33,25 +29,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    url = storage_url(args)
-    study = load_study(open_storage(url, read_only=True), args.study)
-    kind = StudyRecord.of(study).kind
-    if kind not in ("grid", "search"):
-        raise UsageError(f"study {args.study!r} is not an archsearch grid or search study (kind {kind!r})")
-    results = study_plots(study)
-    plots = [r for r in results if isinstance(r, Plot)]
-    skipped = [r for r in results if not isinstance(r, Plot)]
-    if not plots:
-        reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped)
-        raise UsageError(f"nothing to export from study {args.study!r} yet ({reasons})")
-    with output_folder(args.out or f"exports/{safe_file_name(args.study)}") as out:
-        written, png = write_plots(plots, out, args.format)
-    for skip in skipped:
+    done = api.export(args.study, storage=args.storage, out=args.out, formats=args.format)
+    for skip in done.skipped:
         print(f"skipped {skip.name}: {skip.reason}")
     print(
-        f"study {args.study!r} ({kind}) in {describe(url)}: wrote {len(written)} files for "
-        f"{len(plots)} plots to {out}/ ({', '.join(p.name for p in plots)})"
+        f"study {args.study!r} ({done.kind}) in {done.storage}: wrote {len(done.files)} files for "
+        f"{len(done.plots)} plots to {done.folder}/ ({', '.join(done.plots)})"
     )
-    if "png" in args.format and not png:
+    if not done.png_written:
         print(f"archsearch: {PNG_HINT}", file=sys.stderr)
     return 0

@@ -6,13 +6,8 @@ import importlib
 import signal
 import time
 
-from search.cli.args import non_negative_int, trial_count
-from search.cli.common import (
-    STORAGE_FAILURES,
-    add_device_option,
-    add_pack_option,
-    add_storage_options,
-    add_timeout_option,
+from search.api.args import non_negative_int, trial_count
+from search.api.running import (
     artifacts_dir,
     end_with_parent,
     is_spawned,
@@ -21,11 +16,17 @@ from search.cli.common import (
     storage_failure,
     storage_url,
 )
-from search.cli.options import add_data_options
+from search.cli.common import (
+    add_data_options,
+    add_device_option,
+    add_pack_option,
+    add_storage_options,
+    add_timeout_option,
+)
 from search.errors import Interrupted, Terminated, UsageError
 from search.study.lifecycle import load_study, make_pruner, make_sampler
 from search.study.record import StudyRecord
-from search.study.storage import open_storage
+from search.study.storage import STORAGE_FAILURES, open_storage
 
 HELP = "join an existing search or grid study and run trials until it has its number of trials"
 
@@ -59,7 +60,7 @@ def worker_setup(study, args, device, artifacts):
 def run(args) -> int:
     end_with_parent()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    url = storage_url(args)
+    url = storage_url(args.storage)
     storage = open_storage(url, must_exist=True)
     study = load_study(storage, args.study)
     kind = StudyRecord.of(study).kind
@@ -70,7 +71,7 @@ def run(args) -> int:
     from search.engine.trainer import resolve_device  # torch loads only once the study is known good
 
     device = resolve_device(args.device)
-    artifacts = artifacts_dir(args, study, url)
+    artifacts = artifacts_dir(args.artifacts, study, url)
     sampler, pruner, objective, target = importlib.import_module(KINDS[kind]).worker_setup(
         study, args, device, artifacts
     )

@@ -26,7 +26,8 @@ PNG_WIDTH = 1100
 PNG_HEIGHT = 650
 PNG_HINT = (
     "PNG files not written: kaleido needs Chrome or Chromium and found none; install one "
-    "(on Debian: apt-get install chromium) or point BROWSER_PATH at it, then export again"
+    "(on Debian: apt-get install chromium; with internet: run plotly_get_chrome, which fetches one for kaleido) "
+    "or point BROWSER_PATH at it, then export again"
 )
 
 

@@ -6,6 +6,7 @@ k-sweep plot, the report's findings and `archsearch grid`'s summary never disagr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections import defaultdict
@@ -16,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from models.budget import uniform_parameters, width_for_budget
 from search.study.grid import point_of
-from search.study.record import TrialRecord
+from search.study.record import TrialRecord, split_sizes
 
 
 def completed(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
@@ -104,3 +105,121 @@ def shape_rows(trials: Iterable[FrozenTrial]) -> list[dict]:
             }
         )
     return rows
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial of any state as a flat row (a DataFrame takes a list of them as it is)."""
+
+    number: int
+    state: str
+    value: float | None
+    profile: str
+    depth: int
+    widths: tuple[int, ...]
+    params: int | None
+    optimizer: str | None
+    lr: float | None
+    schedule: str | None
+    batch_size: int | None
+    weight_decay: float | None
+    dropout: float
+    activation: str | None
+    epochs: int | None
+    val_loss: float | None
+    val_accuracy: float | None
+    test_loss: float | None
+    test_accuracy: float | None
+    seconds: float | None
+    reason: str | None  # why a pruned or failed trial stopped
+
+
+def trial_rows(trials: Iterable[FrozenTrial]) -> list[TrialRow]:
+    """Every trial of a study in number order, read through its record."""
+    rows = []
+    for trial in sorted(trials, key=lambda t: t.number):
+        record = TrialRecord.of(trial)
+        config = record.train_config
+        done = trial.state == TrialState.COMPLETE
+        rows.append(
+            TrialRow(
+                number=trial.number,
+                state=trial.state.name.lower(),
+                value=trial.value if done else None,
+                profile=record.profile,
+                depth=len(record.widths),
+                widths=record.widths,
+                params=record.params,
+                optimizer=config.get("optimizer"),
+                lr=config.get("lr"),
+                schedule=config.get("schedule"),
+                batch_size=config.get("batch_size"),
+                weight_decay=record.weight_decay,
+                dropout=record.dropout,
+                activation=config.get("activation"),
+                epochs=config.get("epochs"),
+                val_loss=record.val_loss,
+                val_accuracy=record.val_accuracy,
+                test_loss=record.test_loss,
+                test_accuracy=record.test_accuracy,
+                seconds=trial.duration.total_seconds() if trial.duration else None,
+                reason=None if done or trial.state == TrialState.RUNNING else record.reason,
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """The best configuration trained again on all training images (no validation split), then tested."""
+
+    trained_on: str
+    train_loss: float
+    test_loss: float
+    test_accuracy: float
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    """A study's best trial as `archsearch best` shows it; its field names are the keys of `--json`."""
+
+    study_trial: int
+    profile: str
+    widths: list[int]
+    params: int | None
+    train_config: dict
+    objective: float
+    val_loss: float | None
+    val_accuracy: float | None
+    test_loss: float | None
+    test_accuracy: float | None
+    trained_on: str
+    study_trials: int  # all trials of the study, of any state, when it was read
+    retrained: Retrained | None = None
+    exported: str | None = None
+
+    @classmethod
+    def of(cls, trial: FrozenTrial, settings: dict, study_trials: int) -> BestTrial:
+        record = TrialRecord.of(trial)
+        train, validation = split_sizes(record, settings)
+        return cls(
+            study_trial=trial.number,
+            profile=record.profile,
+            widths=list(record.widths),
+            params=record.params,
+            train_config=record.train_config,
+            objective=trial.value,
+            val_loss=record.val_loss,
+            val_accuracy=record.val_accuracy,
+            test_loss=record.test_loss,
+            test_accuracy=record.test_accuracy,
+            trained_on=f"train split ({train:,} images; {validation:,} held out for validation)",
+            study_trials=study_trials,
+        )
+
+    def to_json(self) -> dict:
+        """The record as `--json` prints it: fields not filled in are left out."""
+        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None or key in _ALWAYS}
+
+
+_ALWAYS = {field.name for field in dataclasses.fields(BestTrial)} - {"retrained", "exported"}

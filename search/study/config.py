@@ -7,6 +7,7 @@ all meet the same limits, and bad input is refused before anything is written.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import stat
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -194,13 +195,20 @@ def _coerce(cls: type, raw: object, where: str) -> Any:
                 raise UsageError(f"{where}: [{key}] must be a table, got {shown(value)}")
             values[key] = _coerce(hint, value, f"{where} [{key}]")
             continue
-        values[key] = _convert(value, hint, f"{where}: {key}")
+        values[key] = to_value(value, hint, f"{where}: {key}")
     return cls(**values)
 
 
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """One TOML value as the field's declared type: `tuple[X, ...]` takes any number of items,
-    `tuple[X, Y]` exactly two; a float must be finite; a bool is never a number."""
+def field_type(cls: type, path: str) -> Any:
+    """The declared type of a config field by dotted path (`space.max_depth`, `train.lr`)."""
+    head, _, rest = path.partition(".")
+    hint = get_type_hints(cls)[head]
+    return field_type(hint, rest) if rest else hint
+
+
+def to_value(value: Any, hint: Any, where: str) -> Any:
+    """One TOML value (or an API keyword's) as the field's declared type: `tuple[X, ...]` takes any number
+    of items, `tuple[X, Y]` exactly two; a float must be finite; a bool is never a number."""
     if get_origin(hint) is tuple:
         items = get_args(hint)
         if not isinstance(value, list | tuple):
@@ -209,7 +217,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             items = (items[0],) * len(value)
         elif len(value) != len(items):
             raise UsageError(f"{where} must be a list of exactly {len(items)} values, got {shown(value)}")
-        return tuple(_convert(item, item_hint, where) for item, item_hint in zip(value, items, strict=True))
+        return tuple(to_value(item, item_hint, where) for item, item_hint in zip(value, items, strict=True))
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         if not is_finite(value):
             raise UsageError(f"{where} must be a finite number, got {shown(value)}")
@@ -221,9 +229,41 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     raise UsageError(f"{where} must be of type {getattr(hint, '__name__', hint)}, got {shown(value)}")
 
 
+PRESETS_PACKAGE = "search.presets"  # the study files of studies/, shipped in the wheel under this name
+
+
+def preset_folder() -> Path | None:
+    """Where the shipped study files are: the installed package, else studies/ of this checkout.
+
+    An editable install maps the package onto studies/ in a way importlib cannot find (studies/ has
+    no __init__.py), so a checkout falls back to the folder itself."""
+    spec = importlib.util.find_spec(PRESETS_PACKAGE)
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    checkout = Path(__file__).resolve().parents[2] / "studies"
+    return checkout if checkout.is_dir() else None
+
+
+def presets() -> dict[str, Path]:
+    """The shipped study files by name (profiles-50k, ksweep, ...)."""
+    folder = preset_folder()
+    return {path.stem: path for path in sorted(folder.glob("*.toml"))} if folder else {}
+
+
+def study_file(name_or_path: str | Path) -> Path:
+    """A study file given by path (as today) or by the name of a shipped preset, from any folder.
+
+    An existing path wins; a name is only ever looked up among the presets, never joined to a path."""
+    path = Path(name_or_path)
+    if path.exists() or path.is_symlink():
+        return path
+    return presets().get(str(name_or_path).removesuffix(".toml"), path)
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """A study file's tables, or one UsageError line for every way it can be unreadable."""
+    """A study file's tables (by path or preset name), or one UsageError line for every way it can be unreadable."""
     where = f"study file {printable(str(path))}"
+    path = study_file(path)
     try:
         status = Path(path).stat()
         if stat.S_ISDIR(status.st_mode):
@@ -233,7 +273,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         with open(path, "rb") as handle:
             data = handle.read(MAX_STUDY_FILE_BYTES + 1)
     except FileNotFoundError:
-        raise UsageError(f"{where} not found; see studies/ for examples") from None
+        raise UsageError(
+            f"{where} not found; give the path of a .toml file or a preset: {', '.join(presets()) or 'none installed'}"
+        ) from None
     except OSError as error:
         raise UsageError(f"cannot read {where}: {error.strerror or error}") from None
     if len(data) > MAX_STUDY_FILE_BYTES:

@@ -181,7 +181,3 @@ def _number(text: str, kind: type):
     if kind is float and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {shown(text)} (NaN and infinity are refused)")
     return value
-
-
-def add_json_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object and nothing else")

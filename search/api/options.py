@@ -1,14 +1,14 @@
-"""The flags that override a study's settings: one table per study kind, read both to build the parser
-and to lay the given flags over the study file.
+"""The settings a command lays over a study file: one table per study kind, read by the CLI to build
+its flags and by the Python API to take its keyword arguments, so the two never differ.
 
 Each row names the config field it sets (a dotted path into the dataclass: `space.max_depth`,
-`train.lr`), its flag type and its help; the flag is the field's name with dashes. A new option is a
-field of the config dataclass (its default and its check) and one row here.
+`train.lr`), its flag type and its help; the flag is the field's name with dashes, the keyword the
+field's name. A new option is a field of the config dataclass (its default and its check) and one
+row here.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,7 +16,7 @@ from typing import Any
 
 from models.catalog import ACTIVATION_NAMES
 from models.profiles import PROFILES
-from search.cli.args import (
+from search.api.args import (
     batch_size,
     budget,
     budget_list,
@@ -86,17 +86,7 @@ DATA_OPTIONS = (
 )
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="dataset root in torchvision's layout (default: $ARCHSEARCH_DATA or ./data)")
-    add_config_options(parser, DATA_OPTIONS)
-
-
-def add_config_options(parser: argparse.ArgumentParser, options: Sequence[ConfigOption]) -> None:
-    for option in options:
-        parser.add_argument(option.flag, dest=option.dest, type=option.type, choices=option.choices, help=option.help)
-
-
-def apply_config_options(config: Any, args: argparse.Namespace, options: Sequence[ConfigOption]) -> Any:
+def apply_config_options(config: Any, args: Any, options: Sequence[ConfigOption]) -> Any:
     """`config` with every given flag of `options` laid over it; flags left out keep the config's value."""
     changes: dict[str, Any] = {}
     nested: dict[str, list[ConfigOption]] = {}

@@ -1,0 +1,290 @@
+"""Reading stored studies from Python: the trials as rows, the best trial as a record, the figures as
+plotly Figures, and the files `export` and `report` write. Nothing here writes to a storage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import optuna
+
+from search.api.calls import api_call
+from search.api.progress import progress
+from search.api.running import artifacts_dir, check_run_options, storage_url
+from search.errors import UsageError
+from search.results.plots import Plot, Skipped, study_plots
+from search.results.tables import BestTrial, Retrained, TrialRow, trial_rows
+from search.study.lifecycle import best_trial, load_study, study_names
+from search.study.record import StudyRecord
+from search.study.storage import describe, open_storage
+
+OURS = ("search", "grid")
+INIT_FILE = "init-study.json"
+INIT_ATTR = "init_study"
+HOW_TO_MEASURE = (
+    "Run `archsearch report --init-study` to measure it here (it trains the linear model once per "
+    "initialization and seed of `archsearch baseline --init-study`), or run `archsearch baseline --init-study "
+    "--json > init-study.json` and pass `--init-json init-study.json`."
+)
+
+
+def open_study(study: str, storage: str | None, purpose: str) -> tuple[optuna.Study, str]:
+    """An archsearch study, opened read-only, and its storage URL."""
+    url = storage_url(storage)
+    opened = load_study(open_storage(url, read_only=True), study)
+    kind = StudyRecord.of(opened).kind
+    if kind not in OURS:
+        raise UsageError(f"study {study!r} was not made by archsearch (kind {kind!r}); {purpose}")
+    return opened, url
+
+
+@api_call
+def trials(study: str, *, storage: str | None = None) -> list[TrialRow]:
+    """Every trial of a study as a row, in number order: `pandas.DataFrame(trials(...))` is its table."""
+    opened, _ = open_study(study, storage, "it has no trials of ours to list")
+    return trial_rows(opened.get_trials(deepcopy=False))
+
+
+@api_call
+def figures(study: str, *, storage: str | None = None) -> dict[str, object]:
+    """The study's figures by name as plotly Figures (a notebook shows each inline); the ones its trials
+    cannot support yet are left out (`export` says why)."""
+    opened, _ = open_study(study, storage, "it has no figures of ours")
+    return {result.name: result.figure for result in study_plots(opened) if isinstance(result, Plot)}
+
+
+@api_call
+def best(
+    study: str,
+    *,
+    storage: str | None = None,
+    export: str | None = None,
+    retrain: bool = False,
+    device: str = "auto",
+    data_dir: str | None = None,
+    artifacts: str | None = None,
+    quiet: bool = False,
+) -> BestTrial:
+    """The best trial by validation loss (`archsearch best`); `export` writes its model to a file,
+    `retrain` trains the same configuration on all training images and tests it."""
+    check_run_options(1, 1, None, device)
+    opened, url = open_study(study, storage, "it has no best model to show")
+    trial = best_trial(opened)
+    record = BestTrial.of(trial, StudyRecord.of(opened).settings, len(opened.trials))
+    if export:
+        check_export_target(Path(export))
+    model = None
+    if retrain:
+        retrained, model = _retrain(opened, record, device, data_dir, quiet)
+        record = replace(record, retrained=retrained)
+    if export:
+        if model is not None:
+            _export_retrained(export, record, model)
+        else:
+            from search.study.checkpoints import download_model
+
+            download_model(
+                open_storage(url, read_only=True), opened, trial, artifacts_dir(artifacts, opened, url), export
+            )
+        record = replace(record, exported=str(Path(export).resolve()))
+    return record
+
+
+def check_export_target(target: Path) -> None:
+    """The model goes to a new file or replaces a regular one; never through a link or onto a device."""
+    if target.is_symlink():
+        raise UsageError(f"{target} is a symbolic link; give the path of a regular file to write the model to")
+    if target.exists() and not target.is_file():
+        raise UsageError(f"{target} exists and is not a regular file; give a new file name for the model")
+    if not target.resolve().parent.is_dir():
+        raise UsageError(f"cannot write {target}: its folder does not exist")
+
+
+def _retrain(study: optuna.Study, record: BestTrial, device: str, data_dir: str | None, quiet: bool):
+    import torch
+
+    from models.mlp import build_mlp
+    from search.engine.config import TrainConfig
+    from search.engine.data import load_data
+    from search.engine.trainer import resolve_device, train
+
+    stored = StudyRecord.of(study).settings
+    config = TrainConfig(**{**record.train_config, "device": device})
+    torch_device = resolve_device(device)
+    data = load_data(
+        data_dir, stored.get("dataset", "mnist"), str(torch_device), limit=stored.get("data_limit") or None
+    )
+    torch.manual_seed(config.seed)
+    model = build_mlp(record.widths, config.activation, dropout=config.dropout)
+    with progress(config.epochs, "retrain", quiet) as bar:
+        result = train(model, data.train_full, config, test=data.test, on_epoch=lambda r: bar.update(1))
+    retrained = Retrained(
+        trained_on=f"all {len(data.train_full):,} training images",
+        train_loss=result.train.loss,
+        test_loss=result.test.loss,
+        test_accuracy=result.test.accuracy,
+    )
+    return retrained, model
+
+
+def _export_retrained(path: str, record: BestTrial, model) -> None:
+    from models.mlp import save_model
+
+    metadata = {k: v for k, v in record.to_json().items() if k not in ("retrained", "train_config", "exported")}
+    metadata |= {"trained_on": record.retrained.trained_on, "test_accuracy": record.retrained.test_accuracy}
+    target = Path(path)
+    with tempfile.TemporaryDirectory(dir=target.resolve().parent) as folder:
+        staged = Path(folder) / "model.pt"
+        save_model(model, record.train_config["activation"], staged, {"metadata": metadata})
+        staged.replace(target)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What `export` wrote: the files, the figures, those skipped and why, and whether PNGs were made."""
+
+    folder: Path
+    files: list[Path]
+    plots: list[str]
+    skipped: list[Skipped]
+    kind: str
+    png_written: bool  # or not asked for; False: kaleido found no Chrome (PNG_HINT says what to do)
+    storage: str  # described, without a password
+
+
+@api_call
+def export(
+    study: str, *, storage: str | None = None, out: str | None = None, formats: Sequence[str] = ("html", "png")
+) -> Exported:
+    """A study's figures as HTML and PNG, each with its data as CSV (`archsearch export`)."""
+    from search.results.export import FORMATS, output_folder, safe_file_name, write_plots
+
+    chosen = tuple(formats) if not isinstance(formats, str) else tuple(p.strip() for p in formats.split(","))
+    if not chosen or any(part not in FORMATS for part in chosen):
+        raise UsageError(f"unknown format {','.join(map(str, chosen))!r}; choose one or more of {','.join(FORMATS)}")
+    opened, url = open_study(study, storage, "it is not an archsearch grid or search study")
+    kind = StudyRecord.of(opened).kind
+    results = study_plots(opened)
+    plots = [r for r in results if isinstance(r, Plot)]
+    skipped = [r for r in results if not isinstance(r, Plot)]
+    if not plots:
+        reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped)
+        raise UsageError(f"nothing to export from study {study!r} yet ({reasons})")
+    with output_folder(out or f"exports/{safe_file_name(study)}") as folder:
+        written, png = write_plots(plots, folder, chosen)
+    names = [p.name for p in plots]
+    return Exported(folder, written, names, skipped, kind, png or "png" not in chosen, describe(url))
+
+
+@dataclass(frozen=True)
+class Report:
+    """The report page and what it was built from."""
+
+    path: Path
+    grids: int
+    searches: int
+    storage: str  # described, without a password
+    init_answered: bool
+
+
+@api_call
+def report(
+    *,
+    storage: str | None = None,
+    out: str = "report",
+    init_json: str | None = None,
+    init_study: bool = False,
+    init_epochs: int | None = None,
+    seeds: Sequence[int] | None = None,
+    device: str = "auto",
+    data_dir: str | None = None,
+    dataset: str | None = None,
+    data_limit: int | None = None,
+) -> Report:
+    """report.html: the answers to the original study's questions, from every study in the storage."""
+    from search.results import report as pages
+    from search.results.export import output_folder, write_text
+
+    check_run_options(1, 1, None, device)
+    url = storage_url(storage)
+    opened = open_storage(url, read_only=True)
+    ours = [s for s in (load_study(opened, name) for name in study_names(opened)) if StudyRecord.of(s).ours]
+    if not ours:
+        raise UsageError(
+            f"no grid or search study in {describe(url)}; run `archsearch search` or `archsearch grid` first"
+        )
+    folder = Path(out)
+    init, source = _stored_init(init_json, ours, folder)
+    measured = None
+    if init is None and init_study:
+        measured = _measure_init(init_epochs, seeds, device, data_dir, dataset, data_limit)
+        init, source = measured, f"measured by `archsearch report --init-study` and kept in {folder / INIT_FILE}"
+    text = pages.build(ours, init, source if init is not None else HOW_TO_MEASURE)
+    with output_folder(folder):
+        if measured is not None:
+            write_text(folder / INIT_FILE, json.dumps(measured, indent=1))
+        write_text(folder / "report.html", text)
+    kinds = [StudyRecord.of(s).kind for s in ours]
+    return Report(folder / "report.html", kinds.count("grid"), kinds.count("search"), describe(url), init is not None)
+
+
+def _stored_init(init_json: str | None, studies, out: Path) -> tuple[dict | None, str]:
+    """The initialization study from `init_json`, a study attribute, or an earlier --init-study, in that order."""
+    if init_json:
+        return _read_init(Path(init_json), "--init-json"), f"{init_json} (archsearch baseline --init-study)"
+    for study in studies:
+        stored = StudyRecord.of(study).init_study
+        if stored is not None:
+            init = _check_init(stored, f"study attribute {INIT_ATTR} of {study.study_name!r}")
+            return init, f"study attribute {INIT_ATTR} of study {study.study_name}"
+    cached = out / INIT_FILE
+    if cached.is_file():
+        return _read_init(cached, "cached"), f"{cached}, kept by an earlier `archsearch report --init-study`"
+    return None, ""
+
+
+def _read_init(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as error:
+        raise UsageError(f"cannot read {what} file {path}: {error.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UsageError(
+            f"{what} file {path} is not JSON; make it with `archsearch baseline --init-study --json`"
+        ) from None
+    return _check_init(data, f"{what} file {path}")
+
+
+def _check_init(data, what: str) -> dict:
+    from search.results import report as pages
+
+    try:
+        pages.outcomes_from(data)
+    except (KeyError, TypeError):
+        raise UsageError(f"{what} is not the JSON of `archsearch baseline --init-study --json`") from None
+    return data
+
+
+def _measure_init(init_epochs, seeds, device, data_dir, dataset, data_limit) -> dict:
+    """Run the baseline command's own initialization study, so its settings stay in one place."""
+    command = [sys.executable, "-m", "search", "baseline", "--init-study", "--json", "--device", device]
+    for flag, value in (
+        ("--epochs", init_epochs),
+        ("--seeds", ",".join(map(str, seeds)) if seeds else None),
+        ("--data-dir", data_dir),
+        ("--dataset", dataset),
+        ("--data-limit", data_limit),
+    ):
+        if value is not None:
+            command += [flag, str(value)]
+    print("running the initialization study of the linear baseline (archsearch baseline --init-study) ...", flush=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()] or [f"exit status {done.returncode}"]
+        raise UsageError(f"the initialization study failed: {lines[-1].removeprefix('archsearch: error: ')}")
+    return _check_init(json.loads(done.stdout), "the initialization study's output")

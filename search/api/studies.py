@@ -1,0 +1,270 @@
+"""The two study kinds run from Python: a profile search and a grid (the k-sweep). Both resume.
+
+Each call checks everything (settings, storage, device, data, artifact folder) before its first
+write, prints one line saying what it runs, then a line per finished trial under a progress bar
+(`quiet=True`: neither), and returns what the storage now holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from models.budget import depth_range
+from search.api.calls import api_call, settings_signature, stops_handled, with_settings
+from search.api.options import DATA_OPTIONS, GRID_OPTIONS, SEARCH_OPTIONS
+from search.api.running import DEFAULT_PACK, artifacts_dir, check_run_options, run_study, storage_url, summary_line
+from search.errors import UsageError
+from search.results.tables import BestTrial, GridRow, grid_table
+from search.study.config import StudyConfig, load_toml, replace, study_from_dict, to_dict
+from search.study.lifecycle import best_trial, check_new_run, create_study, make_pruner, make_sampler, stored_settings
+from search.study.record import StudyRecord, TrialRecord, write_study
+from search.study.storage import describe, open_storage, public_url
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """A profile search after a call: how far it got and its best trial (None while none completed)."""
+
+    study: str
+    storage: str  # without its password
+    trials: int  # finished trials wanted
+    finished: int
+    stopped_at_timeout: bool
+    best: BestTrial | None
+    best_summary: str | None  # the best trial in one line, as the CLI prints it
+    pruned: int
+    first_pruned_reason: str | None
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """A grid after a call: one row per shape (budget, depth) with its seeds, and the linear baseline."""
+
+    study: str
+    storage: str
+    points: int
+    finished: int
+    stopped_at_timeout: bool
+    rows: list[GridRow]
+    seeds: int
+    baseline: dict | None
+
+
+def search_config(config: str | None, study: str | None, storage: str | None, settings: dict) -> StudyConfig:
+    """Settings over the study file; without one, over an existing study's settings, so a bare resume works."""
+    if config:
+        base = study_from_dict(load_toml(config), config)
+    else:
+        stored = stored_settings(storage_url(storage), study, "search") if study else None
+        base = study_from_dict(stored, f"study {study!r}") if stored is not None else StudyConfig(name="")
+    merged = with_settings(base, settings, (*SEARCH_OPTIONS, *DATA_OPTIONS), "search")
+    merged = replace(merged, storage=storage_url(storage, base.storage), name=study)
+    if not merged.name:
+        merged = replace(merged, name=f"profiles-{merged.budget}")
+    deepest = depth_range(merged.budget)[1]
+    if merged.space.max_depth > deepest:
+        raise UsageError(
+            f"budget {merged.budget} cannot hold {merged.space.max_depth} hidden layers; lower --max-depth "
+            f"to at most {deepest} or raise --budget"
+        )
+    return merged
+
+
+@api_call
+def search(
+    config: str | None = None,
+    *,
+    study: str | None = None,
+    storage: str | None = None,
+    workers: int = 1,
+    pack: int = DEFAULT_PACK,
+    timeout: float | None = None,
+    device: str = "auto",
+    data_dir: str | None = None,
+    artifacts: str | None = None,
+    quiet: bool = False,
+    **settings,
+) -> SearchRun:
+    """Search layer-width profiles and hyperparameters under a parameter budget (`archsearch search`).
+
+    `config`: a study file's path or a preset's name (profiles-50k, profiles-100k); the settings
+    (budget, trials, epochs, max_depth, data_limit, ...) override it. `timeout` is in seconds."""
+    with stops_handled():
+        return _search(config, study, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, settings)
+
+
+search.__signature__ = settings_signature(search, (*SEARCH_OPTIONS, *DATA_OPTIONS))
+
+
+def _search(config, study_name, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, settings):
+    check_run_options(workers, pack, timeout, device)
+    chosen = search_config(config, study_name, storage, settings)
+    url = chosen.storage
+    study_settings = {k: v for k, v in to_dict(chosen).items() if k != "name"}
+    check_new_run(url, chosen.name, "search", study_settings)
+    # torch loads only now: a settings or storage mistake is reported without its two seconds of import.
+    from search.engine.data import load_data
+    from search.engine.trainer import resolve_device
+    from search.study.checkpoints import artifact_store
+    from search.study.objective import SearchObjective
+
+    # Everything that can fail on bad input (device, data, artifact folder) fails before the first write.
+    torch_device = resolve_device(device)
+    data = load_data(data_dir, chosen.dataset, str(torch_device), limit=chosen.data_limit or None)
+    if artifacts:
+        artifact_store(artifacts)  # creates the folder, or says why it cannot
+    opened = open_storage(url, chosen.heartbeat_seconds, chosen.grace_seconds)
+    study = create_study(
+        opened,
+        chosen.name,
+        "search",
+        study_settings,
+        make_sampler(chosen.sampler, chosen.seed),
+        make_pruner(chosen.pruner, chosen.epochs),
+    )
+    folder = artifacts_dir(artifacts, study, url).resolve()
+    objective = SearchObjective(chosen, data, folder)
+    if StudyRecord.of(study).artifacts != str(folder):
+        write_study(study, artifacts=str(folder))
+    worker_args = ["--study", chosen.name, "--artifacts", str(folder), "--device", device]
+    if data_dir:
+        worker_args += ["--data-dir", data_dir]
+    if not quiet:
+        print(
+            f"study {chosen.name!r} in {describe(url)}: {chosen.trials} trials, "
+            f"budget {chosen.budget} ±{chosen.tolerance:.0%}, {chosen.epochs} epochs, "
+            f"{max(workers, 1)} worker(s), training on {torch_device}"
+        )
+    resume = ["search", "--study", chosen.name, *_resume_flags(workers, pack, data_dir, device)]
+    finished = run_study(
+        study, objective, chosen.trials, resume, url, workers, worker_args, timeout, pack, opened, quiet
+    )
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    best = best_trial(study) if complete else None
+    return SearchRun(
+        study=chosen.name,
+        storage=public_url(url),
+        trials=chosen.trials,
+        finished=_finished(study, chosen.trials),
+        stopped_at_timeout=not finished,
+        best=BestTrial.of(best, StudyRecord.of(study).settings, len(study.trials)) if best else None,
+        best_summary=summary_line(best) if best else None,
+        pruned=len(pruned),
+        first_pruned_reason=(TrialRecord.of(pruned[0]).pruned_reason or "pruned") if pruned else None,
+    )
+
+
+def _resume_flags(workers: int, pack: int, data_dir: str | None, device: str) -> list[str]:
+    """The flags of this run that the stored study does not remember."""
+    flags = []
+    for flag, value in (
+        ("--workers", workers if workers > 1 else None),
+        ("--pack", pack if pack != DEFAULT_PACK else None),
+        ("--data-dir", data_dir),
+    ):
+        if value is not None:
+            flags += [flag, str(value)]
+    return flags + (["--device", device] if device != "auto" else [])
+
+
+def _finished(study: optuna.Study, target: int) -> int:
+    from search.study.workers import count_trials
+
+    return min(count_trials(study).finished, target)
+
+
+def grid_config(config: str | None, study: str | None, storage: str | None, settings: dict):
+    """Settings over the grid file; without one, over an existing study's settings, so a bare resume works."""
+    from search.study.grid import GridConfig, config_from_dict
+
+    if config:
+        base = config_from_dict(load_toml(config), config)
+    else:
+        name = study or GridConfig.name
+        stored = stored_settings(storage_url(storage), name, "grid")
+        base = config_from_dict(stored, f"study {name!r}") if stored is not None else GridConfig()
+    merged = with_settings(base, settings, (*GRID_OPTIONS, *DATA_OPTIONS), "grid")
+    return replace(merged, name=study, storage=storage_url(storage, base.storage))
+
+
+@api_call
+def grid(
+    config: str | None = None,
+    *,
+    study: str | None = None,
+    storage: str | None = None,
+    workers: int = 1,
+    pack: int = DEFAULT_PACK,
+    timeout: float | None = None,
+    device: str = "auto",
+    data_dir: str | None = None,
+    quiet: bool = False,
+    **settings,
+) -> GridRun:
+    """Train the uniform net (k, m_P(k)) once at every (budget, depth, seed) of a grid (`archsearch grid`).
+
+    `config`: a grid file's path or a preset's name (ksweep); the settings (budgets, depths, seeds,
+    epochs, lr, ...) override it."""
+    with stops_handled():
+        return _grid(config, study, storage, workers, pack, timeout, device, data_dir, quiet, settings)
+
+
+grid.__signature__ = settings_signature(grid, (*GRID_OPTIONS, *DATA_OPTIONS))
+
+
+def _grid(config, study_name, storage, workers, pack, timeout, device, data_dir, quiet, settings):
+    from optuna.storages import fail_stale_trials
+
+    from search.study.grid import enqueue_missing, grid_points, make_grid_sampler, reference_baseline
+    from search.study.grid import settings as grid_settings
+
+    check_run_options(workers, pack, timeout, device)
+    chosen = grid_config(config, study_name, storage, settings)
+    url = chosen.storage
+    points = grid_points(chosen)
+    check_new_run(url, chosen.name, "grid", grid_settings(chosen))
+    from search.engine.data import load_data  # torch loads only once the settings and storage are known good
+    from search.engine.trainer import resolve_device
+    from search.study.grid import GridObjective
+
+    torch_device = resolve_device(device)
+    data = load_data(data_dir, chosen.dataset, str(torch_device), limit=chosen.data_limit or None)
+    opened = open_storage(url, chosen.heartbeat_seconds, chosen.grace_seconds)
+    study = create_study(
+        opened, chosen.name, "grid", grid_settings(chosen), make_grid_sampler(chosen), optuna.pruners.NopPruner()
+    )
+    fail_stale_trials(study)
+    queued = enqueue_missing(study, points)
+    train = chosen.train
+    if not quiet:
+        print(
+            f"grid study {chosen.name!r} in {describe(url)}: {len(chosen.budgets)} budgets x {len(chosen.depths)} "
+            f"depths x {chosen.seeds} seeds = {len(points)} trials ({queued} queued now); {train.epochs} epochs of "
+            f"{train.optimizer} at lr {train.lr:g}, batch {train.batch_size or 'full'}, {train.activation}; "
+            f"{max(workers, 1)} worker(s), training on {torch_device}"
+        )
+    worker_args = ["--study", chosen.name, "--device", device]
+    if data_dir:
+        worker_args += ["--data-dir", data_dir]
+    if StudyRecord.of(study).baseline is None:
+        write_study(study, baseline=reference_baseline(data))
+    resume = ["grid", "--study", chosen.name]
+    resume += ["--data-dir", data_dir] if data_dir else []
+    resume += ["--workers", str(workers)] if workers > 1 else []
+    resume += ["--pack", str(pack)] if pack != DEFAULT_PACK else []
+    objective = GridObjective(chosen, data)
+    finished = run_study(study, objective, len(points), resume, url, workers, worker_args, timeout, pack, opened, quiet)
+    return GridRun(
+        study=chosen.name,
+        storage=public_url(url),
+        points=len(points),
+        finished=_finished(study, len(points)),
+        stopped_at_timeout=not finished,
+        rows=grid_table(study.get_trials(deepcopy=False), chosen.budgets, chosen.depths),
+        seeds=chosen.seeds,
+        baseline=StudyRecord.of(study).baseline,
+    )
