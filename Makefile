@@ -17,17 +17,19 @@ install-test: $(VENV)/bin/activate
 ARCHSEARCH := $(VENV)/bin/archsearch
 
 # The main job, small but real, on the embedded SQLite default (studies/archsearch.db):
-# a profile search, a k-sweep grid, their plots and the report. Running it again resumes.
+# a profile search, a k-sweep grid, a tiny budget frontier (3 budgets on 2,000 images), their plots and
+# the report. Running it again resumes.
 demo: install
 	$(ARCHSEARCH) budget 50000
 	$(ARCHSEARCH) search --study demo-search --budget 50000 --trials 8 --epochs 3
 	$(ARCHSEARCH) best --study demo-search
 	$(ARCHSEARCH) grid --study demo-ksweep --budgets 25000,50000,100000 --depths 1,2,4 --seeds 1 --epochs 3
+	$(ARCHSEARCH) frontier --study demo-frontier --budgets 10000:40000:3 --trials 3 --epochs 2 --max-depth 3 --seeds 2 --data-limit 2000
 	$(ARCHSEARCH) export --study demo-search --out exports/demo-search
 	$(ARCHSEARCH) export --study demo-ksweep --out exports/demo-ksweep
 	$(ARCHSEARCH) report --out report --init-study --seeds 0
 	@echo
-	@echo "plots:  exports/demo-search/ and exports/demo-ksweep/ (HTML, PNG, CSV)"
+	@echo "plots:  exports/demo-search/, exports/demo-ksweep/ and exports/demo-frontier/ (HTML, PNG, CSV)"
 	@echo "report: report/report.html"
 	@echo "watch:  $(ARCHSEARCH) dashboard   (then open http://127.0.0.1:8080)"
 

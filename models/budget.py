@@ -92,3 +92,22 @@ def budget_table(budget: int, depths: Sequence[int] | None = None) -> list[Budge
         params = uniform_parameters(depth, width)
         rows.append(BudgetRow(depth, width, params, (params - budget) / budget))
     return rows
+
+
+def log_budgets(low: int, high: int, count: int) -> list[int]:
+    """`count` budgets from `low` to `high`, evenly spaced on a log scale and rounded to three significant
+    digits (10,000 to 1,000,000 in 8: 10000, 19300, 37300, 72000, 139000, 268000, 518000, 1000000); the
+    ends are kept exactly, and budgets that round to the same value are given once."""
+    check_budget(low)
+    if not low < high:
+        raise BudgetError(f"a budget range goes from low to high, got {low}:{high}; give e.g. 10000:1000000")
+    if count < 2:
+        raise BudgetError(f"a budget range needs at least 2 budgets, got {count}")
+    ratio = (high / low) ** (1 / (count - 1))
+    inner = [_three_digits(low * ratio**step) for step in range(1, count - 1)]
+    return sorted({low, high, *(b for b in inner if low < b < high)})
+
+
+def _three_digits(value: float) -> int:
+    digits = max(0, math.floor(math.log10(value)) - 2)
+    return round(value / 10**digits) * 10**digits

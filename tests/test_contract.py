@@ -139,6 +139,8 @@ BASE: dict[str, tuple[str, ...]] = {
     "search": ("--study", SEARCH_STUDY, "--storage", "{db}", "--trials", "2", "--budget", "20000", "--max-depth", "2",
                *QUICK),
     "grid": ("--study", GRID_STUDY, "--storage", "{db}", "--budgets", "5000", "--depths", "1", "--seeds", "1", *QUICK),
+    "frontier": ("--study", "cf", "--storage", "{db}", "--budgets", "5000", "--trials", "1", "--max-depth", "1",
+                 "--seeds", "1", "--format", "html", *QUICK),
     "worker": ("--study", SEARCH_STUDY, "--storage", "{db}", "--device", "cpu"),
     "best": ("--study", SEARCH_STUDY, "--storage", "{db}", "--device", "cpu"),
     "export": ("--study", SEARCH_STUDY, "--storage", "{db}", "--format", "html"),

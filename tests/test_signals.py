@@ -1,5 +1,5 @@
 """Ctrl-C and SIGTERM land where they can be handled: never lost in a finalizer, never inside Optuna's
-record of a trial (search/cli/signals.py)."""
+record of a trial (search/api/signals.py)."""
 
 import os
 import signal
@@ -126,6 +126,29 @@ def test_handlers_are_restored_after_the_command():
         assert signal.getsignal(signal.SIGINT) is not before[signal.SIGINT]
     assert {signum: signal.getsignal(signum) for signum in signals.STOP_SIGNALS} == before
     assert sys.unraisablehook is hook
+
+
+def test_a_nested_block_changes_nothing_and_other_unraisables_still_reach_the_hook_before():
+    """The API inside a CLI command: one set of handlers, and an ordinary exception in a finalizer goes
+    to the hook that was there before (a nested block once made the hook call itself)."""
+    seen = []
+
+    class Noisy:
+        def __del__(self):
+            raise ValueError("in a finalizer")
+
+    original = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: seen.append(type(unraisable.exc_value).__name__)
+    try:
+        with signals.handled():
+            handler = signal.getsignal(signal.SIGINT)
+            with signals.handled():
+                assert signal.getsignal(signal.SIGINT) is handler
+                Noisy()
+            assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        sys.unraisablehook = original
+    assert seen == ["ValueError"]
 
 
 def test_a_stop_after_the_command_is_done_ends_nothing_and_prints_nothing():

@@ -14,6 +14,7 @@ Interrupted, whose message is the command that resumes (calling the function aga
 """
 
 from search.api.basics import Baseline, BudgetTable, InitStudy, baseline, budget_table, init_study
+from search.api.frontier import Frontier, frontier, frontier_of
 from search.api.reading import Exported, Report, best, export, figures, report, trials
 from search.api.studies import GridRun, SearchRun, grid, search
 from search.errors import Interrupted, UsageError
@@ -25,6 +26,7 @@ __all__ = [
     "BestTrial",
     "BudgetTable",
     "Exported",
+    "Frontier",
     "GridRow",
     "GridRun",
     "InitStudy",
@@ -39,6 +41,8 @@ __all__ = [
     "budget_table",
     "export",
     "figures",
+    "frontier",
+    "frontier_of",
     "grid",
     "init_study",
     "presets",

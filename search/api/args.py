@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable
 
-from models.budget import MAX_BUDGET, MAX_DEPTH, MIN_BUDGET
+from models.budget import MAX_BUDGET, MAX_DEPTH, MIN_BUDGET, log_budgets
 from search.checks import float_bounds, int_bounds, shown
 from search.engine.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED
 from search.errors import UsageError
@@ -91,6 +91,30 @@ def int_list(text: str) -> list[int]:
 
 def budget_list(text: str) -> list[int]:
     return _list(text, budget, f"parameter budgets of {MIN_BUDGET} to {MAX_BUDGET:,}")
+
+
+DEFAULT_FRONTIER_POINTS = 8
+MAX_FRONTIER_POINTS = 64
+
+
+def budget_spec(text: str) -> list[int]:
+    """Budgets of a frontier: LOW:HIGH (8 log-spaced budgets), LOW:HIGH:COUNT, or a list 10000,50000."""
+    if ":" not in text:
+        values = budget_list(text)
+        return sorted(values)
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH or LOW:HIGH:COUNT, e.g. 10000:1000000, got {shown(text)}")
+    low, high = (_number(part.strip(), int) for part in parts[:2])
+    if low > high:
+        raise argparse.ArgumentTypeError(f"a range goes from low to high, got {shown(text)}; give {high}:{low}")
+    if low == high:
+        raise argparse.ArgumentTypeError(
+            f"a range needs two different ends, got {shown(text)}; for one budget: archsearch search --budget {low}"
+        )
+    low, high = budget(str(low)), budget(str(high))
+    count = _int_between(parts[2].strip(), 2, MAX_FRONTIER_POINTS) if len(parts) == 3 else DEFAULT_FRONTIER_POINTS
+    return log_budgets(low, high, count)
 
 
 def depth_list(text: str) -> list[int]:

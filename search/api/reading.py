@@ -3,6 +3,7 @@ plotly Figures, and the files `export` and `report` write. Nothing here writes t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import optuna
 from search.api.calls import api_call
 from search.api.progress import progress
 from search.api.running import artifacts_dir, check_run_options, storage_url
+from search.checks import check_int
 from search.errors import UsageError
 from search.results.plots import Plot, Skipped, study_plots
 from search.results.tables import BestTrial, Retrained, TrialRow, trial_rows
@@ -24,6 +26,7 @@ from search.study.record import StudyRecord
 from search.study.storage import describe, open_storage
 
 OURS = ("search", "grid")
+MAX_RETRAIN_SEEDS = 100
 INIT_FILE = "init-study.json"
 INIT_ATTR = "init_study"
 HOW_TO_MEASURE = (
@@ -65,14 +68,17 @@ def best(
     storage: str | None = None,
     export: str | None = None,
     retrain: bool = False,
+    seeds: int = 1,
     device: str = "auto",
     data_dir: str | None = None,
     artifacts: str | None = None,
     quiet: bool = False,
 ) -> BestTrial:
     """The best trial by validation loss (`archsearch best`); `export` writes its model to a file,
-    `retrain` trains the same configuration on all training images and tests it."""
+    `retrain` trains the same configuration on all training images with `seeds` seeds and tests it
+    (the mean and each seed's accuracy; an exported retrained model is the first seed's)."""
     check_run_options(1, 1, None, device)
+    check_int("seeds", seeds, 1, MAX_RETRAIN_SEEDS)
     opened, url = open_study(study, storage, "it has no best model to show")
     trial = best_trial(opened)
     record = BestTrial.of(trial, StudyRecord.of(opened).settings, len(opened.trials))
@@ -80,7 +86,7 @@ def best(
         check_export_target(Path(export))
     model = None
     if retrain:
-        retrained, model = _retrain(opened, record, device, data_dir, quiet)
+        retrained, model = retrain_trial(opened, record, seeds, device, data_dir, quiet)
         record = replace(record, retrained=retrained)
     if export:
         if model is not None:
@@ -105,7 +111,11 @@ def check_export_target(target: Path) -> None:
         raise UsageError(f"cannot write {target}: its folder does not exist")
 
 
-def _retrain(study: optuna.Study, record: BestTrial, device: str, data_dir: str | None, quiet: bool):
+def retrain_trial(
+    study: optuna.Study, record: BestTrial, seeds: int, device: str, data_dir: str | None, quiet: bool
+) -> tuple[Retrained, object]:
+    """The best configuration trained on all training images once per seed (the trial's own seed, then
+    the next ones) and tested; returns the summary and the first seed's model."""
     import torch
 
     from models.mlp import build_mlp
@@ -114,22 +124,22 @@ def _retrain(study: optuna.Study, record: BestTrial, device: str, data_dir: str 
     from search.engine.trainer import resolve_device, train
 
     stored = StudyRecord.of(study).settings
-    config = TrainConfig(**{**record.train_config, "device": device})
+    first = TrainConfig(**{**record.train_config, "device": device})
     torch_device = resolve_device(device)
     data = load_data(
         data_dir, stored.get("dataset", "mnist"), str(torch_device), limit=stored.get("data_limit") or None
     )
-    torch.manual_seed(config.seed)
-    model = build_mlp(record.widths, config.activation, dropout=config.dropout)
-    with progress(config.epochs, "retrain", quiet) as bar:
-        result = train(model, data.train_full, config, test=data.test, on_epoch=lambda r: bar.update(1))
-    retrained = Retrained(
-        trained_on=f"all {len(data.train_full):,} training images",
-        train_loss=result.train.loss,
-        test_loss=result.test.loss,
-        test_accuracy=result.test.accuracy,
-    )
-    return retrained, model
+    chosen = [first.seed + offset for offset in range(seeds)]
+    runs, kept = [], None
+    with progress(first.epochs * seeds, "retrain", quiet) as bar:
+        for seed in chosen:
+            config = dataclasses.replace(first, seed=seed)
+            torch.manual_seed(seed)
+            model = build_mlp(record.widths, config.activation, dropout=config.dropout)
+            result = train(model, data.train_full, config, test=data.test, on_epoch=lambda r: bar.update(1))
+            runs.append((result.train.loss, result.test.loss, result.test.accuracy))
+            kept = kept or model
+    return Retrained.of_runs(f"all {len(data.train_full):,} training images", chosen, runs), kept
 
 
 def _export_retrained(path: str, record: BestTrial, model) -> None:

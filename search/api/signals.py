@@ -29,6 +29,7 @@ class _State:
     delivered = False  # the stop was raised: later signals (a second press, the terminal's copy) are ignored
     redeliver: int | None = None  # the stop was swallowed by a finalizer: raise it again
     in_hook = False
+    active = False  # inside `handled`: a nested one (the API under the CLI) changes nothing
     unraisable_hook: Callable[[Any], None] = staticmethod(sys.__unraisablehook__)  # for everything else
 
 
@@ -79,7 +80,11 @@ def handled(then_ignore: bool = False) -> Iterator[None]:
     handlers: a late stop (the copy of Ctrl-C that a worker gets from the process that spawned it,
     after the terminal's) has nothing left to stop, and raised while Python exits it would print a
     traceback from the finalizers run there."""
+    if _State.active:  # a command of the CLI calling the API: the outer block already routes stops here
+        yield
+        return
     _State.raise_now, _State.pending, _State.delivered, _State.redeliver = True, None, False, None
+    _State.active = True
     previous = {signum: signal.signal(signum, _on_signal) for signum in STOP_SIGNALS}
     previous_hook = _State.unraisable_hook = sys.unraisablehook
     sys.unraisablehook = _on_unraisable
@@ -89,6 +94,7 @@ def handled(then_ignore: bool = False) -> Iterator[None]:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_IGN if then_ignore else handler)
         sys.unraisablehook = previous_hook
+        _State.active = False
 
 
 def _raise_pending() -> None:

@@ -93,13 +93,13 @@ def search(
     `config`: a study file's path or a preset's name (profiles-50k, profiles-100k); the settings
     (budget, trials, epochs, max_depth, data_limit, ...) override it. `timeout` is in seconds."""
     with stops_handled():
-        return _search(config, study, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, settings)
+        return run_search(config, study, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, settings)
 
 
 search.__signature__ = settings_signature(search, (*SEARCH_OPTIONS, *DATA_OPTIONS))
 
 
-def _search(config, study_name, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, settings):
+def run_search(config, study_name, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, settings):
     check_run_options(workers, pack, timeout, device)
     chosen = search_config(config, study_name, storage, settings)
     url = chosen.storage

@@ -16,7 +16,18 @@ from search.errors import Interrupted, Terminated, UsageError, as_usage_error
 
 DEBUG_ENV = "ARCHSEARCH_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
-COMMANDS = ("budget", "baseline", "search", "grid", "worker", "best", "export", "report", "dashboard")
+COMMANDS = (
+    "budget",
+    "baseline",
+    "search",
+    "grid",
+    "frontier",
+    "worker",
+    "best",
+    "export",
+    "report",
+    "dashboard",
+)
 
 
 class Parser(argparse.ArgumentParser):

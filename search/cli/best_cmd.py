@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 from search import api
+from search.api.args import positive_int
+from search.api.reading import MAX_RETRAIN_SEEDS
 from search.cli.common import add_data_options, add_device_option, add_json_option, add_storage_options
 
 HELP = "print the best trial of a study; --export writes its model, --retrain trains it on all training data"
@@ -14,9 +16,19 @@ def add_arguments(parser) -> None:
     add_storage_options(parser, study_required=True)
     parser.add_argument("--export", metavar="FILE", help="write the best model (weights, widths, activation) to FILE")
     parser.add_argument("--retrain", action="store_true", help="retrain the best configuration on all 60,000 images")
+    parser.add_argument(
+        "--seeds",
+        type=retrain_seeds,
+        default=1,
+        help="with --retrain: train this many times (the trial's seed and the next ones); mean and spread",
+    )
     add_device_option(parser)
     add_data_options(parser)
     add_json_option(parser)
+
+
+def retrain_seeds(text: str) -> int:
+    return positive_int(text, high=MAX_RETRAIN_SEEDS)
 
 
 def run(args) -> int:
@@ -25,6 +37,7 @@ def run(args) -> int:
         storage=args.storage,
         export=args.export,
         retrain=args.retrain,
+        seeds=args.seeds,
         device=args.device,
         data_dir=args.data_dir,
         artifacts=args.artifacts,
@@ -46,7 +59,14 @@ def run(args) -> int:
         f"  test          loss {best.test_loss:.4f}  accuracy {best.test_accuracy:.2%}  "
         f"(model trained on the {best.trained_on})"
     )
-    if best.retrained:
+    if best.retrained and len(best.retrained.seeds) > 1:
+        done = best.retrained
+        print(
+            f"  retrained     on {done.trained_on}, seeds {', '.join(map(str, done.seeds))}: test loss "
+            f"{done.test_loss:.4f}  accuracy {done.test_accuracy:.2%}  error {done.test_error:.2%} ± "
+            f"{done.test_error_std:.2%} (mean ± std over seeds)"
+        )
+    elif best.retrained:
         print(
             f"  retrained     on {best.retrained.trained_on}: test loss {best.retrained.test_loss:.4f}  "
             f"accuracy {best.retrained.test_accuracy:.2%}"

@@ -29,7 +29,8 @@ import plotly.graph_objects as go
 import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
 
-from search.results.plots import Plot, own_plots
+from search.results.plots import Plot, frontier_plot, own_plots
+from search.results.tables import frontier_names, frontier_rows
 from search.study.lifecycle import study_names
 from search.study.record import StudyRecord
 from search.study.workers import FINISHED
@@ -58,13 +59,29 @@ def attach(study: optuna.Study) -> list[str]:
 
 def attach_all(storage, seen: dict[str, int]) -> dict[str, int]:
     """Attach figures to every study whose finished-trial count differs from `seen`; the new counts."""
-    counts = {}
+    counts, changed, studies = {}, set(), []
     for name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
+        studies.append(study)
         counts[name] = len(study.get_trials(deepcopy=False, states=FINISHED))
         if seen.get(name) != counts[name] and StudyRecord.of(study).kind in OBJECTIVES:
             attach(study)
+            changed.add(StudyRecord.of(study).frontier)
+    for frontier in frontier_names(studies):
+        if frontier in changed:
+            attach_frontier(studies, frontier)
     return counts
+
+
+def attach_frontier(studies: list[optuna.Study], name: str) -> None:
+    """The frontier's figure, saved in each of its budgets' studies (a frontier has no study of its own)."""
+    plot = frontier_plot(frontier_rows(studies, name), name)
+    if not isinstance(plot, Plot):
+        return
+    figure = go.Figure(plot.figure).update_layout(height=None, title_font_size=14)
+    for study in studies:
+        if StudyRecord.of(study).frontier == name:
+            optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=GRAPH_PREFIX + plot.name)
 
 
 def keep_attached(storage, seen: dict[str, int], seconds: float, stop: threading.Event) -> None:

@@ -42,6 +42,19 @@ def safe_file_name(name: str) -> str:
     return f"{safe}-{digest}"
 
 
+def check_output_folder(out: str | Path) -> None:
+    """Refuse an output folder that cannot be written, without creating anything: for commands that
+    write their figures only after a long run, which must not fail at the end on a bad --out."""
+    path = Path(out)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot write to --out folder {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write to --out folder {path}: permission denied on {existing}")
+
+
 @contextlib.contextmanager
 def output_folder(out: str | Path) -> Iterator[Path]:
     """The output folder, created if needed, and removed again if it was new and the writing fails."""

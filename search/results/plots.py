@@ -17,9 +17,9 @@ from optuna.trial import FrozenTrial
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from models.budget import LINEAR_PARAMETERS
+from models.budget import LINEAR_PARAMETERS, count_parameters
 from models.profiles import PROFILES
-from search.results.tables import GridRow, completed, grid_table, shape_rows
+from search.results.tables import FrontierRow, GridRow, completed, grid_table, shape_rows
 from search.study.record import StudyRecord
 
 TEMPLATE = "plotly_white"
@@ -386,3 +386,106 @@ def study_plots(study: optuna.Study) -> list[Plot | Skipped]:
     if StudyRecord.of(study).kind == "grid":
         return own_plots(study)
     return [*optuna_plots(study), *own_plots(study)]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published fully connected MNIST result (no convolutions, no augmentation) to place on the frontier."""
+
+    source: str
+    widths: tuple[int, ...]
+    test_error: float  # a fraction
+    note: str = ""
+
+    @property
+    def params(self) -> int:
+        return count_parameters(self.widths)
+
+    @property
+    def label(self) -> str:
+        shape = "-".join(map(str, (784, *self.widths, 10)))
+        return f"{self.source}: {shape}{f' ({self.note})' if self.note else ''}"
+
+    @property
+    def short(self) -> str:
+        """The label beside the marker: first author, year and hidden widths."""
+        author, _, year = self.source.partition(" et al. ")
+        return f"{author} {year}: {'-'.join(map(str, self.widths))}{' max-norm' if 'max-norm' in self.note else ''}"
+
+
+LITERATURE = (
+    Reference("LeCun et al. 1998", (300,), 0.047),
+    Reference("LeCun et al. 1998", (1000,), 0.045),
+    Reference("LeCun et al. 1998", (300, 100), 0.0305),
+    Reference("LeCun et al. 1998", (500, 150), 0.0295),
+    Reference("Simard et al. 2003", (800,), 0.016, "cross-entropy"),
+    Reference("Srivastava et al. 2014", (1024, 1024, 1024), 0.0125, "dropout"),
+    Reference("Srivastava et al. 2014", (1024, 1024, 1024), 0.0106, "dropout, max-norm"),
+)
+
+
+def frontier_plot(rows: Sequence[FrontierRow], name: str) -> Plot | Skipped:
+    """Test error of each budget's retrained winner against its parameters (log x), mean and standard
+    deviation over seeds, the winner's widths beside it, and the classic MLP results as labelled markers."""
+    done = [row for row in rows if row.retrained is not None]
+    if not done:
+        return Skipped("frontier", f"no winner of frontier {name!r} has been retrained yet")
+    figure = go.Figure()
+    figure.add_trace(
+        go.Scatter(
+            x=[row.params for row in done],
+            y=[100 * row.retrained.test_error for row in done],
+            error_y={"type": "data", "array": [100 * row.retrained.test_error_std for row in done]},
+            mode="lines+markers+text",
+            text=[" ".join(map(str, row.widths)) for row in done],
+            textposition="top center",
+            name=f"{name}: best by validation, retrained ({len(done[0].retrained.seeds)} seeds)",
+            marker={"size": 9, "color": qualitative.Plotly[0]},
+            customdata=[[row.budget, row.profile, row.study] for row in done],
+            hovertemplate="budget %{customdata[0]}<br>%{customdata[1]} %{text}<br>%{x} parameters"
+            "<br>test error %{y:.2f}%<br>study %{customdata[2]}<extra></extra>",
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=[ref.params for ref in LITERATURE],
+            y=[100 * ref.test_error for ref in LITERATURE],
+            mode="markers+text",
+            text=[ref.short for ref in LITERATURE],
+            textposition=[
+                "middle left" if ref.params > 2_000_000 else ("top center" if index % 2 == 0 else "bottom center")
+                for index, ref in enumerate(LITERATURE)
+            ],
+            textfont={"size": 10},
+            customdata=[ref.label for ref in LITERATURE],
+            name="published MLPs (no convolution, no augmentation)",
+            marker={"symbol": "diamond", "size": 10, "color": qualitative.Plotly[1]},
+            hovertemplate="%{customdata}<br>%{x} parameters<br>test error %{y:.2f}%<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        template=TEMPLATE,
+        title=f"Frontier {name}: test error of the best network at each budget",
+        xaxis={"type": "log", "title": "trainable parameters (log scale)"},
+        yaxis={"type": "log", "title": "test error (%, log scale), mean ± std over seeds"},
+        height=650,
+    )
+    table = [
+        {
+            "budget": row.budget,
+            "study": row.study,
+            "trials": row.trials,
+            "profile": row.profile,
+            "widths": " ".join(map(str, row.widths)),
+            "params": row.params,
+            "val_loss": row.val_loss,
+            "seeds": len(row.retrained.seeds) if row.retrained else 0,
+            "test_error_mean": row.retrained.test_error if row.retrained else None,
+            "test_error_std": row.retrained.test_error_std if row.retrained else None,
+        }
+        for row in rows
+    ] + [
+        {"budget": None, "study": ref.label, "params": ref.params, "test_error_mean": ref.test_error}
+        for ref in LITERATURE
+    ]
+    return Plot("frontier", figure, table)

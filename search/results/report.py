@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,8 +30,8 @@ from models.budget import (
 from models.budget import uniform_parameters as parameters_km
 from models.profiles import UNIFORM
 from search.engine.baseline import InitOutcome, conclude
-from search.results.plots import Plot, ksweep, search_plots
-from search.results.tables import GridRow, completed, grid_table
+from search.results.plots import Plot, frontier_plot, ksweep, search_plots
+from search.results.tables import FrontierRow, GridRow, completed, frontier_names, frontier_rows, grid_table
 from search.study.record import StudyRecord, TrialRecord
 
 FEW_TRIALS = 5
@@ -225,6 +226,7 @@ def build(studies: Sequence[optuna.Study], init: dict | None, init_source: str) 
         _sweep(grids),
         _profiles(entries, [p for p in figures if p.name != "loss-vs-weight-decay"]),
         _decay(entries, [p for p in figures if p.name == "loss-vs-weight-decay"]),
+        _frontiers(searches),
     ]
     names = ", ".join(f"{s.study_name} ({StudyRecord.of(s).kind})" for s in studies)
     return PAGE.format(
@@ -414,6 +416,64 @@ def _decay(entries: dict[int, list[Entry]], figures: Sequence[Plot]) -> str:
     parts = [f"<p><b>{html.escape(decay_finding(budget, group))}</b></p>" for budget, group in entries.items()]
     parts += [_figure(p) for p in figures]
     return _section(question, "\n".join(parts))
+
+
+def _frontiers(searches: Sequence[optuna.Study]) -> str:
+    question = "9. How much does each parameter buy? The best network at every budget"
+    names = frontier_names(searches)
+    if not names:
+        return _section(
+            question,
+            "<p>No frontier in this storage yet; run <code>archsearch frontier --budgets 10000:1000000</code>.</p>",
+        )
+    parts = [
+        "<p>Each budget is its own search study; its winner by validation loss is retrained on all training "
+        "images with several seeds, and its test error (mean ± standard deviation over the seeds) is drawn "
+        "against the parameter count beside published fully connected results. The test set chose nothing.</p>"
+    ]
+    for name in names:
+        rows = frontier_rows(searches, name)
+        parts.append(f"<h3>Frontier {html.escape(name)}</h3>")
+        parts.append(
+            _table(
+                ["budget", "winner", "parameters", "trials", "validation loss", "test error", "seeds"],
+                [
+                    [
+                        f"{row.budget:,}",
+                        f"{row.profile} {list(row.widths)}" if row.widths else "none completed",
+                        f"{row.params:,}" if row.params else "",
+                        str(row.trials),
+                        f"{row.val_loss:.4f}" if row.val_loss is not None else "",
+                        f"{row.retrained.test_error:.2%} ± {row.retrained.test_error_std:.2%}" if row.retrained else "",
+                        str(len(row.retrained.seeds)) if row.retrained else "",
+                    ]
+                    for row in rows
+                ],
+            )
+        )
+        parts.append(f"<p><b>{html.escape(frontier_finding(rows))}</b></p>")
+        plot = frontier_plot(rows, name)
+        if isinstance(plot, Plot):
+            parts.append(_figure(plot))
+    return _section(question, "\n".join(parts))
+
+
+def frontier_finding(rows: Sequence[FrontierRow]) -> str:
+    """What each step up in budget bought: the test error's change per doubling of the parameters."""
+    done = [row for row in rows if row.retrained is not None and row.params]
+    if len(done) < 2:
+        return "Fewer than two budgets have a retrained winner yet; the frontier needs two points to have a slope."
+    steps = []
+    for low, high in itertools.pairwise(done):
+        doublings = math.log2(high.params / low.params)
+        change = (high.retrained.test_error - low.retrained.test_error) / doublings
+        steps.append(f"{low.budget:,} to {high.budget:,}: {100 * change:+.2f} points per doubling")
+    best = min(done, key=lambda row: row.retrained.test_error)
+    return (
+        f"Test error by budget: {'; '.join(steps)}. Lowest: {best.retrained.test_error:.2%} at {best.budget:,} "
+        f"({best.profile} {list(best.widths)}). A step whose change is near zero, or within the seeds' spread, is "
+        "where extra parameters stop paying for this search."
+    )
 
 
 def _training(baseline: dict) -> str:

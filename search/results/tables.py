@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from models.budget import uniform_parameters, width_for_budget
 from search.study.grid import point_of
-from search.study.record import TrialRecord, split_sizes
+from search.study.record import StudyRecord, TrialRecord, split_sizes
 
 
 def completed(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
@@ -171,12 +171,37 @@ def trial_rows(trials: Iterable[FrozenTrial]) -> list[TrialRow]:
 
 @dataclass(frozen=True)
 class Retrained:
-    """The best configuration trained again on all training images (no validation split), then tested."""
+    """The best configuration trained again on all training images (no validation split), once per seed,
+    then tested: the means, and each seed's test accuracy. The test set chose nothing."""
 
     trained_on: str
     train_loss: float
     test_loss: float
     test_accuracy: float
+    seeds: list[int] = dataclasses.field(default_factory=list)
+    test_accuracies: list[float] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def of_runs(cls, trained_on: str, seeds: Sequence[int], runs: Sequence[tuple[float, float, float]]) -> Retrained:
+        """From (train loss, test loss, test accuracy) per seed."""
+        return cls(
+            trained_on=trained_on,
+            train_loss=statistics.fmean(run[0] for run in runs),
+            test_loss=statistics.fmean(run[1] for run in runs),
+            test_accuracy=statistics.fmean(run[2] for run in runs),
+            seeds=list(seeds),
+            test_accuracies=[run[2] for run in runs],
+        )
+
+    @property
+    def test_error(self) -> float:
+        """Mean test error over the seeds, as a fraction."""
+        return 1 - self.test_accuracy
+
+    @property
+    def test_error_std(self) -> float:
+        """Standard deviation of the test error over the seeds (0 for one seed)."""
+        return statistics.stdev(self.test_accuracies) if len(self.test_accuracies) > 1 else 0.0
 
 
 @dataclass(frozen=True)
@@ -223,3 +248,52 @@ class BestTrial:
 
 
 _ALWAYS = {field.name for field in dataclasses.fields(BestTrial)} - {"retrained", "exported"}
+
+
+@dataclass(frozen=True)
+class FrontierRow:
+    """One budget of a frontier: its study's winner by validation loss and, once retrained, its test error."""
+
+    budget: int
+    study: str
+    trials: int  # finished trials of the budget's study
+    profile: str | None
+    widths: tuple[int, ...]
+    params: int | None
+    val_loss: float | None
+    retrained: Retrained | None  # None until the winner was retrained (and again once a better one is found)
+
+
+def frontier_rows(studies: Iterable, name: str) -> list[FrontierRow]:
+    """The frontier `name`, one row per budget in budget order, from the search studies that belong to it."""
+    rows = []
+    for study in studies:
+        record = StudyRecord.of(study)
+        if record.frontier != name or record.kind != "search":
+            continue
+        trials = study.get_trials(deepcopy=False)
+        done = completed(trials)
+        best = min(done, key=lambda t: t.value) if done else None
+        winner = TrialRecord.of(best) if best else None
+        stored = record.retrained
+        retrained = None
+        if best is not None and stored and stored.get("trial") == best.number:
+            retrained = Retrained(**{k: v for k, v in stored.items() if k != "trial"})
+        rows.append(
+            FrontierRow(
+                budget=record.settings["budget"],
+                study=study.study_name,
+                trials=sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials),
+                profile=winner.profile if winner else None,
+                widths=winner.widths if winner else (),
+                params=winner.params if winner else None,
+                val_loss=best.value if best else None,
+                retrained=retrained,
+            )
+        )
+    return sorted(rows, key=lambda row: row.budget)
+
+
+def frontier_names(studies: Iterable) -> list[str]:
+    """The frontiers that the studies belong to, in name order."""
+    return sorted({StudyRecord.of(s).frontier for s in studies if StudyRecord.of(s).frontier})

@@ -84,6 +84,8 @@ class StudyRecord:
     artifacts: str | None = None  # folder of the saved models
     baseline: dict[str, Any] | None = None  # grid studies: the linear model on the same data
     init_study: dict[str, Any] | None = None  # the initialization study, where one was kept
+    frontier: str | None = None  # search studies of a frontier: its name (one study per budget)
+    retrained: dict[str, Any] | None = None  # the winner retrained on all images, one run per seed
 
     @classmethod
     def of(cls, study: optuna.Study) -> StudyRecord:
@@ -119,7 +121,7 @@ def write_trial(trial: optuna.Trial, **values: Any) -> None:
 
 
 def write_study(study: optuna.Study, **values: Any) -> None:
-    """Store fields of the study's record (kind, config, artifacts, baseline, init_study)."""
+    """Store fields of the study's record (kind, config, artifacts, baseline, init_study, frontier, retrained)."""
     _write(study.set_user_attr, STUDY_FIELDS, values)
 
 

@@ -1,0 +1,158 @@
+"""The budget frontier: the best network found at every budget, retrained and tested honestly.
+
+One single-objective search study per budget, named NAME@BUDGET, rather than one multi-objective
+study with the budget sampled per trial: Optuna's pruners do not support multi-objective studies,
+and pruning is most of a search's speed; each budget's study is also an ordinary search study, so
+`best`, `export`, `worker`, packing and the dashboard work on it unchanged. The studies carry the
+frontier's name, and each winner's retraining (on all training images, one run per seed) is kept in
+its study, so the same call resumes: searches continue to their trials, retraining is redone only
+for a budget whose winner changed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from models.budget import INPUTS, MAX_BUDGET, MIN_BUDGET
+from search.api.calls import api_call, settings_signature, stops_handled
+from search.api.options import DATA_OPTIONS, SEARCH_OPTIONS
+from search.api.reading import MAX_RETRAIN_SEEDS, retrain_trial
+from search.api.running import DEFAULT_PACK, check_run_options, storage_url
+from search.api.studies import run_search, search_config
+from search.checks import check_int, check_ints
+from search.errors import UsageError
+from search.results.plots import Plot, Skipped, frontier_plot
+from search.results.tables import BestTrial, FrontierRow, completed, frontier_rows
+from search.study.config import MAX_TOLERANCE, check_study_name, to_dict
+from search.study.lifecycle import best_trial, check_new_run, load_study, study_names
+from search.study.record import StudyRecord, write_study
+from search.study.storage import open_storage, public_url
+
+FRONTIER_OPTIONS = tuple(option for option in SEARCH_OPTIONS if option.dest != "budget")
+DEFAULT_SEEDS = 3
+
+
+def member_name(frontier: str, budget: int) -> str:
+    """The study of one budget of a frontier."""
+    return f"{frontier}@{budget}"
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """A frontier after a call: one row per budget (winner, retrained test error) and its figure."""
+
+    name: str
+    storage: str  # without its password
+    rows: list[FrontierRow]
+    stopped_at_timeout: bool
+    plot: Plot | Skipped
+
+    @property
+    def figure(self):
+        return self.plot.figure if isinstance(self.plot, Plot) else None
+
+
+@api_call
+def frontier(
+    config: str | None = None,
+    *,
+    name: str = "frontier",
+    budgets: Sequence[int] = (),
+    seeds: int = DEFAULT_SEEDS,
+    storage: str | None = None,
+    workers: int = 1,
+    pack: int = DEFAULT_PACK,
+    timeout: float | None = None,
+    device: str = "auto",
+    data_dir: str | None = None,
+    artifacts: str | None = None,
+    quiet: bool = False,
+    **settings,
+) -> Frontier:
+    """Search every budget of `budgets` (`archsearch frontier`), then retrain each winner with `seeds`
+    seeds on all training images; `config` and the settings (trials, epochs, ...) apply to every budget."""
+    with stops_handled():
+        return _frontier(
+            config, name, budgets, seeds, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, settings
+        )
+
+
+frontier.__signature__ = settings_signature(frontier, (*FRONTIER_OPTIONS, *DATA_OPTIONS))
+
+
+def _frontier(config, name, budgets, seeds, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, given):
+    check_study_name(name)
+    budgets = tuple(budgets)
+    check_ints("budgets", budgets, MIN_BUDGET, MAX_BUDGET, f"{MIN_BUDGET} parameters is the smallest MLP")
+    check_int("seeds", seeds, 1, MAX_RETRAIN_SEEDS)
+    check_run_options(workers, pack, timeout, device)
+    if "budget" in given:
+        raise UsageError("a frontier sets each study's budget from budgets; leave budget out")
+    url = storage_url(storage)
+    # Every budget's settings are checked against its stored study before the first one is written.
+    settings = {budget: _budget_settings(config, name, url, given, budget) for budget in budgets}
+    for budget in budgets:
+        chosen = search_config(config, member_name(name, budget), url, settings[budget])
+        check_new_run(url, chosen.name, "search", {k: v for k, v in to_dict(chosen).items() if k != "name"})
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stopped = False
+    for budget in sorted(budgets):
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            stopped = True
+            break
+        run = run_search(
+            config, member_name(name, budget), url, workers, pack, left, device, data_dir, artifacts, quiet,
+            settings[budget],
+        )  # fmt: skip
+        study = load_study(open_storage(url), run.study)
+        if StudyRecord.of(study).frontier != name:
+            write_study(study, frontier=name)
+        stopped = stopped or run.stopped_at_timeout
+    if not stopped:
+        for budget in sorted(budgets):
+            _retrain_winner(url, member_name(name, budget), seeds, device, data_dir, quiet)
+    members = [load_study(open_storage(url, read_only=True), member_name(name, b)) for b in budgets]
+    rows = frontier_rows(members, name)
+    return Frontier(name, public_url(url), rows, stopped, frontier_plot(rows, name))
+
+
+def _budget_settings(config: str | None, name: str, url: str, given: dict, budget: int) -> dict:
+    """The settings of one budget's study. Its tolerance is at least one unit of the first hidden layer
+    (785 parameters, 7.9% of 10,000): below that, whole widths skip over the budget and a small budget's
+    study would prune every trial. Larger budgets keep the tolerance asked for."""
+    settings = {**given, "budget": budget}
+    tolerance = search_config(config, member_name(name, budget), url, settings).tolerance
+    grain = math.ceil((INPUTS + 1) / budget * 1000) / 1000
+    return settings | ({"tolerance": min(grain, MAX_TOLERANCE)} if tolerance < grain else {})
+
+
+def _retrain_winner(url: str, study_name: str, seeds: int, device: str, data_dir: str | None, quiet: bool) -> None:
+    """Retrain the study's winner once per seed, unless that winner was already retrained with as many."""
+    study = load_study(open_storage(url), study_name)
+    if not completed(study.get_trials(deepcopy=False)):
+        return  # every trial was pruned (a budget too small for the space's depths): its row says so
+    winner = best_trial(study)
+    kept = StudyRecord.of(study).retrained
+    if kept and kept.get("trial") == winner.number and len(kept.get("seeds", ())) >= seeds:
+        return
+    record = BestTrial.of(winner, StudyRecord.of(study).settings, len(study.trials))
+    if not quiet:
+        print(f"retraining the winner of {study_name!r} (trial {winner.number}, {record.widths}) with {seeds} seed(s)")
+    done, _ = retrain_trial(study, record, seeds, device, data_dir, quiet)
+    write_study(study, retrained={"trial": winner.number, **asdict(done)})
+
+
+@api_call
+def frontier_of(name: str = "frontier", *, storage: str | None = None) -> Frontier:
+    """A stored frontier, read only: its rows and figure."""
+    url = storage_url(storage)
+    opened = open_storage(url, read_only=True)
+    members = [load_study(opened, study) for study in study_names(opened) if study.startswith(f"{name}@")]
+    rows = frontier_rows(members, name)
+    if not rows:
+        raise UsageError(f"no frontier {name!r} in this storage; run `archsearch frontier --name {name}` first")
+    return Frontier(name, public_url(url), rows, False, frontier_plot(rows, name))

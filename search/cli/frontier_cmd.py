@@ -1,0 +1,102 @@
+"""archsearch frontier: the best network at every budget, retrained and tested, against the classic MLPs."""
+
+from __future__ import annotations
+
+import sys
+
+from search import api
+from search.api.args import DEFAULT_FRONTIER_POINTS, budget_spec, positive_int
+from search.api.frontier import DEFAULT_SEEDS, FRONTIER_OPTIONS
+from search.api.options import DATA_OPTIONS
+from search.api.reading import MAX_RETRAIN_SEEDS
+from search.checks import printable
+from search.cli.common import (
+    add_config_options,
+    add_data_options,
+    add_device_option,
+    add_storage_options,
+    add_worker_options,
+    given_settings,
+)
+from search.cli.export_cmd import formats
+from search.errors import UsageError
+from search.results.export import FORMATS, PNG_HINT, check_output_folder, output_folder, safe_file_name, write_plots
+from search.results.plots import Plot
+
+HELP = "search a range of budgets (one study per budget), retrain each winner with several seeds, plot the frontier"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", help="study file (TOML) or preset name for every budget; flags override it")
+    parser.add_argument(
+        "--budgets",
+        type=budget_spec,
+        required=True,
+        help=f"LOW:HIGH ({DEFAULT_FRONTIER_POINTS} log-spaced budgets), LOW:HIGH:COUNT, or a list 10000,50000,100000",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=lambda text: positive_int(text, high=MAX_RETRAIN_SEEDS),
+        default=DEFAULT_SEEDS,
+        help=f"seeds each winner is retrained with on all training images (default {DEFAULT_SEEDS})",
+    )
+    parser.add_argument("--out", help="folder for the frontier's plot (default exports/NAME)")
+    parser.add_argument("--format", type=formats, default=list(FORMATS), help="html, png or html,png (default)")
+    add_config_options(parser, FRONTIER_OPTIONS)
+    add_storage_options(parser)
+    add_worker_options(parser)
+    add_device_option(parser)
+    add_data_options(parser)
+
+
+def run(args) -> int:
+    name = args.study or "frontier"
+    out = args.out or f"exports/{safe_file_name(name)}"
+    check_output_folder(out)
+    done = api.frontier(
+        args.config,
+        name=name,
+        budgets=args.budgets,
+        seeds=args.seeds,
+        storage=args.storage,
+        workers=args.workers,
+        pack=args.pack,
+        timeout=args.timeout,
+        device=args.device,
+        data_dir=args.data_dir,
+        artifacts=args.artifacts,
+        **given_settings(args, (*FRONTIER_OPTIONS, *DATA_OPTIONS)),
+    )
+    print_table(done)
+    if isinstance(done.plot, Plot):
+        write_figure(done.plot, out, args.format)
+    return 0
+
+
+def write_figure(plot: Plot, out: str, chosen: list[str]) -> None:
+    """The plot's CSV and HTML, then its PNG where a browser renders it: the frontier is stored by now,
+    so a PNG that cannot be made is one line on stderr, not a failed command."""
+    with output_folder(out) as folder:
+        written, _ = write_plots([plot], folder, [f for f in chosen if f != "png"])
+        if "png" in chosen:
+            try:
+                rendered, png = write_plots([plot], folder, ["png"])
+                written += [path for path in rendered if path.suffix == ".png"]
+                if not png:
+                    print(f"archsearch: {PNG_HINT}", file=sys.stderr)
+            except UsageError as error:
+                print(f"archsearch: {printable(str(error))}", file=sys.stderr)
+    print(f"frontier plot: {', '.join(str(path) for path in sorted(set(written)))}")
+
+
+def print_table(done: api.Frontier) -> None:
+    print(f"frontier {done.name!r}: best by validation loss at each budget, retrained on all training images")
+    print(f"{'budget':>8} {'params':>8} {'trials':>6}  {'winner':<36} {'val loss':>8}  {'test error (mean ± std)':<24}")
+    for row in done.rows:
+        winner = f"{row.profile} {list(row.widths)}" if row.widths else "-"
+        loss = f"{row.val_loss:.4f}" if row.val_loss is not None else "-"
+        error = "-"
+        if row.retrained is not None:
+            done_seeds = len(row.retrained.seeds)
+            error = f"{row.retrained.test_error:.2%} ± {row.retrained.test_error_std:.2%} ({done_seeds} seeds)"
+        print(f"{row.budget:>8} {row.params or '-':>8} {row.trials:>6}  {winner:<36} {loss:>8}  {error}")
