@@ -240,3 +240,17 @@ def test_the_api_says_what_it_runs_unless_quiet(tmp_path, mnist_root, monkeypatc
     out = capsys.readouterr().out
     assert out.startswith("study 'q' in sqlite:///") and out.count("\n#") == 2
     assert run.best_summary.startswith(f"#{run.best.study_trial} ")
+
+
+def test_a_progress_bar_shows_in_a_notebook_kernel_and_not_in_a_pipe(monkeypatch):
+    import types
+
+    from search.api.progress import progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert progress(3, "pipe").disable
+    shell = type("ZMQInteractiveShell", (), {})  # the class name is what marks a Jupyter kernel
+    kernel = types.SimpleNamespace(get_ipython=lambda: shell())
+    monkeypatch.setitem(sys.modules, "IPython", kernel)
+    assert not progress(3, "notebook").disable
+    assert progress(3, "notebook", quiet=True).disable
