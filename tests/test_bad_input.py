@@ -96,6 +96,16 @@ CASES = [
     case("grid-damaged-data", "grid", *GRID, "--data-dir", "{damaged}"),
     case("grid-storage-wrong-scheme", "grid", "--study", "x", "--storage", "ftp://host/studies"),
     case("grid-postgres-wrong-password", "grid", "--study", "x", "--storage", "{pg_bad}"),
+    # frontier
+    case("frontier-reversed-range", "frontier", "--storage", "{db}", "--budgets", "40000:10000"),
+    case("frontier-budget-below-smallest-net", "frontier", "--storage", "{db}", "--budgets", "100:5000"),
+    case("frontier-one-point", "frontier", "--storage", "{db}", "--budgets", "10000:40000:1"),
+    case("frontier-seeds-zero", "frontier", "--storage", "{db}", "--budgets", "10000:40000", "--seeds", "0"),
+    case("frontier-unwritable-out", "frontier", "--storage", "{db}", "--budgets", "10000:40000", "--out", "{file}/o"),
+    case(
+        "frontier-damaged-data", "frontier", "--storage", "{db}", "--budgets", "10000,20000", "--data-dir", "{damaged}"
+    ),
+    case("frontier-postgres-wrong-password", "frontier", "--storage", "{pg_bad}", "--budgets", "10000,20000"),
     # worker
     case("worker-without-study", "worker", "--storage", "{db}"),
     case("worker-unknown-study", "worker", "--study", "nosuch", "--storage", "{db}"),
