@@ -254,3 +254,19 @@ def test_a_progress_bar_shows_in_a_notebook_kernel_and_not_in_a_pipe(monkeypatch
     monkeypatch.setitem(sys.modules, "IPython", kernel)
     assert not progress(3, "notebook").disable
     assert progress(3, "notebook", quiet=True).disable
+
+
+def test_this_process_gets_its_cores_back_once_its_workers_are_done(tmp_path):
+    """Spawned workers share the cores out (one thread each on 2 cores); what runs after them in this
+    process, a frontier's retraining, has them all again."""
+    import torch
+
+    from search.api import running
+
+    before = torch.get_num_threads()
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    workers = running.spawn_workers(2, ["--study", "none", "--storage", url], url)
+    assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) // 2)
+    running.stop_workers(workers, None)
+    running._use_every_core()
+    assert torch.get_num_threads() == before

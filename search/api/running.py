@@ -134,6 +134,8 @@ def run_study(
         stop_workers(processes, signal.SIGTERM)
         raise
     stop_workers(processes, None)
+    if processes:
+        _use_every_core()  # what follows in this process (a frontier's retraining) has the CPU to itself
     if not finished and not quiet:
         done = min(count_trials(study).finished, target)
         print(f"stopped at --timeout: {done} of {target} trials finished. {resume_hint(resume, url)}")
@@ -161,6 +163,7 @@ def spawn_workers(count: int, args: list[str], url: str) -> list[subprocess.Pope
     import torch
 
     threads = max(1, (os.cpu_count() or 1) // count)
+    _threads_before.append(torch.get_num_threads())
     torch.set_num_threads(threads)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), STORAGE_ENV: url, PARENT_ENV: str(os.getpid())}
     return [
@@ -169,6 +172,18 @@ def spawn_workers(count: int, args: list[str], url: str) -> list[subprocess.Pope
         )
         for index in range(1, count)
     ]
+
+
+_threads_before: list[int] = []  # this process's torch threads before spawn_workers shared the cores out
+
+
+def _use_every_core() -> None:
+    """Undo spawn_workers' share of the cores for this process, once its workers are gone."""
+    import torch
+
+    if _threads_before:
+        torch.set_num_threads(_threads_before[0])
+        _threads_before.clear()
 
 
 def stop_workers(workers: list[subprocess.Popen], signum: int | None) -> None:
