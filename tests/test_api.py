@@ -265,8 +265,8 @@ def test_this_process_gets_its_cores_back_once_its_workers_are_done(tmp_path):
 
     before = torch.get_num_threads()
     url = f"sqlite:///{tmp_path / 'none.db'}"
-    workers = running.spawn_workers(2, ["--study", "none", "--storage", url], url)
-    assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) // 2)
+    with running.cores_shared(2):
+        workers = running.spawn_workers(2, ["--study", "none", "--storage", url], url)
+        assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) // 2)
     running.stop_workers(workers, None)
-    running._use_every_core()
     assert torch.get_num_threads() == before

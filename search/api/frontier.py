@@ -26,7 +26,7 @@ from search.checks import check_int, check_ints
 from search.errors import UsageError
 from search.results.plots import Plot, Skipped, frontier_plot
 from search.results.tables import BestTrial, FrontierRow, completed, frontier_rows
-from search.study.config import MAX_TOLERANCE, check_study_name, to_dict
+from search.study.config import MAX_TOLERANCE, StudyConfig, check_study_name, to_dict
 from search.study.lifecycle import best_trial, check_new_run, load_study, study_names
 from search.study.record import StudyRecord, write_study
 from search.study.storage import open_storage, public_url
@@ -93,9 +93,9 @@ def _frontier(config, name, budgets, seeds, storage, workers, pack, timeout, dev
         raise UsageError("a frontier sets each study's budget from budgets; leave budget out")
     url = storage_url(storage)
     # Every budget's settings are checked against its stored study before the first one is written.
-    settings = {budget: _budget_settings(config, name, url, given, budget) for budget in budgets}
+    settings = {}
     for budget in budgets:
-        chosen = search_config(config, member_name(name, budget), url, settings[budget])
+        settings[budget], chosen = _budget_settings(config, name, url, given, budget)
         check_new_run(url, chosen.name, "search", {k: v for k, v in to_dict(chosen).items() if k != "name"})
     deadline = None if timeout is None else time.monotonic() + timeout
     stopped = False
@@ -120,14 +120,17 @@ def _frontier(config, name, budgets, seeds, storage, workers, pack, timeout, dev
     return Frontier(name, public_url(url), rows, stopped, frontier_plot(rows, name))
 
 
-def _budget_settings(config: str | None, name: str, url: str, given: dict, budget: int) -> dict:
-    """The settings of one budget's study. Its tolerance is at least one unit of the first hidden layer
+def _budget_settings(config: str | None, name: str, url: str, given: dict, budget: int) -> tuple[dict, StudyConfig]:
+    """The settings of one budget's study, and its config. Its tolerance is at least one unit of the first hidden layer
     (785 parameters, 7.9% of 10,000): below that, whole widths skip over the budget and a small budget's
     study would prune every trial. Larger budgets keep the tolerance asked for."""
     settings = {**given, "budget": budget}
-    tolerance = search_config(config, member_name(name, budget), url, settings).tolerance
+    chosen = search_config(config, member_name(name, budget), url, settings)
     grain = math.ceil((INPUTS + 1) / budget * 1000) / 1000
-    return settings | ({"tolerance": min(grain, MAX_TOLERANCE)} if tolerance < grain else {})
+    if chosen.tolerance >= grain:
+        return settings, chosen
+    settings["tolerance"] = min(grain, MAX_TOLERANCE)
+    return settings, search_config(config, member_name(name, budget), url, settings)
 
 
 def _retrain_winner(url: str, study_name: str, seeds: int, device: str, data_dir: str | None, quiet: bool) -> None:
@@ -154,5 +157,5 @@ def frontier_of(name: str = "frontier", *, storage: str | None = None) -> Fronti
     members = [load_study(opened, study) for study in study_names(opened) if study.startswith(f"{name}@")]
     rows = frontier_rows(members, name)
     if not rows:
-        raise UsageError(f"no frontier {name!r} in this storage; run `archsearch frontier --name {name}` first")
+        raise UsageError(f"no frontier {name!r} in this storage; run `archsearch frontier --study {name}` first")
     return Frontier(name, public_url(url), rows, False, frontier_plot(rows, name))

@@ -16,7 +16,7 @@ import optuna
 
 from search.api.calls import api_call
 from search.api.progress import progress
-from search.api.running import artifacts_dir, check_run_options, storage_url
+from search.api.running import artifacts_dir, check_device, storage_url
 from search.checks import check_int
 from search.errors import UsageError
 from search.results.plots import Plot, Skipped, study_plots
@@ -77,7 +77,7 @@ def best(
     """The best trial by validation loss (`archsearch best`); `export` writes its model to a file,
     `retrain` trains the same configuration on all training images with `seeds` seeds and tests it
     (the mean and each seed's accuracy; an exported retrained model is the first seed's)."""
-    check_run_options(1, 1, None, device)
+    check_device(device)
     check_int("seeds", seeds, 1, MAX_RETRAIN_SEEDS)
     opened, url = open_study(study, storage, "it has no best model to show")
     trial = best_trial(opened)
@@ -220,7 +220,7 @@ def report(
     from search.results import report as pages
     from search.results.export import output_folder, write_text
 
-    check_run_options(1, 1, None, device)
+    check_device(device)
     url = storage_url(storage)
     opened = open_storage(url, read_only=True)
     ours = [s for s in (load_study(opened, name) for name in study_names(opened)) if StudyRecord.of(s).ours]

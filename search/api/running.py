@@ -3,6 +3,7 @@ what a stop (Ctrl-C, SIGTERM, a kernel interrupt, a storage failure) leaves behi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -32,6 +34,10 @@ DEFAULT_PACK = 1
 PARENT_ENV = "ARCHSEARCH_PARENT_PID"  # set for spawned workers: they end when this process does
 
 
+def check_device(device: str) -> None:
+    check_choice("device", device, DEVICES)
+
+
 def check_run_options(workers: int, pack: int, timeout: float | None, device: str) -> None:
     """How a study runs, checked as the flags of the same names are."""
     check_int("workers", workers, 0, MAX_WORKERS)
@@ -44,7 +50,7 @@ def check_run_options(workers: int, pack: int, timeout: float | None, device: st
                 f"timeout must be at most {days} days ({MAX_DURATION_SECONDS:,} s), got {timeout:g}; "
                 "resume the study to run longer"
             )
-    check_choice("device", device, DEVICES)
+    check_device(device)
 
 
 def summary_line(trial: FrozenTrial) -> str:
@@ -118,8 +124,9 @@ def run_study(
     try:
         if timeout is not None:
             worker_args = [*worker_args, "--timeout", f"{timeout:g}s"]
-        processes = spawn_workers(workers, [*worker_args, "--pack", str(pack)], url)
-        finished = run_with_progress(study, objective, target, quiet, deadline, pack, storage)
+        with cores_shared(workers):
+            processes = spawn_workers(workers, [*worker_args, "--pack", str(pack)], url)
+            finished = run_with_progress(study, objective, target, quiet, deadline, pack, storage)
     except STORAGE_FAILURES as error:
         stop_workers(processes, signal.SIGTERM)
         raise storage_failure(error, url) from None
@@ -134,8 +141,6 @@ def run_study(
         stop_workers(processes, signal.SIGTERM)
         raise
     stop_workers(processes, None)
-    if processes:
-        _use_every_core()  # what follows in this process (a frontier's retraining) has the CPU to itself
     if not finished and not quiet:
         done = min(count_trials(study).finished, target)
         print(f"stopped at --timeout: {done} of {target} trials finished. {resume_hint(resume, url)}")
@@ -160,11 +165,7 @@ def spawn_workers(count: int, args: list[str], url: str) -> list[subprocess.Pope
     """
     if count < 2:
         return []
-    import torch
-
-    threads = max(1, (os.cpu_count() or 1) // count)
-    _threads_before.append(torch.get_num_threads())
-    torch.set_num_threads(threads)
+    threads = threads_per_worker(count)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), STORAGE_ENV: url, PARENT_ENV: str(os.getpid())}
     return [
         subprocess.Popen(
@@ -174,16 +175,26 @@ def spawn_workers(count: int, args: list[str], url: str) -> list[subprocess.Pope
     ]
 
 
-_threads_before: list[int] = []  # this process's torch threads before spawn_workers shared the cores out
+def threads_per_worker(count: int) -> int:
+    return max(1, (os.cpu_count() or 1) // count)
 
 
-def _use_every_core() -> None:
-    """Undo spawn_workers' share of the cores for this process, once its workers are gone."""
+@contextlib.contextmanager
+def cores_shared(count: int) -> Iterator[None]:
+    """This process takes its share of the cores while `count` workers run (W processes each running
+    torch's default of one thread per core oversubscribe the CPU), and all of them again afterwards:
+    what follows in this process (a frontier's retraining) has the CPU to itself."""
+    if count < 2:
+        yield
+        return
     import torch
 
-    if _threads_before:
-        torch.set_num_threads(_threads_before[0])
-        _threads_before.clear()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads_per_worker(count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def stop_workers(workers: list[subprocess.Popen], signum: int | None) -> None:

@@ -9,6 +9,7 @@ from search.api.args import duration, non_negative_int, positive_int, storage, s
 from search.api.options import DATA_OPTIONS, ConfigOption
 from search.api.running import DEFAULT_PACK, MAX_PACK, MAX_WORKERS
 from search.engine.config import DEVICES
+from search.results.export import FORMATS
 from search.study.config import DEFAULT_STORAGE
 from search.study.storage import STORAGE_ENV
 
@@ -91,3 +92,12 @@ def run_options(args: argparse.Namespace) -> dict:
     """How `search` and `grid` run (study, storage, workers, pack, timeout, device, data), as API keywords."""
     names = ("study", "storage", "workers", "pack", "timeout", "device", "data_dir")
     return {name: getattr(args, name) for name in names}
+
+
+def formats(text: str) -> list[str]:
+    """--format: html, png or both, comma-separated."""
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [part for part in chosen if part not in FORMATS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown format {text!r}; choose one or more of {','.join(FORMATS)}")
+    return chosen

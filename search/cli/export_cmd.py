@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from search import api
 from search.api.args import storage, study_name
-from search.cli.common import STORAGE_HELP
+from search.cli.common import STORAGE_HELP, formats
 from search.results.export import FORMATS, PNG_HINT
 
 HELP = "write a study's plots (k-sweep for a grid study; Optuna's and ours for a search) as HTML, PNG and CSV"
-
-
-def formats(text: str) -> list[str]:
-    chosen = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [part for part in chosen if part not in FORMATS]
-    if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"unknown format {text!r}; choose one or more of {','.join(FORMATS)}")
-    return chosen
 
 
 def add_arguments(parser) -> None:

@@ -16,9 +16,10 @@ from search.cli.common import (
     add_device_option,
     add_storage_options,
     add_worker_options,
+    formats,
     given_settings,
+    run_options,
 )
-from search.cli.export_cmd import formats
 from search.errors import UsageError
 from search.results.export import FORMATS, PNG_HINT, check_output_folder, output_folder, safe_file_name, write_plots
 from search.results.plots import Plot
@@ -50,7 +51,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    name = args.study or "frontier"
+    options = run_options(args)
+    name = options.pop("study") or "frontier"
     out = args.out or f"exports/{safe_file_name(name)}"
     check_output_folder(out)
     done = api.frontier(
@@ -58,13 +60,8 @@ def run(args) -> int:
         name=name,
         budgets=args.budgets,
         seeds=args.seeds,
-        storage=args.storage,
-        workers=args.workers,
-        pack=args.pack,
-        timeout=args.timeout,
-        device=args.device,
-        data_dir=args.data_dir,
         artifacts=args.artifacts,
+        **options,
         **given_settings(args, (*FRONTIER_OPTIONS, *DATA_OPTIONS)),
     )
     print_table(done)
