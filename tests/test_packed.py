@@ -239,3 +239,73 @@ def test_inputs_gathered_as_pixel_bytes_are_the_inputs_to_the_bit(data, monkeypa
     monkeypatch.setattr(packed, "pixel_bytes", lambda _: None)
     from_floats, _ = run_pack(members, data)
     assert [losses(r) for r in from_bytes] == [losses(r) for r in from_floats]
+
+
+# A pack of 2 slots: member 0 is pruned at epoch 1, so entrant 2 joins at the first boundary; member 1 ends
+# after its 3 epochs, so entrant 3 joins at the third. Entrant 2 is the widest in its first layer (the layout
+# grows), member 1 in its second (it shrinks when member 1 leaves).
+REFILL_WIDTHS = [[40, 24], [16, 48], [64, 8], [24, 24]]
+REFILL_CASES = {
+    "adam-cosine-dropout": {"optimizer": "adam", "schedule": "cosine", "activation": "relu"},
+    "adamw-onecycle-gelu": {"optimizer": "adamw", "schedule": "onecycle", "activation": "gelu"},
+    "sgd-momentum-constant": {"optimizer": "sgd", "momentum": 0.9},
+}
+
+
+@pytest.mark.parametrize("case", REFILL_CASES)
+def test_models_that_join_a_running_pack_train_as_they_would_alone(data, case):
+    shared = {"epochs": 3, "batch_size": 128, "device": "cpu", **REFILL_CASES[case]}
+    lr = 0.05 if shared["optimizer"] == "sgd" else 2e-3
+    member_configs = [
+        TrainConfig(**shared, lr=lr * (1 + k / 4), seed=k, dropout=0.2 * (k % 2), weight_decay=1e-3 * k)
+        for k in range(4)
+    ]
+    built = [build(w, c) for w, c in zip(REFILL_WIDTHS, member_configs, strict=True)]
+    waiting = [
+        packed.Entrant(model, config, state)
+        for (model, state), config in zip(built[2:], member_configs[2:], strict=True)
+    ]
+    asked, ended = [], []
+
+    def refill(free: int) -> list[packed.Entrant]:
+        asked.append(free)
+        return [waiting.pop(0)] if waiting else []
+
+    def on_epoch(index, record):
+        if index == 0:
+            raise Pruned("pruned at epoch 1")
+
+    results = train_pack(
+        [model for model, _ in built[:2]], member_configs[:2], data.train, data.validation, data.test,
+        on_epoch, [state for _, state in built[:2]], refill=refill, on_end=lambda i, _: ended.append(i), slots=2,
+    )  # fmt: skip
+    assert isinstance(results[0], Pruned) and len(results) == 4
+    assert ended == [0, 1, 2, 3] and asked == [1, 1, 1, 1, 2]  # a free slot is offered at every boundary
+    for index in (1, 2, 3):
+        alone_model, _ = build(REFILL_WIDTHS[index], member_configs[index])
+        alone = train(alone_model, data.train, member_configs[index], data.validation, data.test)
+        assert [r.epoch for r in results[index].history] == [1, 2, 3]
+        assert losses(results[index]) == pytest.approx(losses(alone), rel=RELATIVE)
+        assert results[index].test.loss == pytest.approx(alone.test.loss, rel=RELATIVE)
+        for packed_param, alone_param in zip(built[index][0].parameters(), alone_model.parameters(), strict=True):
+            torch.testing.assert_close(packed_param, alone_param, rtol=RELATIVE, atol=1e-5)
+
+
+def test_a_refill_is_checked_like_the_pack_it_joins(data):
+    config = TrainConfig(epochs=2, batch_size=128, device="cpu")
+
+    def refill_with(entrants):
+        return lambda free: entrants
+
+    def prune_first(index, record):
+        if index == 0:
+            raise Pruned("make room")
+
+    for entrants, message in (
+        ([packed.Entrant(build([8, 8], config)[0], config)], "depth"),
+        ([packed.Entrant(build([8], config)[0], dataclasses.replace(config, batch_size=64))], "batch_size"),
+        ([packed.Entrant(build([8], config)[0], config)] * 2, "2 models for 1 free"),
+    ):
+        models = [build([8], config)[0], build([8], config)[0]]
+        with pytest.raises(ValueError, match=message):
+            train_pack(models, [config, config], data.train, on_epoch=prune_first, refill=refill_with(entrants))

@@ -9,9 +9,10 @@ share. bench/packing.py measures the trials per hour against the trainer's one t
 Each member trains as search.engine.trainer.train would train it alone, up to float rounding: from its
 own initial weights, on its own batch order, with its own learning rate and schedule, weight decay and
 dropout rate (and, given `dropout_states`, its own dropout masks); it is pruned or diverges on its own,
-after which it leaves the pack and the others go on as before. The members share what the batched
-products and the one step loop need shared: depth, activation, optimizer kind, batch size, epochs and
-momentum.
+after which it leaves the pack and the others go on as before. A model that takes the free slot at an
+epoch boundary (train_pack's `refill`) trains from its own first epoch, on its own step count. The members
+share what the batched products and the one step loop need shared: depth, activation, optimizer kind,
+batch size, epochs and momentum.
 
 Layout: each layer's weights are a (K, out, in) view and its biases a (K, out) view into one (K, n)
 parameter tensor, padded to the pack's widest member. Padded units start at zero and stay zero: their
@@ -53,6 +54,20 @@ _pixel_cache: tuple[weakref.ref, int, torch.Tensor | None] | None = None
 OnPackEpoch = Callable[[int, EpochRecord], None]
 
 
+@dataclass(frozen=True)
+class Entrant:
+    """A model that joins a running pack at an epoch boundary (train_pack's `refill`): built as for
+    train_pack's `models`, with its config and the dropout state it would start from alone."""
+
+    model: nn.Sequential
+    config: TrainConfig
+    dropout_state: torch.Tensor | None = None
+
+
+Refill = Callable[[int], Sequence[Entrant]]
+OnPackEnd = Callable[[int, "TrainResult | Exception"], None]
+
+
 def train_pack(
     models: Sequence[nn.Sequential],
     configs: Sequence[TrainConfig],
@@ -61,6 +76,9 @@ def train_pack(
     test: Split | None = None,
     on_epoch: OnPackEpoch | None = None,
     dropout_states: Sequence[torch.Tensor] | None = None,
+    refill: Refill | None = None,
+    on_end: OnPackEnd | None = None,
+    slots: int | None = None,
 ) -> list[TrainResult | Exception]:
     """Train every model in place, all in one pack: one result per model, in order.
 
@@ -76,17 +94,29 @@ def train_pack(
     was built: training alone, its dropout masks would be drawn from there. Without it, a member's masks
     come from a generator seeded with its config's seed: as random, but not the masks train() would draw.
 
+    A pack keeps its `slots` (at least len(models)) busy: at each epoch boundary where members have
+    left, `refill(free)` may return up to `free` Entrants, which join with indices counted on from
+    len(models) and train from their own first epoch, each on its own step count and schedule, so each
+    still trains as it would alone. `on_end(index, outcome)` hears each model's end as it happens (its
+    slot's final value), so a caller can record it before the pack goes on.
+
     A record's `seconds` is the pack's wall time for that epoch, every member's validation included, and
-    a result's `seconds` the pack's time up to its last epoch: what the trial waited, shared with the
-    other members (its share of the machine is that over the pack's size).
+    a result's `seconds` the time from the model's first epoch to its last: what the trial waited, shared
+    with the other members (its share of the machine is that over the pack's size).
 
     Raises ValueError where the models cannot share a pack: another shape than build_mlp's, or different
-    depths, activations or SHARED_SETTINGS.
+    depths, activations or SHARED_SETTINGS (an entrant included).
     """
     pack = Pack.build(models, configs, train_split, dropout_states)
     results: list[TrainResult | Exception | None] = [None] * len(models)
-    started = time.perf_counter()
-    for epoch in range(1, configs[0].epochs + 1):
+    slots = max(slots or 0, len(models))
+
+    def end(member: Member, outcome: TrainResult | Exception) -> None:
+        results[member.index] = outcome
+        if on_end is not None:
+            on_end(member.index, outcome)
+
+    while pack.members:
         epoch_start = time.perf_counter()
         train_losses = pack.train_epoch(train_split)
         pack.write_back()  # on_epoch sees each model as train() would show it: as of this epoch
@@ -94,23 +124,30 @@ def train_pack(
         seconds = time.perf_counter() - epoch_start
         leaving = []
         for position, (member, loss, score) in enumerate(zip(pack.members, train_losses, scores, strict=True)):
+            member.epochs += 1
             try:
-                check_finite(epoch, loss, score)
+                check_finite(member.epochs, loss, score)
                 record = EpochRecord(
-                    epoch, loss, score.loss if score else None, score.accuracy if score else None, seconds
+                    member.epochs, loss, score.loss if score else None, score.accuracy if score else None, seconds
                 )
                 member.result.history.append(record)
                 if on_epoch is not None:
                     on_epoch(member.index, record)
             except Exception as error:  # a prune or a divergence ends this member only
-                results[member.index] = error
+                end(member, error)
                 leaving.append(position)
-        pack.remove(leaving)
-        if not pack.members:
-            break
-    seconds = time.perf_counter() - started
-    for member in pack.members:
-        results[member.index] = final_scores(member, seconds, train_split, validation, test)
+                continue
+            if member.epochs == member.config.epochs:
+                elapsed = time.perf_counter() - member.started
+                end(member, final_scores(member, elapsed, train_split, validation, test))
+                leaving.append(position)
+        free = slots - len(pack.members) + len(leaving)
+        entrants = list(refill(free)) if refill is not None and free > 0 else []
+        if len(entrants) > free:
+            raise ValueError(f"refill returned {len(entrants)} models for {free} free slots")
+        joining = pack.enter(entrants, first_index=len(results), train_split=train_split)
+        results.extend([None] * len(joining))
+        pack.regroup(leaving, joining)
     return results
 
 
@@ -204,6 +241,10 @@ class Member:
     batch_generator: torch.Generator
     dropout_generator: torch.Generator
     result: TrainResult
+    started: float = 0.0  # time.perf_counter() when it joined
+    epochs: int = 0  # epochs trained
+    steps: int = 0  # optimizer steps taken: its own, as it may have joined a running pack
+    schedule: ScheduleValues | None = None
 
 
 def dropout_generator(device: torch.device, seed: int, state: torch.Tensor | None) -> torch.Generator:
@@ -292,8 +333,9 @@ class Layer:
 class Pack:
     """The members' parameters, gradients and optimizer state as (K, n) tensors, and the packed step.
 
-    Row k of every per-member tensor is member k: removing members index_selects all of them, which
-    leaves the others' values, and so their trajectories, as they were."""
+    Row k of every per-member tensor is member k. Members leave and join at epoch boundaries (regroup),
+    where every per-member tensor is laid out anew and each staying member's rows are copied as they were,
+    so its trajectory goes on as it was."""
 
     @classmethod
     def build(
@@ -306,57 +348,108 @@ class Pack:
         """The pack of these models (moved to the split's device), to train on `train_split` (see train_pack)."""
         shapes = [MemberShape.of(model) for model in models]
         check_pack(shapes, configs, dropout_states)
-        device = train_split.x.device
-        members = []
-        for index, (model, config, shape) in enumerate(zip(models, configs, shapes, strict=True)):
-            model.to(device).train()
-            state = dropout_states[index] if dropout_states is not None else None
-            batches = torch.Generator(device=device).manual_seed(config.seed)
-            dropout = dropout_generator(device, config.seed, state)
-            members.append(Member(index, model, config, shape, batches, dropout, TrainResult(device=str(device))))
         size = len(train_split)
         batch_size = configs[0].batch_size
         batch = size if batch_size in (0, None) or batch_size >= size else batch_size
-        return cls(members, batch, math.ceil(size / batch) * configs[0].epochs, device)
+        pack = cls(batch, math.ceil(size / batch), configs[0], shapes[0], train_split.x.device)
+        states = dropout_states if dropout_states is not None else [None] * len(models)
+        entrants = [Entrant(*entry) for entry in zip(models, configs, states, strict=True)]
+        pack.regroup([], pack.enter(entrants, first_index=0, train_split=train_split))
+        return pack
 
-    def __init__(self, members: list[Member], batch: int, total_steps: int, device: torch.device):
-        self.members = members
+    def __init__(self, batch: int, steps_per_epoch: int, config: TrainConfig, shape: MemberShape, device: torch.device):
+        self.members: list[Member] = []
         self.batch = batch
+        self.steps_per_epoch = steps_per_epoch
         self.device = device
-        self.activation = members[0].shape.activation
-        self.optimizer = members[0].config.optimizer
+        self.activation = shape.activation
+        self.optimizer = config.optimizer
+        self.first = (config, shape)  # what every member must share with the first (check_pack)
+        self.sizes: list[int] = []
+        self.spans: list[tuple[int, int, int]] = []  # each layer's (offset, out, in): its weights, then its biases
+        self.param = torch.zeros((0, 0), device=device)
+        self.state: list[torch.Tensor] = []
+        self.epochs_trained = 0
+        self.schedules: dict[tuple, ScheduleValues] = {}
+        self.fused_kernel = self.optimizer != "sgd" and kernel_takes("_fused_adam_", ADAM_ARGUMENTS)
+        self.step_index = 0  # the step within the current epoch
+
+    def enter(self, entrants: Sequence[Entrant], first_index: int, train_split: Split) -> list[Member]:
+        """Members for these models, numbered from `first_index`, checked against the pack; not yet in it."""
+        if not entrants:
+            return []
+        shapes = [MemberShape.of(entrant.model) for entrant in entrants]
+        config, shape = self.first
+        check_pack([shape, *shapes], [config, *(entrant.config for entrant in entrants)], None)
+        device, now = self.device, time.perf_counter()
+        members = []
+        for index, (entrant, shape) in enumerate(zip(entrants, shapes, strict=True), start=first_index):
+            entrant.model.to(device).train()
+            seed = entrant.config.seed
+            batches = torch.Generator(device=device).manual_seed(seed)
+            dropout = dropout_generator(device, seed, entrant.dropout_state)
+            result = TrainResult(device=str(device))
+            members.append(Member(index, entrant.model, entrant.config, shape, batches, dropout, result, now))
+        # Members joining together with one config share its schedule's values (ScheduleValues.take).
+        total_steps = self.steps_per_epoch * config.epochs
+        for member in members:
+            key = (*schedule_key(member.config), self.epochs_trained)
+            if key not in self.schedules:
+                self.schedules[key] = ScheduleValues(member.config, total_steps)
+            member.schedule = self.schedules[key]
+        return members
+
+    def regroup(self, leaving: list[int], joining: list[Member]) -> None:
+        """Drop the members at these positions and add `joining`: every per-member tensor laid out anew.
+
+        Each staying member's rows are copied as they were (parameters and optimizer state), a joining
+        member's weights come from its model with zero optimizer state, as torch's optimizer starts. The
+        padding shrinks to the widest member left, so a wide member that leaves leaves no wasted work."""
+        gone = set(leaving)
+        staying = [(position, m) for position, m in enumerate(self.members) if position not in gone]
+        if not leaving and not joining:
+            return
+        members = [m for _, m in staying] + joining
+        self.members = members
+        if not members:
+            return
+        old_spans, old_tensors = self.spans, [self.param, *self.state]
         self.sizes = [max(sizes) for sizes in zip(*(m.shape.sizes for m in members), strict=True)]
-        self.spans = []  # each layer's (offset, out, in): its weights, then its biases
+        self.spans = []
         offset = 0
         for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:], strict=True):
             self.spans.append((offset, fan_out, fan_in))
             offset += fan_out * fan_in + fan_out
         count = len(members)
-        self.param = torch.zeros((count, offset), device=device)
+        self.param = torch.zeros((count, offset), device=self.device)
         self.grad = torch.zeros_like(self.param)
         self.state = [torch.zeros_like(self.param) for _ in range(1 if self.optimizer == "sgd" else 2)]
         self.scratch = torch.empty_like(self.param) if self.optimizer != "sgd" else None
-        self.layers = self.bind()
         with torch.no_grad():
-            for row, member in enumerate(members):
+            for new, old in zip((self.param, *self.state), old_tensors, strict=True) if staying else ():
+                for layer, ((weight, bias), (old_weight, old_bias)) in enumerate(
+                    zip(self.views(new), self.views(old, old_spans), strict=True)
+                ):
+                    for row, (old_row, member) in enumerate(staying):
+                        fan_in, fan_out = member.shape.sizes[layer], member.shape.sizes[layer + 1]
+                        weight[row, :fan_out, :fan_in] = old_weight[old_row, :fan_out, :fan_in]
+                        bias[row, :fan_out] = old_bias[old_row, :fan_out]
+            for row, member in enumerate(joining, start=len(staying)):
                 for (weight, bias), linear in zip(self.views(self.param), member.shape.linears, strict=True):
                     weight[row, : linear.out_features, : linear.in_features] = linear.weight
                     bias[row, : linear.out_features] = linear.bias
-        self.steps_taken = 0
-        self.start_update(total_steps)
-        self.keep = torch.tensor([1 - m.shape.dropout for m in members], device=device).view(count, 1, 1)
+        self.layers = self.bind()
+        self.keep = torch.tensor([1 - m.shape.dropout for m in members], device=self.device).view(count, 1, 1)
         self.masks: dict[int, list[torch.Tensor]] = {}
         self.buffers: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
         self.minus_ones = self.param.new_full((count, 1, 0), -1.0)
         self.refresh_flags()
+        self.start_update()
 
-    def start_update(self, total_steps: int) -> None:
-        """The members' schedules, the constants they share, and what the update needs between epochs."""
-        self.schedules: dict[tuple, ScheduleValues] = {}  # by the settings that make a member's values
-        for member in self.members:
-            key = schedule_key(member.config)
-            if key not in self.schedules:
-                self.schedules[key] = ScheduleValues(member.config, total_steps)
+    def start_update(self) -> None:
+        """The constants the members' updates share, checked, and the schedules still in use."""
+        self.schedules = {key: values for key, values in self.schedules.items() if any(
+            m.schedule is values for m in self.members)}  # fmt: skip
         groups = [values.group for values in self.schedules.values()]
         if any(group.get("nesterov") or group.get("dampening") for group in groups):
             raise ValueError("a pack's SGD has neither Nesterov momentum nor dampening")
@@ -367,18 +460,19 @@ class Pack:
         # SGD with momentum 0 throughout keeps no buffer, as torch's (one-cycle turns momentum on from the start)
         self.uses_momentum = self.optimizer != "sgd" or any(v.first_value() for v in self.schedules.values())
         self.table = self.param.new_empty((0,))
-        self.table_start = 0
         self.fused_betas: list[float] | None = None
-        self.fused_kernel = self.optimizer != "sgd" and kernel_takes("_fused_adam_", ADAM_ARGUMENTS)
-        self.step_count = self.param.new_zeros(())  # the fused kernel's step, a float tensor as Adam keeps it
+        # the fused kernel's steps, float tensors as Adam keeps them: one for the pack while its members
+        # have taken the same number of steps, else one per member
+        self.step_counts = self.param.new_zeros(len(self.members))
 
-    def views(self, flat: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each layer's (K, out, in) weights and (K, out) biases in a (K, n) tensor laid out as self.param."""
+    def views(self, flat: torch.Tensor, spans: list | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's (K, out, in) weights and (K, out) biases in a (K, n) tensor laid out as self.param
+        (or as `spans` lay it out)."""
         count = len(flat)
         return [
             (flat[:, offset : offset + fan_out * fan_in].view(count, fan_out, fan_in),
              flat[:, offset + fan_out * fan_in : offset + fan_out * fan_in + fan_out])
-            for offset, fan_out, fan_in in self.spans
+            for offset, fan_out, fan_in in (self.spans if spans is None else spans)
         ]  # fmt: skip
 
     def bind(self) -> list[Layer]:
@@ -392,15 +486,15 @@ class Pack:
     def load_coefficients(self, count: int) -> None:
         """The update's per-member coefficients for the next `count` steps, as a (steps, columns, K, 1) table.
 
-        Computed in float64 from the values torch's optimizer would use at each step (ScheduleValues); a
-        step then reads its row, with no host work per member. Adam's moments go through torch's fused
-        kernel in epochs where every member has the same beta1 at every step (all but packs mixing
-        one-cycle with other schedules), where this torch has the kernel (search/engine/fused.py checks it)."""
-        start = self.steps_taken
+        Computed in float64 from the values torch's optimizer would use at each of the member's own steps
+        (ScheduleValues); a step then reads its row, with no host work per member. Adam's moments go
+        through torch's fused kernel in epochs where every member has the same beta1 at every step (all but
+        packs mixing one-cycle with other schedules, or one-cycle members that joined at other epochs),
+        where this torch has the kernel (search/engine/fused.py checks it)."""
         columns, firsts_by_member = [], []
         for member in self.members:
-            config = member.config
-            rates, firsts = self.schedules[schedule_key(config)].take(start, count)
+            config, start = member.config, member.steps
+            rates, firsts = member.schedule.take(start, count)
             decay = config.weight_decay
             if self.optimizer == "sgd":
                 columns.append([[-lr for lr in rates], firsts, [decay] * count])
@@ -418,42 +512,22 @@ class Pack:
             firsts_by_member.append(firsts)
         table = torch.tensor(columns, dtype=torch.float64).permute(2, 1, 0).unsqueeze(3)
         self.table = table.to(device=self.device, dtype=self.param.dtype).contiguous()
-        self.table_start = start
+        self.step_index = 0
         shared = all(firsts == firsts_by_member[0] for firsts in firsts_by_member)
         self.fused_betas = firsts_by_member[0] if self.fused_kernel and shared else None
-        self.step_count.fill_(start)
+        self.step_counts = torch.tensor([float(m.steps) for m in self.members], device=self.device)
+        # one step tensor for the whole pack while its members are in step (the fused kernel then makes one
+        # pass over it), else one per member's row
+        self.in_step = len({m.steps for m in self.members}) == 1
 
     def coefficients(self) -> tuple[torch.Tensor, ...]:
         """This step's row of the table: one (K, 1) column per coefficient."""
-        return self.table[self.steps_taken - self.table_start].unbind(0)
+        return self.table[self.step_index].unbind(0)
 
     def refresh_flags(self) -> None:
         """The passes the step can skip for the members it has: dropout masks, weight decay."""
         self.dropout = any(m.shape.dropout for m in self.members)
         self.uses_decay = any(m.config.weight_decay for m in self.members)
-
-    def remove(self, positions: list[int]) -> None:
-        """Drop these members (positions in self.members) from every per-member tensor."""
-        if not positions:
-            return
-        gone = set(positions)
-        keep = [p for p in range(len(self.members)) if p not in gone]
-        self.members = [self.members[p] for p in keep]
-        if not keep:
-            return
-        rows = torch.tensor(keep, device=self.device)
-        self.param = self.param.index_select(0, rows)
-        self.grad = self.grad.index_select(0, rows)
-        self.state = [tensor.index_select(0, rows) for tensor in self.state]
-        if self.scratch is not None:
-            self.scratch = self.scratch[: len(keep)]
-        self.table = self.table.index_select(2, rows)  # the rest of this epoch's rows, for those left
-        self.keep = self.keep.index_select(0, rows)
-        self.minus_ones = self.minus_ones[: len(keep)]
-        self.masks.clear()
-        self.buffers.clear()
-        self.layers = self.bind()
-        self.refresh_flags()
 
     @torch.no_grad()
     def evaluate(self, split: Split) -> list[Scores]:
@@ -501,8 +575,12 @@ class Pack:
 
     def train_epoch(self, split: Split) -> list[float]:
         """One epoch of every member on its own batches: their mean training losses, as train() takes them."""
-        self.load_coefficients(math.ceil(len(split) / self.batch))
+        count = math.ceil(len(split) / self.batch)
+        self.load_coefficients(count)
         losses = [self.step(x, y) for x, y in self.batches(split)]
+        for member in self.members:
+            member.steps += count
+        self.epochs_trained += 1
         return [total / len(losses) for total in torch.stack(losses).sum(dim=0).tolist()]
 
     def batches(self, split: Split) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -539,7 +617,7 @@ class Pack:
             self.sgd_update()
         else:
             self.adam_update()
-        self.steps_taken += 1
+        self.step_index += 1
         return loss
 
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -655,17 +733,17 @@ class Pack:
                 grad.addcmul_(param, decay)
         if self.fused_betas is not None:
             direction.zero_()
-            self.step_count += 1
+            self.step_counts += 1
+            if self.in_step:
+                tensors = [[direction], [grad], [exp_avg], [exp_avg_sq], [], [self.step_counts[0]]]
+            else:
+                tensors = [list(t.unbind()) for t in (direction, grad, exp_avg, exp_avg_sq)]
+                tensors += [[], list(self.step_counts.unbind())]
             torch._fused_adam_(
-                [direction],
-                [grad],
-                [exp_avg],
-                [exp_avg_sq],
-                [],
-                [self.step_count],
+                *tensors,
                 amsgrad=False,
                 lr=-1.0,
-                beta1=self.fused_betas[self.steps_taken - self.table_start],
+                beta1=self.fused_betas[self.step_index],
                 beta2=beta2,
                 weight_decay=0.0,
                 eps=eps,
@@ -692,9 +770,6 @@ class Pack:
         if not self.uses_momentum:
             param.addcmul_(grad, minus_lr)
             return
-        (buffer,) = self.state
-        if self.steps_taken == 0:
-            buffer.copy_(grad)
-        else:
-            torch.addcmul(grad, buffer, momentum, out=buffer)
+        (buffer,) = self.state  # zero until a member's first step, where b = g + momentum * 0 = g, as torch starts it
+        torch.addcmul(grad, buffer, momentum, out=buffer)
         param.addcmul_(buffer, minus_lr)

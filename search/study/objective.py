@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from search.engine.trainer import EpochRecord, TrainResult
 
 # The search's choices that trials training in one pack share (search/study/space.py names them).
-PACK_PARAMS = ("depth", "activation", "optimizer", "batch_size")
+PACK_PARAMS = ("depth", "profile", "activation", "optimizer", "batch_size")
 
 # Cross-entropy over 10 classes is ln 10 = 2.3 at chance. A validation loss this far above it means the
 # weights blew up (a huge learning rate) even while it is still finite, so the trainer's NaN check misses it.
@@ -128,43 +128,69 @@ def train_alone(prepared: Prepared, data: Data) -> float:
     return prepared.finish(result, model)
 
 
-def train_packed(group: list[Prepared], data: Data) -> list[float | Exception]:
-    """Train prepared trials of one pack key together (search/engine/packed.py) and record each;
-    per trial its value, or the exception that ended it (TrialPruned for a pruned or diverged one)."""
+def train_packed(
+    group: list[Prepared],
+    data: Data,
+    refill: Callable[[int], list[Prepared]] | None = None,
+    tell: Callable[[Prepared, float | Exception], None] | None = None,
+) -> list[float | Exception]:
+    """Train prepared trials of one pack key together (search/engine/packed.py) and record each; per trial,
+    those that joined through `refill(free)` after them included, its value or the exception that ended
+    it (TrialPruned for a pruned or diverged one), which `tell` also hears as each trial ends."""
     import torch
 
-    from search.engine.packed import train_pack
+    from search.engine.packed import Entrant, train_pack
     from search.engine.trainer import Diverged
 
     device = data.train.x.device
-    models, dropout_states = [], []
-    for prepared in group:
-        models.append(build_model(prepared.widths, prepared.config))
+    trials = list(group)
+    models: list[nn.Module] = []
+
+    def entrant(prepared: Prepared) -> Entrant:
+        model = build_model(prepared.widths, prepared.config)
+        models.append(model)
         # Where training alone would draw this model's dropout masks from: the generator right after it was built.
-        dropout_states.append(torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state())
+        state = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+        return Entrant(model, prepared.config, state)
+
+    def more(free: int) -> list[Entrant]:
+        joining = refill(free) if refill is not None else []
+        trials.extend(joining)
+        reporters.extend(epoch_reporter(prepared.trial) for prepared in joining)
+        return [entrant(prepared) for prepared in joining]
+
+    outcomes: dict[int, float | Exception] = {}
+
+    def on_end(index: int, result: TrainResult | Exception) -> None:
+        prepared, model = trials[index], models[index]
+        if isinstance(result, Diverged):
+            outcome: float | Exception = prune(prepared.trial, str(result))
+        elif isinstance(result, Exception):
+            outcome = result
+        else:
+            try:
+                record_result(prepared.trial, result)
+                outcome = prepared.finish(result, model)
+            except Exception as error:  # a full disk while saving the model, say: this trial fails
+                outcome = error
+        outcomes[index] = outcome
+        if tell is not None:
+            tell(prepared, outcome)
+
+    first = [entrant(prepared) for prepared in group]
     reporters = [epoch_reporter(prepared.trial) for prepared in group]
-    results = train_pack(
-        models,
-        [prepared.config for prepared in group],
+    train_pack(
+        [e.model for e in first],
+        [e.config for e in first],
         data.train,
         data.validation,
         data.test,
         lambda index, record: reporters[index](record),
-        dropout_states,
+        [e.dropout_state for e in first],
+        refill=more,
+        on_end=on_end,
     )
-    outcomes: list[float | Exception] = []
-    for prepared, model, result in zip(group, models, results, strict=True):
-        if isinstance(result, Diverged):
-            outcomes.append(prune(prepared.trial, str(result)))
-        elif isinstance(result, Exception):
-            outcomes.append(result)
-        else:
-            try:
-                record_result(prepared.trial, result)
-                outcomes.append(prepared.finish(result, model))
-            except Exception as error:  # a full disk while saving the model, say: this trial fails
-                outcomes.append(error)
-    return outcomes
+    return [outcomes[index] for index in range(len(trials))]
 
 
 class SearchObjective:

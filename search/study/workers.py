@@ -171,7 +171,7 @@ def run_until(
                     on_wait(blocking)
                     announced = blocking
             elif pack > 1:
-                run_pack(study, objective, target, pack, callbacks, training, storage)
+                run_pack(study, objective, target, pack, callbacks, training, storage, bookkeeping)
             else:
                 _run_one(study, guard_surplus(_within(training, objective), target), callbacks)
         if waiting:
@@ -197,6 +197,11 @@ def _run_one(study: optuna.Study, objective: Callable[[optuna.Trial], float], ca
         raise
 
 
+# A search pack takes in at most this many generations of trials with its first trial's shared choices
+# (depth, profile, activation, optimizer, batch size), so that the sampler chooses them anew that often.
+PACK_GENERATIONS = 2
+
+
 def run_pack(
     study: optuna.Study,
     objective: Any,
@@ -205,62 +210,78 @@ def run_pack(
     callbacks: list,
     training: Callable[[], AbstractContextManager] = nullcontext,
     storage: optuna.storages.BaseStorage | None = None,
+    bookkeeping: Callable[[], AbstractContextManager] = nullcontext,
 ) -> None:
-    """Ask up to `size` trials, train those that share a pack key as one pack, and tell each its end.
+    """Train trials `size` at a time as packs, refilled at epoch boundaries, and tell each its end as it ends.
 
-    The first trial samples freely; the ones asked after it get its shared choices enqueued
-    (`objective.shared_params`) and the sampler fills in the rest. No more trials are asked than the
-    study still needs, and each passes the same rank check as a trial run alone, so the study still
-    ends at exactly `target` finished trials. On any exception (Ctrl-C included) every trial of the
-    pack not yet told is failed, as Optuna fails the trial it runs, and the exception goes on."""
+    The first trial samples freely; every other trial of its pack, asked at the start or to fill the slot
+    of one that ended, gets its shared choices fixed (`objective.shared_params`, through Optuna's
+    PartialFixedSampler) and the sampler fills in the rest. A pack with shared choices takes in at most
+    PACK_GENERATIONS x `size` trials, then drains; one without (a grid's, whose queue holds the points in
+    depth order) takes the queue's next points while they fit it. A trial that cannot join (another depth,
+    or a waiting trial with other choices) starts the next pack, and the pack it came to takes no more.
+
+    No more trials are asked than the study still needs, and each passes the same rank check as a trial
+    run alone, so the study still ends at exactly `target` finished trials. On any exception (Ctrl-C
+    included) every asked trial not yet told is failed, as Optuna fails the trial it runs, and the
+    exception goes on. Asking and telling happen in `bookkeeping`, training in `training`."""
     from search.study.objective import train_packed
 
     asked: list[optuna.Trial] = []
     told: set[int] = set()
+    problems: list[Exception] = []
 
-    def tell(trial: optuna.Trial, **outcome: Any) -> None:
-        frozen = study.tell(trial, skip_if_finished=True, **outcome)
+    def finish(trial: optuna.Trial, state: TrialState | None, value: float | None = None) -> None:
+        frozen = study.tell(trial, value, state=state, skip_if_finished=True)
         told.add(trial.number)
         for callback in callbacks:
             callback(study, frozen)
 
-    prepared = []
-    with _heartbeats(study, storage, asked, told):
-        try:
-            for index in range(size):
-                counts = count_trials(study)
-                if index and counts.finished + counts.running >= target and counts.waiting == 0:
-                    break
-                trial = study.ask()
-                asked.append(trial)
-                try:
+    def tell(prepared: Any, outcome: float | Exception) -> None:
+        with bookkeeping():
+            if isinstance(outcome, optuna.TrialPruned):
+                finish(prepared.trial, TrialState.PRUNED)
+            elif isinstance(outcome, Exception):
+                problems.append(outcome)
+                finish(prepared.trial, TrialState.FAIL)
+            else:
+                finish(prepared.trial, None, outcome)
+
+    def ask(count: int, shared: dict) -> list:
+        """Up to `count` prepared trials, fewer where the study needs no more."""
+        prepared: list = []
+        while len(prepared) < count:
+            counts = count_trials(study)
+            if asked and counts.finished + counts.running >= target and counts.waiting == 0:
+                break
+            try:
+                with _choices_fixed(study, shared):  # the sampler samples while the trial is asked and prepared
+                    trial = study.ask()
+                    asked.append(trial)
                     check_rank(trial, target)
                     prepared.append(objective.prepare(trial))
-                except optuna.TrialPruned:
-                    tell(trial, state=TrialState.PRUNED)
-                    continue
-                except Surplus:
-                    tell(trial, state=TrialState.FAIL)
-                    continue
-                if len(prepared) == 1:
-                    shared = objective.shared_params(trial)
-                    more = min(size - 1 - index, target - counts.finished - counts.running - 1)
-                    for _ in range(more if shared else 0):
-                        study.enqueue_trial(shared)
-            problem: Exception | None = None
-            for group in _by_key(prepared):
+            except optuna.TrialPruned:
+                finish(trial, TrialState.PRUNED)
+            except Surplus:
+                finish(trial, TrialState.FAIL)
+        return prepared
+
+    with _heartbeats(study, storage, asked, told):
+        try:
+            queue = ask(1, {})
+            while queue:
+                first = queue.pop(0)
+                shared = objective.shared_params(first.trial)
+                if len(queue) < size - 1:
+                    queue = ask(size - 1 - len(queue), shared) + queue
+                group = [first, *(p for p in queue if p.pack_key == first.pack_key)][:size]
+                queue = [p for p in queue if not any(p is member for member in group)]
+                room = PACK_GENERATIONS * size - len(group) if shared else None
+                refill = _refill(ask, bookkeeping, queue, first.pack_key, shared, room)
                 with training():
-                    outcomes = train_packed(group, objective.data)
-                for item, outcome in zip(group, outcomes, strict=True):
-                    if isinstance(outcome, optuna.TrialPruned):
-                        tell(item.trial, state=TrialState.PRUNED)
-                    elif isinstance(outcome, Exception):
-                        tell(item.trial, state=TrialState.FAIL)
-                        problem = problem or outcome
-                    else:
-                        tell(item.trial, values=outcome)
-            if problem is not None:
-                raise problem
+                    train_packed(group, objective.data, refill, tell)
+            if problems:
+                raise problems[0]
         except BaseException:
             for trial in asked:
                 if trial.number not in told:
@@ -268,11 +289,36 @@ def run_pack(
             raise
 
 
-def _by_key(prepared: list) -> list[list]:
-    groups: dict[tuple, list] = {}
-    for item in prepared:
-        groups.setdefault(item.pack_key, []).append(item)
-    return list(groups.values())
+def _refill(ask: Callable, bookkeeping: Callable, queue: list, key: tuple, shared: dict, room: int | None) -> Callable:
+    """A pack's refill: trials asked with its shared choices, up to `room` of them (None: no limit); one that
+    cannot join goes to `queue` and closes the pack to new trials."""
+
+    def refill(free: int) -> list:
+        nonlocal room
+        if queue or room == 0:
+            return []
+        with bookkeeping():
+            fresh = ask(free if room is None else min(free, room), shared)
+        if room is not None:
+            room -= len(fresh)
+        queue.extend(p for p in fresh if p.pack_key != key)
+        return [p for p in fresh if p.pack_key == key]
+
+    return refill
+
+
+@contextmanager
+def _choices_fixed(study: optuna.Study, params: dict) -> Iterator[None]:
+    """The study's sampler, with these parameters fixed, for the trials asked in the block."""
+    if not params:
+        yield
+        return
+    sampler = study.sampler
+    study.sampler = optuna.samplers.PartialFixedSampler(params, sampler)
+    try:
+        yield
+    finally:
+        study.sampler = sampler
 
 
 @contextmanager
