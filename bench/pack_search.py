@@ -79,7 +79,8 @@ def main() -> None:
     for stale in args.out.glob("pack*.db*"):
         stale.unlink()
     print(f"{args.config}, {args.workers} workers, {args.seconds:.0f} s each, load {os.getloadavg()[0]:.2f}")
-    print(f"{'pack':>4} {'finished':>8} {'complete':>8} {'trial-epochs':>12} {'best val loss':>13} {'test acc':>8}  best")
+    header = ("pack", 4), ("finished", 8), ("complete", 8), ("trial-epochs", 12), ("best val loss", 13), ("test acc", 8)
+    print(" ".join(f"{name:>{width}}" for name, width in header) + "  best")
     for pack in (int(k) for k in args.packs.split(",")):
         row = run(pack, args)
         print(
