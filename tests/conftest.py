@@ -15,6 +15,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINT = Path(sys.executable).with_name("archsearch")
 
+# pytest-xdist runs one test process per core: torch in each (and the commands they start) gets its share of
+# the cores, not all of them, or their thread pools spin against each other (a packed test ran 200x slower).
+# Set before any test module imports torch; a test that needs another count sets its own.
+_TEST_PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _TEST_PROCESSES)))
+
 
 def real_data_root() -> Path | None:
     for candidate in (os.environ.get("ARCHSEARCH_DATA"), REPO.parent / "shared" / "data"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -95,6 +96,18 @@ def test_a_trial_whose_process_is_gone_is_failed_and_retried(url):
     assert failed.state == TrialState.FAIL
     assert retry.state == TrialState.WAITING and retry.params == failed.params
     assert fail_orphaned_trials(study) == []
+
+
+def test_a_trial_killed_before_it_recorded_its_owner_is_failed_and_retried_after_the_grace_period(url):
+    study = create_study(open_storage(url), "unowned", "search", SETTINGS, None, None)
+    trial = study.ask()  # a process killed right here leaves it running with no owner and no heartbeat
+    trial.suggest_float("x", 0, 1)
+    assert fail_orphaned_trials(study, grace_seconds=60) == []  # it may still be starting
+    time.sleep(1.1)  # datetime_start has a resolution of a microsecond, the check a second's grace
+    assert fail_orphaned_trials(study, grace_seconds=1) == [trial.number]
+    failed, retry = study.get_trials(deepcopy=False)
+    assert failed.state == TrialState.FAIL
+    assert retry.state == TrialState.WAITING and retry.params == failed.params
 
 
 def test_owners_on_other_hosts_or_alive_are_left_alone():

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,15 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from search.study.config import StudyConfig
 from search.study.record import SURPLUS, TrialRecord, write_trial
 from search.study.storage import STORAGE_FAILURES
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 COUNTED = (*FINISHED, TrialState.RUNNING)
+# How long a running trial may go without recording its owner before it is taken for one whose process
+# died at once: a study's default grace period for a missed heartbeat.
+UNOWNED_GRACE_SECONDS = StudyConfig.grace_seconds
 
 
 class Surplus(Exception):
@@ -85,14 +90,23 @@ def owner_is_gone(owner: Any) -> bool:
     return start is not None and _process_start(pid) not in (None, start)
 
 
-def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+def fail_orphaned_trials(study: optuna.Study, grace_seconds: float = UNOWNED_GRACE_SECONDS) -> list[int]:
     """Fail the running trials whose process on this host is gone, and queue their retry.
 
     Storages with a heartbeat find such trials after the grace period anyway; a journal storage
-    has none, so without this a resume after a SIGKILL would wait for that trial forever."""
+    has none, so without this a resume after a SIGKILL would wait for that trial forever. So would
+    any storage for a trial whose process was killed after asking for it and before recording its
+    owner, its first act (check_rank), or Optuna its first heartbeat: such a trial, still without an
+    owner `grace_seconds` after it started, is failed too."""
     failed = []
+    now = datetime.now()  # Optuna's datetime_start is local time, without a zone
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not owner_is_gone(TrialRecord.of(trial).worker):
+        owner = TrialRecord.of(trial).worker
+        if owner is None:
+            started = trial.datetime_start
+            if started is None or (now - started).total_seconds() <= grace_seconds:
+                continue
+        elif not owner_is_gone(owner):
             continue
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         frozen = study.get_trials(deepcopy=False)[trial.number]
@@ -158,7 +172,7 @@ def run_until(
     while True:
         with bookkeeping():
             fail_stale_trials(study)
-            fail_orphaned_trials(study)
+            fail_orphaned_trials(study, getattr(storage, "grace_period", None) or UNOWNED_GRACE_SECONDS)
             counts = count_trials(study)
             if counts.finished >= target:
                 return True
