@@ -291,7 +291,7 @@ def run_pack(
                 group = [first, *(p for p in queue if p.pack_key == first.pack_key)][:size]
                 queue = [p for p in queue if not any(p is member for member in group)]
                 room = PACK_GENERATIONS * size - len(group) if shared else None
-                refill = _refill(ask, bookkeeping, queue, first.pack_key, shared, room)
+                refill = _refill(ask, bookkeeping, queue, first.pack_key, shared, room, stop=lambda: bool(problems))
                 with training():
                     train_packed(group, objective.data, refill, tell)
             if problems:
@@ -303,13 +303,16 @@ def run_pack(
             raise
 
 
-def _refill(ask: Callable, bookkeeping: Callable, queue: list, key: tuple, shared: dict, room: int | None) -> Callable:
+def _refill(
+    ask: Callable, bookkeeping: Callable, queue: list, key: tuple, shared: dict, room: int | None, stop: Callable
+) -> Callable:
     """A pack's refill: trials asked with its shared choices, up to `room` of them (None: no limit); one that
-    cannot join goes to `queue` and closes the pack to new trials."""
+    cannot join goes to `queue` and closes the pack to new trials, as does a trial that failed (`stop()`:
+    a full disk, say, would fail the next ones too)."""
 
     def refill(free: int) -> list:
         nonlocal room
-        if queue or room == 0:
+        if queue or room == 0 or stop():
             return []
         with bookkeeping():
             fresh = ask(free if room is None else min(free, room), shared)
