@@ -3,6 +3,7 @@ members pruned on their own, shared choices fixed for the rest of a search pack,
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import optuna
@@ -109,3 +110,31 @@ def test_a_pack_asks_no_more_trials_than_the_study_needs(data):
     study = grid_study(config)
     assert run_until(study, GridObjective(config, data), 3, pack=8)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+
+
+class FirstTrialCannotSave(GridObjective):
+    """A grid whose first trial fails as it records its result, as on a full disk."""
+
+    def prepare(self, trial: optuna.Trial) -> Prepared:
+        prepared = super().prepare(trial)
+        if trial.number != 0:
+            return prepared
+
+        def finish(result, model):
+            raise OSError(28, "No space left on device")
+
+        return dataclasses.replace(prepared, finish=finish)
+
+
+def test_a_pack_whose_trial_failed_takes_no_new_trials_and_raises_the_failure(data):
+    config = GridConfig(budgets=(3000,), depths=(1,), seeds=4, train=TrainConfig(epochs=1, batch_size=64))
+    study = grid_study(config)
+    with pytest.raises(OSError, match="No space left"):
+        run_until(study, FirstTrialCannotSave(config, data), 4, pack=2)
+    # Trials 0 and 1 end together: 0 failed, 1 recorded; the free slots are not filled with points 2 and 3.
+    assert [t.state for t in study.trials] == [
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.WAITING,
+        TrialState.WAITING,
+    ]
