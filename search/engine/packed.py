@@ -461,9 +461,6 @@ class Pack:
         self.uses_momentum = self.optimizer != "sgd" or any(v.first_value() for v in self.schedules.values())
         self.table = self.param.new_empty((0,))
         self.fused_betas: list[float] | None = None
-        # the fused kernel's steps, float tensors as Adam keeps them: one for the pack while its members
-        # have taken the same number of steps, else one per member
-        self.step_counts = self.param.new_zeros(len(self.members))
 
     def views(self, flat: torch.Tensor, spans: list | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each layer's (K, out, in) weights and (K, out) biases in a (K, n) tensor laid out as self.param
@@ -515,6 +512,7 @@ class Pack:
         self.step_index = 0
         shared = all(firsts == firsts_by_member[0] for firsts in firsts_by_member)
         self.fused_betas = firsts_by_member[0] if self.fused_kernel and shared else None
+        # the fused kernel's steps, floats as Adam keeps them, one per member
         self.step_counts = torch.tensor([float(m.steps) for m in self.members], device=self.device)
         # one step tensor for the whole pack while its members are in step (the fused kernel then makes one
         # pass over it), else one per member's row
