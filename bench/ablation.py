@@ -1,18 +1,22 @@
 """Ablation of candidate additions to the search space, same budget, same seeds, with and without.
 
-The P = 100,000 winner of `studies/profiles-100k.toml` (README: decreasing [116, 73], AdamW lr 9.0e-4,
-weight decay 0.047, dropout 0.19, GELU, one-cycle, batch 64) is trained on all 60,000 training images
-and tested, once per seed, as it is ("baseline") and with one candidate switched on:
+A searched winner (by default the P = 100,000 winner of `studies/profiles-100k.toml`, README:
+decreasing [116, 73], AdamW lr 9.0e-4, weight decay 0.047, dropout 0.19, GELU, one-cycle, batch 64;
+`--widths` and the training flags name another) is trained on all 60,000 training images and tested,
+once per seed, as it is ("baseline") and with one candidate switched on:
 
 - label smoothing 0.1 (the targets mix 10% of a uniform distribution into the one-hot labels);
 - input dropout 0.2 (Srivastava et al. 2014 drop 20% of the input pixels);
-- an exponential moving average of the weights (decay 0.999, Polyak averaging), used for testing.
+- an exponential moving average of the weights (decay 0.999, Polyak averaging), used for testing;
+- twice the epochs (what a longer schedule buys, for comparison).
 
-Every arm runs the same plain PyTorch loop (the engine's fast step has none of the candidates yet),
+Every arm runs the same plain PyTorch loop (the engine's fast step has only input dropout of them),
 so the differences are the candidates' alone. Each counts only the MLP's own parameters: smoothing
 and averaging add none, input dropout none.
 
     ARCHSEARCH_DATA=../shared/data .venv/bin/python bench/ablation.py [--seeds 3] [--epochs 30]
+        [--widths 254,254 --lr 1.29e-3 --weight-decay 0.089 --dropout 0.23 --batch 128]
+        [--arms baseline,smoothing,input-dropout,ema,both,double-epochs]
 """
 
 from __future__ import annotations
@@ -29,30 +33,39 @@ from models.budget import count_parameters
 from models.mlp import build_mlp
 from search.engine.data import load_data
 
-WIDTHS = [116, 73]
-LR, WEIGHT_DECAY, DROPOUT, BATCH = 9.0e-4, 0.047, 0.19, 64
 ARMS = {
-    "baseline": {},
-    "label smoothing 0.1": {"label_smoothing": 0.1},
-    "input dropout 0.2": {"input_dropout": 0.2},
-    "weight EMA 0.999": {"ema": 0.999},
+    "baseline": ("baseline", {}),
+    "smoothing": ("label smoothing 0.1", {"label_smoothing": 0.1}),
+    "input-dropout": ("input dropout 0.2", {"input_dropout": 0.2}),
+    "ema": ("weight EMA 0.999", {"ema": 0.999}),
+    "both": ("smoothing and input dropout", {"label_smoothing": 0.1, "input_dropout": 0.2}),
+    "double-epochs": ("twice the epochs", {"epoch_factor": 2}),
 }
 
 
-def run(data, seed: int, epochs: int, label_smoothing: float = 0.0, input_dropout: float = 0.0, ema: float = 0.0):
+def run(
+    data,
+    args: argparse.Namespace,
+    seed: int,
+    label_smoothing: float = 0.0,
+    input_dropout: float = 0.0,
+    ema: float = 0.0,
+    epoch_factor: int = 1,
+):
     torch.manual_seed(seed)
-    model = build_mlp(WIDTHS, "gelu", dropout=DROPOUT)
+    model = build_mlp(args.widths, "gelu", dropout=args.dropout)
     averaged = copy.deepcopy(model) if ema else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     x, y = data.train_full.x, data.train_full.y
-    steps = (len(y) + BATCH - 1) // BATCH
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=steps * epochs)
+    batch, epochs = args.batch, args.epochs * epoch_factor
+    steps = (len(y) + batch - 1) // batch
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps * epochs)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         model.train()
         order = torch.randperm(len(y), generator=generator)
-        for start in range(0, len(y), BATCH):
-            index = order[start : start + BATCH]
+        for start in range(0, len(y), batch):
+            index = order[start : start + batch]
             inputs = F.dropout(x[index], input_dropout, training=True) if input_dropout else x[index]
             loss = F.cross_entropy(model(inputs), y[index], label_smoothing=label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -74,16 +87,29 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--data-dir")
+    parser.add_argument("--widths", type=lambda text: [int(w) for w in text.split(",")], default=[116, 73])
+    parser.add_argument("--lr", type=float, default=9.0e-4)
+    parser.add_argument("--weight-decay", type=float, default=0.047)
+    parser.add_argument("--dropout", type=float, default=0.19)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(
+        "--arms", type=lambda text: text.split(","), default=["baseline", "smoothing", "input-dropout", "ema"]
+    )
     args = parser.parse_args()
+    unknown = [arm for arm in args.arms if arm not in ARMS]
+    if unknown or "baseline" not in args.arms:
+        parser.error(f"--arms takes baseline and any of {', '.join(ARMS)}; got {','.join(args.arms)}")
     data = load_data(args.data_dir, "mnist", "cpu")
     print(
-        f"P = {count_parameters(WIDTHS):,}: decreasing {WIDTHS}, {args.epochs} epochs on all "
-        f"{len(data.train_full):,} training images, seeds 0..{args.seeds - 1}; test error per seed"
+        f"P = {count_parameters(args.widths):,}: {args.widths}, GELU, AdamW lr {args.lr:g}, weight decay "
+        f"{args.weight_decay:g}, dropout {args.dropout:g}, batch {args.batch}, one-cycle, {args.epochs} epochs on "
+        f"all {len(data.train_full):,} training images, seeds 0..{args.seeds - 1}; test error per seed"
     )
     results = {}
-    for name, extra in ARMS.items():
+    for arm in args.arms:
+        name, extra = ARMS[arm]
         started = time.perf_counter()
-        errors = [run(data, seed, args.epochs, **extra) for seed in range(args.seeds)]
+        errors = [run(data, args, seed, **extra) for seed in range(args.seeds)]
         results[name] = errors
         spread = statistics.stdev(errors) if len(errors) > 1 else 0.0
         print(

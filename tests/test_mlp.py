@@ -72,3 +72,20 @@ def test_dropout_adds_no_parameters_and_survives_the_round_trip(tmp_path):
     assert torch.equal(dropped.eval()(x), loaded(x))
     with pytest.raises(ValueError, match="dropout"):
         build_mlp([4], dropout=1.0)
+
+
+def test_input_dropout_adds_no_parameters_comes_first_and_survives_the_round_trip(tmp_path):
+    plain, dropped = build_mlp([12, 6], "gelu"), build_mlp([12, 6], "gelu", dropout=0.1, input_dropout=0.2)
+    assert sum(p.numel() for p in dropped.parameters()) == sum(p.numel() for p in plain.parameters())
+    assert isinstance(dropped[0], torch.nn.Dropout) and [m.p for m in dropped if isinstance(m, torch.nn.Dropout)] == [
+        0.2,
+        0.1,
+        0.1,
+    ]
+    save_model(dropped, "gelu", tmp_path / "d.pt")
+    loaded, checkpoint = load_model(tmp_path / "d.pt")
+    assert (checkpoint["input_dropout"], checkpoint["dropout"]) == (0.2, 0.1)
+    x = torch.randn(5, 784)
+    assert torch.equal(dropped.eval()(x), loaded(x))
+    with pytest.raises(ValueError, match="input_dropout must be in"):
+        build_mlp([4], input_dropout=1.0)

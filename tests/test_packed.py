@@ -30,7 +30,7 @@ def data(mnist_root):
 def build(widths: list[int], config: TrainConfig) -> tuple[nn.Sequential, torch.Tensor]:
     """The model train_trial builds, and the global generator's state right after: where its dropout starts."""
     torch.manual_seed(config.seed)
-    model = build_mlp(widths, config.activation, dropout=config.dropout)
+    model = build_mlp(widths, config.activation, dropout=config.dropout, input_dropout=config.input_dropout)
     return model, torch.get_rng_state()
 
 
@@ -50,7 +50,8 @@ def configs(shared: dict, *members: dict) -> list[TrainConfig]:
     return [TrainConfig(epochs=2, batch_size=128, device="cpu", **shared, **member) for member in members]
 
 
-# Each optimizer, schedule, activation, depth 1 and 3, dropout on, off and mixed, packs of 1, 3 and 8.
+# Each optimizer, schedule, activation, depth 1 and 3, dropout and input dropout on, off and mixed, packs of 1,
+# 3 and 8.
 CASES = {
     "one-sgd-constant": (
         [[48]],
@@ -80,6 +81,15 @@ CASES = {
         configs(
             {"optimizer": "sgd", "schedule": "onecycle", "activation": "gelu"},
             *({"lr": 0.02 * (1 + k), "seed": 10 + k, "weight_decay": 1e-3 * k, "dropout": 0.1} for k in range(3)),
+        ),
+    ),
+    "three-adamw-gelu-input-dropout-mixed": (
+        [[24, 16], [16, 24], [20, 20]],
+        configs(
+            {"optimizer": "adamw", "schedule": "onecycle", "activation": "gelu"},
+            {"lr": 2e-3, "seed": 4, "input_dropout": 0.2, "dropout": 0.1},
+            {"lr": 1e-3, "seed": 5, "input_dropout": 0.1},
+            {"lr": 3e-3, "seed": 6, "dropout": 0.2, "weight_decay": 0.01},
         ),
     ),
     "three-adam-one-cycle-cosine-constant": (  # one-cycle's beta1 is not the others': the update's elementwise path
@@ -257,7 +267,14 @@ def test_models_that_join_a_running_pack_train_as_they_would_alone(data, case):
     shared = {"epochs": 3, "batch_size": 128, "device": "cpu", **REFILL_CASES[case]}
     lr = 0.05 if shared["optimizer"] == "sgd" else 2e-3
     member_configs = [
-        TrainConfig(**shared, lr=lr * (1 + k / 4), seed=k, dropout=0.2 * (k % 2), weight_decay=1e-3 * k)
+        TrainConfig(
+            **shared,
+            lr=lr * (1 + k / 4),
+            seed=k,
+            dropout=0.2 * (k % 2),
+            input_dropout=0.1 * (k // 2),
+            weight_decay=1e-3 * k,
+        )
         for k in range(4)
     ]
     built = [build(w, c) for w, c in zip(REFILL_WIDTHS, member_configs, strict=True)]

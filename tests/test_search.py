@@ -48,6 +48,18 @@ def test_sampled_architectures_meet_budget_and_shape():
     assert min(decays) >= 1e-6 and max(decays) <= 0.1 and max(decays) > 0.01  # AdamW's useful range is reached
     dropouts = [c.train.dropout for c in candidates]
     assert min(dropouts) >= 0 and max(dropouts) <= 0.3 and len(set(dropouts)) > 400
+    assert {c.train.input_dropout for c in candidates} == {0.0}  # not searched unless the space gives a range
+
+
+def test_input_dropout_is_searched_in_every_trial_where_the_space_gives_it_a_range():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = SearchSpace(input_dropout=(0.0, 0.3))
+    rates = []
+    for _ in range(50):
+        trial = study.ask()
+        rates.append(suggest(trial, space, 50_000, 0.02, 1, 0).train.input_dropout)
+        assert trial.params["input_dropout"] == rates[-1]
+    assert min(rates) >= 0 and max(rates) <= 0.3 and len(set(rates)) == 50
 
 
 def test_pruner_judges_from_the_middle_of_training():
@@ -183,3 +195,16 @@ def test_existing_study_with_other_settings_is_refused(finished_search):
     assert result.returncode == 2 and "other settings" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert (folder / "studies.db").read_bytes() == before
+
+
+def test_a_trial_and_its_retraining_build_the_input_dropout_it_sampled():
+    """search/study/objective.build_model is what a trial and `best --retrain` both train."""
+    from torch import nn
+
+    from search.engine.config import TrainConfig
+    from search.study.objective import build_model
+
+    model = build_model([16], TrainConfig(dropout=0.1, input_dropout=0.2, activation="gelu"))
+    assert [type(m) for m in model] == [nn.Dropout, nn.Linear, nn.GELU, nn.Dropout, nn.Linear]
+    assert (model[0].p, model[3].p) == (0.2, 0.1)
+    assert [type(m) for m in build_model([16], TrainConfig())] == [nn.Linear, nn.Tanh, nn.Linear]

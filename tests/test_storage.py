@@ -46,6 +46,20 @@ def test_a_study_is_created_once_and_resumed_only_as_the_same_experiment(url):
     assert stored_settings(url, "s", "grid") is None
 
 
+def test_a_study_stored_before_input_dropout_was_searched_resumes_without_it(url):
+    """A setting added since a study was stored (search.study.lifecycle.ADDED_SETTINGS) takes the value that
+    does what the study did; any other value is another experiment."""
+    old_space = {"max_depth": 2, "dropout": [0.0, 0.3]}
+    create_study(open_storage(url), "old", "search", {**SETTINGS, "space": old_space}, None, None)
+    today = {**SETTINGS, "space": {**old_space, "input_dropout": (0.0, 0.0)}}
+    again = create_study(open_storage(url), "old", "search", today, None, None)
+    assert StudyRecord.of(again).config["space"]["input_dropout"] == [0.0, 0.0]
+    searched = {**SETTINGS, "space": {**old_space, "input_dropout": (0.0, 0.2)}}
+    create_study(open_storage(url), "old2", "search", {**SETTINGS, "space": old_space}, None, None)
+    with pytest.raises(UsageError, match="exists with other settings"):
+        create_study(open_storage(url), "old2", "search", searched, None, None)
+
+
 def test_a_half_made_study_is_completed_and_a_foreign_one_refused(url):
     storage = open_storage(url)
     optuna.create_study(study_name="half", storage=storage)  # killed before kind and settings were stored

@@ -95,13 +95,13 @@ def test_on_epoch_can_stop_training(tiny):
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "gelu"])
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("dropout, input_dropout", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.2), (0.3, 0.2)])
 @pytest.mark.parametrize("widths", [[], [24], [24, 16, 8]])
-def test_fast_step_matches_autograd(activation, dropout, widths):
+def test_fast_step_matches_autograd(activation, dropout, input_dropout, widths):
     """The hand-written step gives autograd's loss, gradients and updated weights (same dropout masks)."""
     x, y = torch.randn(96, 784), torch.randint(0, 10, (96,))
     torch.manual_seed(0)
-    fast = build_mlp(widths, activation, dropout=dropout)
+    fast = build_mlp(widths, activation, dropout=dropout, input_dropout=input_dropout)
     slow = copy.deepcopy(fast)
     # SGD: the update is linear in the gradient, so rounding-level gradient differences stay rounding-level
     config = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)
@@ -125,6 +125,7 @@ def test_fast_step_declines_other_models():
         nn.Sequential(nn.Linear(784, 8), nn.BatchNorm1d(8), nn.Linear(8, 10)),
         nn.Sequential(nn.Linear(784, 8), nn.Tanh(), nn.Linear(8, 10, bias=False)),
         nn.Sequential(nn.Linear(784, 8), nn.Dropout(0.1), nn.Tanh(), nn.Linear(8, 10)),
+        nn.Sequential(nn.Dropout(0.1), nn.Dropout(0.1), nn.Linear(784, 8), nn.Tanh(), nn.Linear(8, 10)),
         nn.Sequential(nn.Linear(784, 8), nn.Tanh()),
     ]
     for model in others:

@@ -22,6 +22,7 @@ from search.errors import UsageError
 from search.results.plots import Plot, Skipped, study_plots
 from search.results.tables import BestTrial, Retrained, TrialRow, trial_rows
 from search.study.lifecycle import best_trial, load_study, study_names
+from search.study.objective import build_model
 from search.study.record import StudyRecord
 from search.study.storage import describe, open_storage
 
@@ -116,9 +117,6 @@ def retrain_trial(
 ) -> tuple[Retrained, object]:
     """The best configuration trained on all training images once per seed (the trial's own seed, then
     the next ones) and tested; returns the summary and the first seed's model."""
-    import torch
-
-    from models.mlp import build_mlp
     from search.engine.config import TrainConfig
     from search.engine.data import load_data
     from search.engine.trainer import resolve_device, train
@@ -134,8 +132,7 @@ def retrain_trial(
     with progress(first.epochs * seeds, "retrain", quiet) as bar:
         for seed in chosen:
             config = dataclasses.replace(first, seed=seed)
-            torch.manual_seed(seed)
-            model = build_mlp(record.widths, config.activation, dropout=config.dropout)
+            model = build_model(record.widths, config)
             result = train(model, data.train_full, config, test=data.test, on_epoch=lambda r: bar.update(1))
             runs.append((result.train.loss, result.test.loss, result.test.accuracy))
             kept = kept or model

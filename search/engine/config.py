@@ -32,6 +32,7 @@ class TrainConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     dropout: float = 0.0
+    input_dropout: float = 0.0
     schedule: str = "constant"
     activation: str = "tanh"
     seed: int = 0
@@ -47,6 +48,7 @@ class TrainConfig:
         check_float("momentum", self.momentum, 0, 1)
         check_float("weight_decay", self.weight_decay, 0, None)
         check_float("dropout", self.dropout, 0, 1, high_open=True)
+        check_float("input_dropout", self.input_dropout, 0, 1, high_open=True)
         check_int("seed", self.seed, 0, MAX_SEED)
         check_choice("device", self.device, DEVICES)
 

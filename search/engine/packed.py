@@ -7,11 +7,11 @@ of their parameters in one tensor, and validates them all with one wide product 
 share. bench/packing.py measures the trials per hour against the trainer's one trial per core.
 
 Each member trains as search.engine.trainer.train would train it alone, up to float rounding: from its
-own initial weights, on its own batch order, with its own learning rate and schedule, weight decay and
-dropout rate (and, given `dropout_states`, its own dropout masks); it is pruned or diverges on its own,
-after which it leaves the pack and the others go on as before. A model that takes the free slot at an
-epoch boundary (train_pack's `refill`) trains from its own first epoch, on its own step count. The members
-share what the batched products and the one step loop need shared: depth, activation, optimizer kind,
+own initial weights, on its own batch order, with its own learning rate and schedule, weight decay,
+dropout and input dropout rates (and, given `dropout_states`, its own dropout masks); it is pruned or
+diverges on its own, after which it leaves the pack and the others go on as before. A model that takes the
+free slot at an epoch boundary (train_pack's `refill`) trains from its own first epoch, on its own step
+count. The members share what the batched products and the one step loop need shared: depth, activation, optimizer kind,
 batch size, epochs and momentum.
 
 Layout: each layer's weights are a (K, out, in) view and its biases a (K, out) view into one (K, n)
@@ -175,11 +175,12 @@ def final_scores(
 
 @dataclass(frozen=True)
 class MemberShape:
-    """What a pack reads off one model: its Linear layers, its activation and its dropout rate."""
+    """What a pack reads off one model: its Linear layers, its activation and its dropout rates."""
 
     linears: tuple[nn.Linear, ...]
     activation: nn.Module
     dropout: float
+    input_dropout: float = 0.0
 
     @property
     def sizes(self) -> list[int]:
@@ -188,8 +189,9 @@ class MemberShape:
 
     @staticmethod
     def of(model: nn.Module) -> MemberShape:
-        """ValueError unless `model` is Linear (activation [Dropout] Linear)*, as build_mlp makes it."""
+        """ValueError unless `model` is [Dropout] Linear (activation [Dropout] Linear)*, as build_mlp makes it."""
         modules = list(model) if type(model) is nn.Sequential else []
+        input_dropout = modules.pop(0).p if modules and type(modules[0]) is nn.Dropout else 0.0
         rates = {m.p for m in modules if type(m) is nn.Dropout}
         core = [m for m in modules if type(m) is not nn.Dropout]
         linears, activations = core[0::2], core[1::2]
@@ -205,7 +207,7 @@ class MemberShape:
         if not well_formed:
             raise ValueError(f"a pack trains MLPs as build_mlp makes them, not {model}")
         activation = activations[0] if activations else nn.Identity()
-        return MemberShape(tuple(linears), activation, rates.pop() if rates else 0.0)
+        return MemberShape(tuple(linears), activation, rates.pop() if rates else 0.0, input_dropout)
 
 
 def check_pack(
@@ -440,7 +442,9 @@ class Pack:
                     bias[row, : linear.out_features] = linear.bias
         self.layers = self.bind()
         self.keep = torch.tensor([1 - m.shape.dropout for m in members], device=self.device).view(count, 1, 1)
+        self.input_keep = self.param.new_tensor([1 - m.shape.input_dropout for m in members]).view(count, 1, 1)
         self.masks: dict[int, list[torch.Tensor]] = {}
+        self.input_masks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.buffers: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
         self.minus_ones = self.param.new_full((count, 1, 0), -1.0)
         self.refresh_flags()
@@ -525,6 +529,7 @@ class Pack:
     def refresh_flags(self) -> None:
         """The passes the step can skip for the members it has: dropout masks, weight decay."""
         self.dropout = any(m.shape.dropout for m in self.members)
+        self.input_dropout = any(m.shape.input_dropout for m in self.members)
         self.uses_decay = any(m.config.weight_decay for m in self.members)
 
     @torch.no_grad()
@@ -623,6 +628,8 @@ class Pack:
         count, batch = y.shape
         activation = self.activation
         buffers = self.activation_buffers(batch)
+        if self.input_dropout:
+            x = self.drop_inputs(x)
         masks = self.dropout_masks(batch) if self.dropout else None
         saved = []  # (layer input as (K, in, B), activation output (input for GELU), mask)
         h_t = x.transpose(1, 2)
@@ -674,6 +681,21 @@ class Pack:
             buffers = [(self.param.new_empty(s), self.param.new_empty(s), self.param.new_empty(s)) for s in shapes]
             self.buffers[batch] = buffers
         return buffers
+
+    def drop_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """x, (K, B, inputs), with each member's input mask applied, drawn as MLPStep draws it alone.
+
+        A member's input mask comes before its hidden masks from its own generator, as alone it comes
+        first from the global one; members without input dropout keep ones."""
+        batch = x.shape[1]
+        if batch not in self.input_masks:
+            self.input_masks[batch] = (torch.ones_like(x), torch.empty_like(x))
+        mask, dropped = self.input_masks[batch]
+        for row, member in enumerate(self.members):
+            if member.shape.input_dropout:
+                mask[row].bernoulli_(1 - member.shape.input_dropout, generator=member.dropout_generator)
+        mask.div_(self.input_keep)
+        return torch.mul(x, mask, out=dropped)
 
     def dropout_masks(self, batch: int) -> list[torch.Tensor]:
         """Each hidden layer's (K, width, B) mask, member k's drawn as MLPStep draws it training alone.

@@ -130,7 +130,7 @@ def autograd_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Step:
 
 
 class MLPStep:
-    """Forward and backward of a Linear/activation(/dropout) stack written out, for the models build_mlp makes.
+    """Forward and backward of a [Dropout] Linear/activation(/dropout) stack written out, as build_mlp makes it.
 
     Autograd dispatches about twice the ops a step needs (views, graph nodes, fresh gradient tensors);
     at these sizes that overhead is a large share of a CPU step. Here the gradients go into buffers that
@@ -147,6 +147,7 @@ class MLPStep:
         activations: list[nn.Module],
         dropout: float,
         optimizer: torch.optim.Optimizer,
+        input_dropout: float = 0.0,
     ):
         """Gradients are written into each parameter's `.grad`, which must already exist (flatten_parameters)."""
         self.hidden = [
@@ -157,6 +158,7 @@ class MLPStep:
         self.last = linears[-1]
         self.last_bias_column = self.last.bias.unsqueeze(1)
         self.dropout = dropout
+        self.input_dropout = input_dropout
         self.optimizer = optimizer
         self.update = fused_update(optimizer)
         self.minus_ones = self.last.weight.new_full((1, 0), -1.0)
@@ -165,11 +167,12 @@ class MLPStep:
     def build(cls, model: nn.Module, config: TrainConfig) -> MLPStep | None:
         """The step and its optimizer, over the model's parameters flattened into one tensor.
 
-        None unless `model` is exactly Linear (activation [Dropout] Linear)*, with biases, all trainable and
-        hook-free: anything else trains through autograd_step."""
+        None unless `model` is exactly [Dropout] Linear (activation [Dropout] Linear)*, with biases, all
+        trainable and hook-free: anything else trains through autograd_step."""
         if type(model) is not nn.Sequential:
             return None
         modules = list(model)
+        input_dropout = modules.pop(0).p if modules and type(modules[0]) is nn.Dropout else 0.0
         dropouts = [m for m in modules if type(m) is nn.Dropout]
         rates = {m.p for m in dropouts}
         core = [m for m in modules if type(m) is not nn.Dropout]
@@ -182,13 +185,13 @@ class MLPStep:
             return None
         if any(type(m) not in (nn.Tanh, nn.ReLU, nn.GELU) for m in activations):
             return None
-        hooks = ((m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks) for m in modules)
+        hooks = ((m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks) for m in model)
         if any(any(kinds) for kinds in hooks) or model._forward_hooks or model._forward_pre_hooks:
             return None
         if not all(p.requires_grad for p in model.parameters()):
             return None
         optimizer = make_optimizer([flatten_parameters(model)], config)
-        return cls(linears, activations, rates.pop() if rates else 0.0, optimizer)
+        return cls(linears, activations, rates.pop() if rates else 0.0, optimizer, input_dropout)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -217,6 +220,8 @@ class MLPStep:
         """Gradients of the loss summed over y's rows / count: written for a batch x, added for a chunk of `first`."""
         accumulate = first is not None
         saved: list[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]] = []  # (input, activation, mask)
+        if self.input_dropout:  # the first layer's input gradient is never formed, so the mask is not kept
+            x = x * torch.empty_like(x).bernoulli_(1 - self.input_dropout).div_(1 - self.input_dropout)
         h = x
         for linear, weight_t, activation in self.hidden:
             z = first.project() if h is None else torch.addmm(linear.bias, h, weight_t)
@@ -364,7 +369,7 @@ def train(
     optimizer = fast.optimizer if fast else make_optimizer(model.parameters(), config)
     schedule = make_schedule(optimizer, config, steps_per_epoch * config.epochs)
     step = fast or autograd_step(model, optimizer)
-    if fast is not None and batch == size and not fast.dropout:
+    if fast is not None and batch == size and not (fast.dropout or fast.input_dropout):
         sparse = SparseRows.of(train_split.x)
         if sparse is not None:
             step = functools.partial(fast.full_batch, sparse)

@@ -124,6 +124,7 @@ class TrialRow:
     batch_size: int | None
     weight_decay: float | None
     dropout: float
+    input_dropout: float
     activation: str | None
     epochs: int | None
     val_loss: float | None
@@ -156,6 +157,7 @@ def trial_rows(trials: Iterable[FrozenTrial]) -> list[TrialRow]:
                 batch_size=config.get("batch_size"),
                 weight_decay=record.weight_decay,
                 dropout=record.dropout,
+                input_dropout=record.input_dropout,
                 activation=config.get("activation"),
                 epochs=config.get("epochs"),
                 val_loss=record.val_loss,

@@ -65,6 +65,7 @@ class SearchSpace:
     weight_decay: tuple[float, float] = (1e-6, 1e-1)  # wide enough for AdamW's decoupled decay
     allow_zero_weight_decay: bool = True
     dropout: tuple[float, float] = (0.0, 0.3)
+    input_dropout: tuple[float, float] = (0.0, 0.0)  # pixels dropped before the first layer; (0, 0): none
     lr: tuple[float, float] = (1e-4, 1e-2)
     optimizers: tuple[str, ...] = ("adam", "adamw", "sgd")
     schedules: tuple[str, ...] = SCHEDULES
@@ -80,6 +81,7 @@ class SearchSpace:
         check_float_range("weight_decay", self.weight_decay, 0, None, low_open=True)  # sampled on a log scale
         check_float_range("lr", self.lr, 0, None, low_open=True)  # too large diverges: pruned, with its reason
         check_float_range("dropout", self.dropout, 0, 1, high_open=True)
+        check_float_range("input_dropout", self.input_dropout, 0, 1, high_open=True)
         if not isinstance(self.allow_zero_weight_decay, bool):
             allowed = shown(self.allow_zero_weight_decay)
             raise UsageError(f"allow_zero_weight_decay must be true or false, got {allowed}")

@@ -77,9 +77,26 @@ def _half_made(study: optuna.Study) -> bool:
     return (record.kind is None or record.config is None) and not study.get_trials(deepcopy=False)
 
 
+# Settings added after studies were first stored, with the value that does what those studies did: a
+# study stored without one resumes as the same experiment when it is asked with that value.
+ADDED_SETTINGS = {"space": {"input_dropout": [0.0, 0.0]}}
+
+
+def with_added_settings(stored: dict, added: dict = ADDED_SETTINGS) -> dict:
+    """`stored`, with the settings it predates filled in from `added` (nested dicts merged)."""
+    filled = dict(stored)
+    for key, value in added.items():
+        if isinstance(value, dict):
+            if isinstance(filled.get(key), dict):  # a grid study has no search space to fill
+                filled[key] = with_added_settings(filled[key], value)
+        elif key not in filled:
+            filled[key] = value
+    return filled
+
+
 def _differences(stored: dict, config: dict) -> str:
     """The settings that make two configurations different experiments ('' if none)."""
-    wanted = stored_form(config)
+    wanted, stored = with_added_settings(stored_form(config)), with_added_settings(stored)
     changed = sorted(k for k in wanted if k not in ("trials", "storage") and stored.get(k) != wanted[k])
     return "; ".join(f"{k}: stored {stored.get(k)!r}, asked {wanted[k]!r}" for k in changed)
 

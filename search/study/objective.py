@@ -97,7 +97,7 @@ def build_model(widths: list[int], config: TrainConfig) -> nn.Sequential:
     from models.mlp import build_mlp
 
     torch.manual_seed(config.seed)
-    return build_mlp(widths, config.activation, dropout=config.dropout)
+    return build_mlp(widths, config.activation, dropout=config.dropout, input_dropout=config.input_dropout)
 
 
 def record_result(trial: optuna.Trial, result: TrainResult) -> None:

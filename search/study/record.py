@@ -74,6 +74,10 @@ class TrialRecord:
     def dropout(self) -> float:
         return self.train_config.get("dropout", 0.0)  # trained without dropout before it was searched
 
+    @property
+    def input_dropout(self) -> float:
+        return self.train_config.get("input_dropout", 0.0)
+
 
 @dataclass(frozen=True)
 class StudyRecord:

@@ -2,7 +2,9 @@
 
 The space is fixed-length: all parameters are suggested in every trial (relative widths for the
 deepest network, a taper even for uniform profiles), so multivariate TPE sees one static space
-and never falls back to independent sampling.
+and never falls back to independent sampling. Input dropout is suggested in every trial of a study
+whose space gives it a range, and in none of one whose range is (0, 0), the default: studies made
+before it was searched keep their space.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def suggest(
         momentum=0.9,
         weight_decay=decay if use_decay else 0.0,
         dropout=trial.suggest_float("dropout", *space.dropout),
+        input_dropout=trial.suggest_float("input_dropout", *space.input_dropout) if any(space.input_dropout) else 0.0,
         schedule=trial.suggest_categorical("schedule", list(space.schedules)),
         activation=trial.suggest_categorical("activation", list(space.activations)),
         seed=seed,
