@@ -34,14 +34,19 @@ from models.budget import count_parameters
 from models.mlp import build_mlp
 from search.engine.data import load_data
 
-ARMS = {
-    "baseline": ("baseline", {}),
-    "smoothing": ("label smoothing 0.1", {"label_smoothing": 0.1}),
-    "input-dropout": ("input dropout", {"input_dropout": "--input-dropout"}),
-    "ema": ("weight EMA 0.999", {"ema": 0.999}),
-    "both": ("smoothing and input dropout", {"label_smoothing": 0.1, "input_dropout": "--input-dropout"}),
-    "double-epochs": ("twice the epochs", {"epoch_factor": 2}),
-}
+ARM_NAMES = ("baseline", "smoothing", "input-dropout", "ema", "both", "double-epochs")
+
+
+def arms(input_dropout: float) -> dict[str, tuple[str, dict]]:
+    """Each arm's printed name and what it switches on, with the input-dropout arms at `--input-dropout`."""
+    return {
+        "baseline": ("baseline", {}),
+        "smoothing": ("label smoothing 0.1", {"label_smoothing": 0.1}),
+        "input-dropout": (f"input dropout {input_dropout:g}", {"input_dropout": input_dropout}),
+        "ema": ("weight EMA 0.999", {"ema": 0.999}),
+        "both": ("smoothing and input dropout", {"label_smoothing": 0.1, "input_dropout": input_dropout}),
+        "double-epochs": ("twice the epochs", {"epoch_factor": 2}),
+    }
 
 
 def run(
@@ -104,9 +109,9 @@ def main() -> None:
         "--arms", type=lambda text: text.split(","), default=["baseline", "smoothing", "input-dropout", "ema"]
     )
     args = parser.parse_args()
-    unknown = [arm for arm in args.arms if arm not in ARMS]
+    unknown = [arm for arm in args.arms if arm not in ARM_NAMES]
     if unknown or not args.arms:
-        parser.error(f"--arms takes any of {', '.join(ARMS)}; got {','.join(args.arms)}")
+        parser.error(f"--arms takes any of {', '.join(ARM_NAMES)}; got {','.join(args.arms)}")
     data = load_data(args.data_dir, "mnist", "cpu")
     print(
         f"P = {count_parameters(args.widths):,}: {args.widths}, GELU, {args.optimizer} lr {args.lr:g}, weight decay "
@@ -114,11 +119,9 @@ def main() -> None:
         f"on all {len(data.train_full):,} training images, seeds 0..{args.seeds - 1}; test error per seed"
     )
     results = {}
+    chosen = arms(args.input_dropout)
     for arm in args.arms:
-        name, extra = ARMS[arm]
-        extra = {key: args.input_dropout if value == "--input-dropout" else value for key, value in extra.items()}
-        if "input_dropout" in extra:
-            name = f"{name} {args.input_dropout:g}"
+        name, extra = chosen[arm]
         started = time.perf_counter()
         errors = [run(data, args, seed, **extra) for seed in range(args.seeds)]
         results[name] = errors

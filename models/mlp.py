@@ -72,13 +72,17 @@ def hidden_widths(model: nn.Sequential) -> list[int]:
     return [layer.out_features for layer in model if isinstance(layer, nn.Linear)][:-1]
 
 
+def split_input_dropout(layers: Sequence[nn.Module]) -> tuple[float, list[nn.Module]]:
+    """The input dropout rate of a layer list as build_mlp makes it (0 without one), and the layers after it."""
+    if layers and type(layers[0]) is nn.Dropout:
+        return layers[0].p, list(layers[1:])
+    return 0.0, list(layers)
+
+
 def dropout_rate(model: nn.Sequential) -> float:
     """The rate of the dropout after the hidden activations."""
-    return next((layer.p for layer in list(model)[1:] if isinstance(layer, nn.Dropout)), 0.0)
-
-
-def input_dropout_rate(model: nn.Sequential) -> float:
-    return model[0].p if isinstance(model[0], nn.Dropout) else 0.0
+    _, layers = split_input_dropout(list(model))
+    return next((layer.p for layer in layers if isinstance(layer, nn.Dropout)), 0.0)
 
 
 def save_model(model: nn.Sequential, activation: str, path, extra: dict | None = None) -> None:
@@ -88,7 +92,7 @@ def save_model(model: nn.Sequential, activation: str, path, extra: dict | None =
         "widths": hidden_widths(model),
         "activation": activation,
         "dropout": dropout_rate(model),
-        "input_dropout": input_dropout_rate(model),
+        "input_dropout": split_input_dropout(list(model))[0],
     }
     torch.save({**shape, "state_dict": state, **(extra or {})}, path)
 

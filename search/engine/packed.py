@@ -11,8 +11,8 @@ own initial weights, on its own batch order, with its own learning rate and sche
 dropout and input dropout rates (and, given `dropout_states`, its own dropout masks); it is pruned or
 diverges on its own, after which it leaves the pack and the others go on as before. A model that takes the
 free slot at an epoch boundary (train_pack's `refill`) trains from its own first epoch, on its own step
-count. The members share what the batched products and the one step loop need shared: depth, activation, optimizer kind,
-batch size, epochs and momentum.
+count. The members share what the batched products and the one step loop need shared: depth, activation,
+optimizer kind, batch size, epochs and momentum.
 
 Layout: each layer's weights are a (K, out, in) view and its biases a (K, out) view into one (K, n)
 parameter tensor, padded to the pack's widest member. Padded units start at zero and stay zero: their
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from models.mlp import split_input_dropout
 from search.engine.config import TrainConfig
 from search.engine.data import Split
 from search.engine.fused import ADAM_ARGUMENTS, kernel_takes
@@ -190,8 +191,7 @@ class MemberShape:
     @staticmethod
     def of(model: nn.Module) -> MemberShape:
         """ValueError unless `model` is [Dropout] Linear (activation [Dropout] Linear)*, as build_mlp makes it."""
-        modules = list(model) if type(model) is nn.Sequential else []
-        input_dropout = modules.pop(0).p if modules and type(modules[0]) is nn.Dropout else 0.0
+        input_dropout, modules = split_input_dropout(list(model) if type(model) is nn.Sequential else [])
         rates = {m.p for m in modules if type(m) is nn.Dropout}
         core = [m for m in modules if type(m) is not nn.Dropout]
         linears, activations = core[0::2], core[1::2]
@@ -442,7 +442,6 @@ class Pack:
                     bias[row, : linear.out_features] = linear.bias
         self.layers = self.bind()
         self.keep = torch.tensor([1 - m.shape.dropout for m in members], device=self.device).view(count, 1, 1)
-        self.input_keep = self.param.new_tensor([1 - m.shape.input_dropout for m in members]).view(count, 1, 1)
         self.masks: dict[int, list[torch.Tensor]] = {}
         self.input_masks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.buffers: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
@@ -692,9 +691,9 @@ class Pack:
             self.input_masks[batch] = (torch.ones_like(x), torch.empty_like(x))
         mask, dropped = self.input_masks[batch]
         for row, member in enumerate(self.members):
-            if member.shape.input_dropout:
-                mask[row].bernoulli_(1 - member.shape.input_dropout, generator=member.dropout_generator)
-        mask.div_(self.input_keep)
+            keep = 1 - member.shape.input_dropout
+            if keep < 1:
+                mask[row].bernoulli_(keep, generator=member.dropout_generator).div_(keep)
         return torch.mul(x, mask, out=dropped)
 
     def dropout_masks(self, batch: int) -> list[torch.Tensor]:

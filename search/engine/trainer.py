@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.mlp import split_input_dropout
 from search.engine.config import TrainConfig
 from search.engine.data import Split
 from search.engine.fused import fused_update
@@ -171,8 +172,7 @@ class MLPStep:
         trainable and hook-free: anything else trains through autograd_step."""
         if type(model) is not nn.Sequential:
             return None
-        modules = list(model)
-        input_dropout = modules.pop(0).p if modules and type(modules[0]) is nn.Dropout else 0.0
+        input_dropout, modules = split_input_dropout(list(model))
         dropouts = [m for m in modules if type(m) is nn.Dropout]
         rates = {m.p for m in dropouts}
         core = [m for m in modules if type(m) is not nn.Dropout]
