@@ -6,11 +6,14 @@ import gzip
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.forked_cli import Server
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINT = Path(sys.executable).with_name("archsearch")
@@ -61,12 +64,26 @@ def tiny_mnist(tmp_path_factory) -> Path:
     return tmp_path / "tiny"
 
 
+_forked_cli: Server | None = None
+_forked_cli_lock = threading.Lock()
+
+
 def archsearch(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300):
-    """Run the installed console script, as a user would."""
+    """Run a command as a user would, in a process of its own, and return its CompletedProcess.
+
+    The process is forked from one that has imported the CLI and torch already (tests/forked_cli.py) and
+    calls what the console script calls. A command given a PYTHONPATH (a test's sitecustomize.py, which
+    runs as an interpreter starts) runs the console script itself, as do tests about the script."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [str(ENTRY_POINT), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
-    )
+    if env and "PYTHONPATH" in env:
+        return subprocess.run(
+            [str(ENTRY_POINT), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
+        )
+    global _forked_cli
+    with _forked_cli_lock:
+        if _forked_cli is None or _forked_cli.process.poll() is not None:
+            _forked_cli = Server(str(ENTRY_POINT))
+    return _forked_cli.run(args, full_env, cwd, timeout)
 
 
 def wait_for(condition, process: subprocess.Popen, stderr: Path, timeout: float = 240):

@@ -19,7 +19,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import ENTRY_POINT, archsearch
+from tests.conftest import archsearch
 
 PG = os.environ.get("ARCHSEARCH_TEST_PG")
 ONE_LINE_ERROR = re.compile(r"^archsearch( [a-z]+)?: error: \S.*$")
@@ -198,10 +197,7 @@ def outcomes(tmp_path_factory, mnist_root):
         fill = {**values, "folder": str(folder), "db": f"sqlite:///{folder / 'studies.db'}"}
         args = [arg.format(**fill) for arg in case.args]
         before = database_state(folder)
-        result = subprocess.run(
-            [str(ENTRY_POINT), *args], capture_output=True, text=True, env={**os.environ, **env}, cwd=folder,
-            timeout=120, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+        result = archsearch(*args, env=env, cwd=folder, timeout=120)
         return result, before, database_state(folder)
 
     runnable = [c for c in CASES if PG or not c.postgres]

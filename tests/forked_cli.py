@@ -1,0 +1,182 @@
+"""Run the console script's entry point in fresh processes forked from one that imported it already.
+
+A test that runs `archsearch ...` as a user would pays the interpreter's start and the imports each time:
+about 0.5 s of CPU for a command that reads, 2.5 s for one that trains (torch alone takes 2). A suite that
+runs about 180 commands on two cores spends minutes of CPU on that. So `tests.conftest.archsearch` sends each
+command to a server (this module run as a script) that imported search.cli and torch once, before any
+thread or torch operation started; for each command it forks a child that takes the command's argv,
+working folder, environment and standard streams, calls `search.cli.run` (what the console script calls)
+and exits with its status, as the script would. The child is a real process of its own, so a command can
+spawn workers, catch signals and be killed as when run from a shell.
+
+What the preload changes, and how the child makes up for it: OpenMP read OMP_NUM_THREADS when torch was
+imported, so the child sets torch's thread count from the command's environment. A start-up hook (a
+sitecustomize.py on the command's PYTHONPATH) runs only when an interpreter starts, so conftest.archsearch
+runs such commands through the real script, as do the tests about the script itself (which modules a
+command imports, argv bytes from the shell).
+
+Protocol, one JSON object per line: the client sends {"id", "argv0", "argv", "cwd", "env", "stdout", "stderr"}
+(paths of files the child's streams go to) or {"kill": id}; the server answers {"id", "status"} when a
+child ends, `status` as subprocess gives it (-N for a signal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import locale
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve() -> None:
+    """Read commands on stdin, fork a child for each, answer each child's exit status on stdout."""
+    import torch  # noqa: F401  the import a training command would pay
+
+    import search.cli
+    import search.engine.trainer
+    import search.study.objective
+
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    children: dict[int, str] = {}  # pid: request id
+    selector = selectors.DefaultSelector()
+    selector.register(requests, selectors.EVENT_READ)
+    pending = b""
+    open_input = True
+    while open_input or children:
+        if open_input and selector.select(timeout=0.01 if children else None):
+            chunk = os.read(requests.fileno(), 1 << 16)
+            if not chunk:
+                open_input = False
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                request = json.loads(line)
+                if "kill" in request:
+                    for pid, ident in children.items():
+                        if ident == request["kill"]:
+                            os.kill(pid, signal.SIGKILL)
+                    continue
+                pid = os.fork()
+                if pid == 0:
+                    run_child(request, search.cli.run)  # never returns
+                children[pid] = request["id"]
+        elif not open_input:
+            time.sleep(0.01)  # no more commands: wait for the last children
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            replies.write(json.dumps({"id": children.pop(pid), "status": code}).encode() + b"\n")
+            replies.flush()
+
+
+def run_child(request: dict, entry_point) -> None:
+    """Become the command: its folder, environment, streams and argv; then exit as the script would."""
+    code = 1
+    try:
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY),
+                                (2, request["stderr"], os.O_WRONLY)):  # fmt: skip
+            opened = os.open(path, flags)
+            os.dup2(opened, fd)
+            os.close(opened)
+        threads = os.environ.get("OMP_NUM_THREADS")
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        sys.argv = [request["argv0"], *request["argv"]]
+        try:
+            entry_point()
+            code = 0
+        except SystemExit as stop:
+            if stop.code is None or isinstance(stop.code, int):
+                code = stop.code or 0
+            else:
+                print(stop.code, file=sys.stderr)
+        except BaseException:  # what the interpreter does with an exception nothing caught
+            import traceback
+
+            traceback.print_exc()
+        import atexit
+
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+    finally:
+        os._exit(code)
+
+
+class Server:
+    """One server process per test process, started at the first command, shared by its threads."""
+
+    def __init__(self, argv0: str):
+        self.argv0 = argv0
+        env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.forked_cli"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT,
+            env={**env, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        self.lock = threading.Lock()
+        self.waiting: dict[str, Future] = {}
+        self.count = 0
+        threading.Thread(target=self._read_replies, daemon=True).start()
+
+    def _read_replies(self) -> None:
+        for line in self.process.stdout:
+            reply = json.loads(line)
+            with self.lock:
+                future = self.waiting.pop(reply["id"])
+            future.set_result(reply["status"])
+        with self.lock:
+            for future in self.waiting.values():
+                future.set_exception(RuntimeError("the forked-CLI server ended"))
+
+    def _send(self, message: dict) -> None:
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        self.process.stdin.flush()
+
+    def run(self, args, env: dict, cwd, timeout: float) -> subprocess.CompletedProcess:
+        """The command's CompletedProcess, as subprocess.run(..., capture_output=True, text=True) gives it."""
+        with tempfile.TemporaryDirectory() as folder:
+            out, err = Path(folder, "stdout"), Path(folder, "stderr")
+            out.touch()
+            err.touch()
+            future: Future = Future()
+            with self.lock:
+                self.count += 1
+                ident = str(self.count)
+                self.waiting[ident] = future
+                request = {"id": ident, "argv0": self.argv0, "argv": list(args), "cwd": str(cwd or os.getcwd()),
+                           "env": env, "stdout": str(out), "stderr": str(err)}  # fmt: skip
+                self._send(request)
+            try:
+                status = future.result(timeout=timeout)
+            except TimeoutError:
+                with self.lock:
+                    self._send({"kill": ident})
+                status = future.result(timeout=30)
+                raise subprocess.TimeoutExpired(args, timeout) from None
+            encoding = locale.getpreferredencoding(False)
+            return subprocess.CompletedProcess(
+                [self.argv0, *args], status, out.read_text(encoding), err.read_text(encoding)
+            )
+
+
+if __name__ == "__main__":
+    serve()
