@@ -114,7 +114,9 @@ def run_child(request: dict, entry_point) -> None:
             traceback.print_exc()
         import atexit
 
-        atexit._run_exitfuncs()
+        run_exit_functions = getattr(atexit, "_run_exitfuncs", None)  # private: what the interpreter runs at exit
+        if run_exit_functions is not None:
+            run_exit_functions()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
