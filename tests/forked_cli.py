@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -71,10 +70,8 @@ def serve() -> None:
                 if pid == 0:
                     run_child(request, search.cli.run)  # never returns
                 children[pid] = request["id"]
-        elif not open_input:
-            time.sleep(0.01)  # no more commands: wait for the last children
-        while children:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+        while children:  # once no more commands can come, wait for the last children
+            pid, status = os.waitpid(-1, os.WNOHANG if open_input else 0)
             if pid == 0:
                 break
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
