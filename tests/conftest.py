@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.forked_cli import Server
+from tests.forked_cli import ForkedProcess, Server
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINT = Path(sys.executable).with_name("archsearch")
@@ -79,11 +79,27 @@ def archsearch(*args: str, env: dict | None = None, cwd: Path | None = None, tim
         return subprocess.run(
             [str(ENTRY_POINT), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
         )
+    return forked_cli().run(args, full_env, cwd, timeout)
+
+
+def start_archsearch(
+    *args: str, env: dict, cwd: Path, stdout: Path | None = None, stderr: Path | None = None, new_session: bool = False
+) -> ForkedProcess:
+    """Start a command as a user would, in a process of its own, and return it at once, to be signalled,
+    killed or waited for as a subprocess.Popen; its streams go to these files (None: nowhere). Forked as
+    for `archsearch`, so it must not need a start-up hook (PYTHONPATH)."""
+    assert "PYTHONPATH" not in env, "a start-up hook needs the real script: use subprocess.Popen"
+    streams = [str(path) if path is not None else os.devnull for path in (stdout, stderr)]
+    return ForkedProcess(forked_cli(), args, {**os.environ, **env}, cwd, *streams, new_session)
+
+
+def forked_cli() -> Server:
+    """This test process's server, started at its first command."""
     global _forked_cli
     with _forked_cli_lock:
         if _forked_cli is None or _forked_cli.process.poll() is not None:
             _forked_cli = Server(str(ENTRY_POINT))
-    return _forked_cli.run(args, full_env, cwd, timeout)
+    return _forked_cli
 
 
 def wait_for(condition, process: subprocess.Popen, stderr: Path, timeout: float = 240):

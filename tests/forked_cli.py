@@ -15,9 +15,12 @@ sitecustomize.py on the command's PYTHONPATH) runs only when an interpreter star
 runs such commands through the real script, as do the tests about the script itself (which modules a
 command imports, argv bytes from the shell).
 
-Protocol, one JSON object per line: the client sends {"id", "argv0", "argv", "cwd", "env", "stdout", "stderr"}
-(paths of files the child's streams go to) or {"kill": id}; the server answers {"id", "status"} when a
-child ends, `status` as subprocess gives it (-N for a signal).
+Protocol, one JSON object per line: the client sends {"id", "argv0", "argv", "cwd", "env", "stdout", "stderr",
+"session"} (paths of files the child's streams go to; `session`: the child starts a session of its own, as
+Popen's start_new_session) or {"kill": id}; the server answers {"id", "pid"} when it has forked the child and
+{"id", "status"} when the child ends, `status` as subprocess gives it (-N for a signal). `conftest.archsearch`
+waits for the status; `conftest.start_archsearch` returns a Popen-like ForkedProcess at once, for a test that
+signals or kills the command while it runs.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ def serve() -> None:
                 if pid == 0:
                     run_child(request, search.cli.run)  # never returns
                 children[pid] = request["id"]
+                replies.write(json.dumps({"id": request["id"], "pid": pid}).encode() + b"\n")
+                replies.flush()
         while children:  # once no more commands can come, wait for the last children
             pid, status = os.waitpid(-1, os.WNOHANG if open_input else 0)
             if pid == 0:
@@ -83,12 +88,15 @@ def run_child(request: dict, entry_point) -> None:
     """Become the command: its folder, environment, streams and argv; then exit as the script would."""
     code = 1
     try:
+        if request.get("session"):
+            os.setsid()
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY),
-                                (2, request["stderr"], os.O_WRONLY)):  # fmt: skip
-            opened = os.open(path, flags)
+        written = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], written),
+                                (2, request["stderr"], written)):  # fmt: skip
+            opened = os.open(path, flags, 0o644)
             os.dup2(opened, fd)
             os.close(opened)
         threads = os.environ.get("OMP_NUM_THREADS")
@@ -132,23 +140,45 @@ class Server:
             env={**env, "PYTHONPATH": str(ROOT)},
         )  # fmt: skip
         self.lock = threading.Lock()
-        self.waiting: dict[str, Future] = {}
+        self.waiting: dict[str, Future] = {}  # request id: its exit status, to come
+        self.started: dict[str, Future] = {}  # request id: its pid, to come
         self.count = 0
         threading.Thread(target=self._read_replies, daemon=True).start()
 
     def _read_replies(self) -> None:
         for line in self.process.stdout:
             reply = json.loads(line)
+            started = "pid" in reply
             with self.lock:
-                future = self.waiting.pop(reply["id"])
-            future.set_result(reply["status"])
+                future = (self.started if started else self.waiting).pop(reply["id"])
+            future.set_result(reply["pid"] if started else reply["status"])
         with self.lock:
-            for future in self.waiting.values():
+            for future in [*self.waiting.values(), *self.started.values()]:
                 future.set_exception(RuntimeError("the forked-CLI server ended"))
 
     def _send(self, message: dict) -> None:
         self.process.stdin.write(json.dumps(message).encode() + b"\n")
         self.process.stdin.flush()
+
+    def start(
+        self, args, env: dict, cwd, stdout: Path, stderr: Path, new_session: bool = False
+    ) -> tuple[str, int, Future]:
+        """Fork the command, its streams going to these files: (request id, its pid, its exit status to come)."""
+        status: Future = Future()
+        pid: Future = Future()
+        with self.lock:
+            self.count += 1
+            ident = str(self.count)
+            self.waiting[ident] = status
+            self.started[ident] = pid
+            request = {"id": ident, "argv0": self.argv0, "argv": list(args), "cwd": str(cwd or os.getcwd()),
+                       "env": env, "stdout": str(stdout), "stderr": str(stderr), "session": new_session}  # fmt: skip
+            self._send(request)
+        return ident, pid.result(timeout=60), status
+
+    def kill(self, ident: str) -> None:
+        with self.lock:
+            self._send({"kill": ident})
 
     def run(self, args, env: dict, cwd, timeout: float) -> subprocess.CompletedProcess:
         """The command's CompletedProcess, as subprocess.run(..., capture_output=True, text=True) gives it."""
@@ -156,25 +186,49 @@ class Server:
             out, err = Path(folder, "stdout"), Path(folder, "stderr")
             out.touch()
             err.touch()
-            future: Future = Future()
-            with self.lock:
-                self.count += 1
-                ident = str(self.count)
-                self.waiting[ident] = future
-                request = {"id": ident, "argv0": self.argv0, "argv": list(args), "cwd": str(cwd or os.getcwd()),
-                           "env": env, "stdout": str(out), "stderr": str(err)}  # fmt: skip
-                self._send(request)
+            ident, _, future = self.start(args, env, cwd, out, err)
             try:
                 status = future.result(timeout=timeout)
             except TimeoutError:
-                with self.lock:
-                    self._send({"kill": ident})
+                self.kill(ident)
                 status = future.result(timeout=30)
                 raise subprocess.TimeoutExpired(args, timeout) from None
             encoding = locale.getpreferredencoding(False)
             return subprocess.CompletedProcess(
                 [self.argv0, *args], status, out.read_text(encoding), err.read_text(encoding)
             )
+
+
+class ForkedProcess:
+    """A command forked by the server, as a test drives a subprocess.Popen: pid, poll, wait, signals.
+
+    Its exit status comes from the server, which is its parent; signals go to its pid directly."""
+
+    def __init__(self, server: Server, args, env: dict, cwd, stdout: Path, stderr: Path, new_session: bool):
+        self.args = args
+        self.server = server
+        self.ident, self.pid, self._status = server.start(args, env, cwd, stdout, stderr, new_session)
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self._status.done():
+            self.returncode = self._status.result()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        try:
+            self.returncode = self._status.result(timeout=timeout)
+        except TimeoutError:
+            raise subprocess.TimeoutExpired(self.args, timeout) from None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -160,6 +160,7 @@ BAD_KEYWORDS = {
     "a depth listed twice": lambda url: api.grid(depths=[2, 2], storage=url),
     "negative workers": lambda url: api.search(workers=-1, storage=url),
     "an empty pack": lambda url: api.grid(pack=0, storage=url),
+    "a pack size as text": lambda url: api.search(pack="8", storage=url),
     "a negative timeout": lambda url: api.search(timeout=-5, storage=url),
     "an unknown device": lambda url: api.search(device="tpu", storage=url),
     "an unknown profile": lambda url: api.search(profiles=["wavy"], storage=url),

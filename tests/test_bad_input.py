@@ -70,6 +70,7 @@ CASES = [
     # search
     case("search-trials-zero", "search", *STUDY, "--trials", "0"),
     case("search-workers-negative", "search", *STUDY, "--workers", "-1"),
+    case("search-pack-neither-a-size-nor-auto", "search", *STUDY, "--pack", "Auto"),
     case("search-budget-below-smallest-net", "search", *FRESH, "--budget", "500"),
     case("search-tolerance-too-wide", "search", *FRESH, "--tolerance", "0.9"),
     case("search-too-deep-for-budget", "search", *FRESH, "--budget", "810", "--max-depth", "8"),

@@ -6,7 +6,6 @@ import os
 import shlex
 import signal
 import sqlite3
-import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from search.study.storage import open_storage
-from tests.conftest import ENTRY_POINT, archsearch, children_of, wait_for
+from tests.conftest import archsearch, children_of, start_archsearch, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 EPOCHS = 10
@@ -69,19 +68,18 @@ def integrity(folder: Path) -> str:
 def test_killed_worker_trial_is_failed_retried_and_nothing_is_lost(tmp_path, mnist_root):
     config = write_study(tmp_path, "crash", trials=TRIALS, epochs=EPOCHS, data_limit=10_000, space=SLOW_SPACE)
     err_path = tmp_path / "err"
-    with open(tmp_path / "out", "w") as out, open(err_path, "w") as err:
-        search = subprocess.Popen(
-            [str(ENTRY_POINT), "search", "--config", str(config), "--workers", "2", "--device", "cpu"],
-            stdout=out, stderr=err, env=env_for(mnist_root), cwd=tmp_path,
-        )  # fmt: skip
-        try:
-            # Both processes (the search and its one spawned worker) are in the middle of a trial.
-            wait_for(lambda: mid_trial(tmp_path) == 2 and children_of(search.pid), search, err_path)
-            (worker,) = children_of(search.pid)
-            os.kill(worker, signal.SIGKILL)
-            assert search.wait(timeout=300) == 0, err_path.read_text()
-        finally:
-            search.kill()
+    search = start_archsearch(
+        "search", "--config", str(config), "--workers", "2", "--device", "cpu",
+        env=env_for(mnist_root), cwd=tmp_path, stdout=tmp_path / "out", stderr=err_path,
+    )  # fmt: skip
+    try:
+        # Both processes (the search and its one spawned worker) are in the middle of a trial.
+        wait_for(lambda: mid_trial(tmp_path) == 2 and children_of(search.pid), search, err_path)
+        (worker,) = children_of(search.pid)
+        os.kill(worker, signal.SIGKILL)
+        assert search.wait(timeout=300) == 0, err_path.read_text()
+    finally:
+        search.kill()
     assert "Traceback" not in err_path.read_text()
     trials = trials_of(tmp_path, "crash")
     states = Counter(t.state for t in trials)
@@ -99,17 +97,16 @@ def test_killed_worker_trial_is_failed_retried_and_nothing_is_lost(tmp_path, mni
 def test_ctrl_c_marks_running_trials_failed_and_says_how_to_resume(tmp_path, mnist_root):
     config = write_study(tmp_path, "stop", trials=TRIALS, epochs=EPOCHS, data_limit=10_000, space=SLOW_SPACE)
     err_path = tmp_path / "err"
-    with open(err_path, "w") as err:
-        search = subprocess.Popen(
-            [str(ENTRY_POINT), "search", "--config", str(config), "--workers", "2", "--device", "cpu"],
-            stdout=subprocess.DEVNULL, stderr=err, env=env_for(mnist_root), cwd=tmp_path, start_new_session=True,
-        )  # fmt: skip
-        try:
-            wait_for(lambda: mid_trial(tmp_path) == 2, search, err_path)
-            os.killpg(search.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
-            search.wait(timeout=120)
-        finally:
-            search.kill()
+    search = start_archsearch(
+        "search", "--config", str(config), "--workers", "2", "--device", "cpu",
+        env=env_for(mnist_root), cwd=tmp_path, stderr=err_path, new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: mid_trial(tmp_path) == 2, search, err_path)
+        os.killpg(search.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        search.wait(timeout=120)
+    finally:
+        search.kill()
     stderr = err_path.read_text()
     assert search.returncode == 130, stderr
     assert "Traceback" not in stderr
@@ -157,22 +154,20 @@ def test_diverging_trials_are_pruned_with_their_reason(tmp_path, mnist_root, lr,
 
 
 def test_a_pack_killed_mid_training_loses_only_its_trials_and_resumes_to_exactly_n(tmp_path, mnist_root):
-    config = write_study(tmp_path, "pack", trials=6, epochs=EPOCHS, data_limit=10_000, space=SLOW_SPACE)
-    command = [str(ENTRY_POINT), "search", "--config", str(config), "--pack", "4", "--device", "cpu"]
+    # One process: its pack of 4 is part-way for 7 of its 10 epochs, so half the images still give the poll time.
+    config = write_study(tmp_path, "pack", trials=6, epochs=EPOCHS, data_limit=5_000, space=SLOW_SPACE)
+    command = ["search", "--config", str(config), "--pack", "4", "--device", "cpu"]
     err_path = tmp_path / "err"
-    with open(err_path, "w") as err:
-        search = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=env_for(mnist_root), cwd=tmp_path)
-        try:
-            wait_for(lambda: mid_trial(tmp_path) == 4, search, err_path)  # the whole pack, part-way
-            search.send_signal(signal.SIGKILL)
-            search.wait(timeout=60)
-        finally:
-            search.kill()
+    search = start_archsearch(*command, env=env_for(mnist_root), cwd=tmp_path, stderr=err_path)
+    try:
+        wait_for(lambda: mid_trial(tmp_path) == 4, search, err_path)  # the whole pack, part-way
+        search.send_signal(signal.SIGKILL)
+        search.wait(timeout=60)
+    finally:
+        search.kill()
     killed = [t.number for t in trials_of(tmp_path, "pack") if t.state == TrialState.RUNNING]
     assert len(killed) == 4
-    resumed = subprocess.run(
-        command, capture_output=True, text=True, env=env_for(mnist_root), cwd=tmp_path, timeout=600
-    )
+    resumed = archsearch(*command, env=env_for(mnist_root), cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert "Traceback" not in resumed.stderr
     trials = trials_of(tmp_path, "pack")

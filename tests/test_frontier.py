@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from search import api
 from search.results.plots import LITERATURE, Plot, Skipped, frontier_plot
 from search.results.tables import FrontierRow, Retrained
-from tests.conftest import ENTRY_POINT, archsearch
+from tests.conftest import archsearch, start_archsearch
 
 TINY = ("--budgets", "10000:40000:3", "--trials", "3", "--epochs", "1", "--max-depth", "2", "--seeds", "2",
         "--data-limit", "2000", "--device", "cpu")  # fmt: skip
@@ -51,9 +51,9 @@ def _report(url: str, tmp_path) -> str:
 def test_a_frontier_resumes_to_its_trials_after_sigkill(tmp_path, mnist_root):
     url = f"sqlite:///{tmp_path / 'k.db'}"
     longer = [*TINY[: TINY.index("--epochs") + 1], "4", *TINY[TINY.index("--epochs") + 2 :]]  # a wider window
-    argv = [str(ENTRY_POINT), "frontier", "--study", "k", "--storage", url, *longer]
+    argv = ["frontier", "--study", "k", "--storage", url, *longer]
     env = {**os.environ, **_env(mnist_root)}
-    first = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = start_archsearch(*argv, env=env, cwd=tmp_path)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and TrialState.RUNNING not in _states(url, "k@20000"):
         time.sleep(0.05)
@@ -61,7 +61,7 @@ def test_a_frontier_resumes_to_its_trials_after_sigkill(tmp_path, mnist_root):
     first.wait()
     assert TrialState.RUNNING in _states(url, "k@20000")  # killed mid-trial, in the second budget
     before = api.frontier_of("k", storage=url).rows[0]
-    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = archsearch(*argv, env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = api.frontier_of("k", storage=url).rows
     for row in rows:

@@ -30,7 +30,7 @@ from search.study.grid import (
 from search.study.lifecycle import create_study
 from search.study.storage import open_storage
 from search.study.workers import FINISHED, run_until
-from tests.conftest import ENTRY_POINT, REPO, archsearch
+from tests.conftest import ENTRY_POINT, REPO, archsearch, start_archsearch
 
 GRID = ("--budgets", "1000,2000", "--depths", "1,2", "--seeds", "2")
 FULL = sorted(GridPoint(b, d, s) for b in (1000, 2000) for d in (1, 2) for s in (0, 1))
@@ -90,13 +90,13 @@ def test_two_workers_popping_one_queue_train_each_point_once(tmp_path, env, mnis
         open_storage(url), "g", "grid", settings(config), make_grid_sampler(config), optuna.pruners.NopPruner()
     )
     assert enqueue_missing(study, grid_points(config)) == 8
-    command = [str(ENTRY_POINT), "worker", "--study", "g", "--storage", url, "--device", "cpu", "--quiet"]
+    command = ["worker", "--study", "g", "--storage", url, "--device", "cpu", "--quiet"]
+    errors = [tmp_path / f"err{i}" for i in range(2)]
     workers = [
-        subprocess.Popen([*command, "--worker-index", str(i)], env={**env}, stderr=subprocess.PIPE, text=True)
-        for i in range(2)
+        start_archsearch(*command, "--worker-index", str(i), env=env, cwd=tmp_path, stderr=errors[i]) for i in range(2)
     ]
-    for worker in workers:
-        assert worker.wait(timeout=300) == 0, worker.stderr.read()
+    for worker, error in zip(workers, errors, strict=True):
+        assert worker.wait(timeout=300) == 0, error.read_text()
     check_exactly_once(trials_of(url, "g"))
 
 

@@ -4,6 +4,7 @@ and a member that is pruned or diverges leaves the pack without changing the oth
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 import torch
@@ -326,3 +327,80 @@ def test_a_refill_is_checked_like_the_pack_it_joins(data):
         models = [build([8], config)[0], build([8], config)[0]]
         with pytest.raises(ValueError, match=message):
             train_pack(models, [config, config], data.train, on_epoch=prune_first, refill=refill_with(entrants))
+
+
+@pytest.mark.parametrize(
+    ("per_member", "largest", "tried", "sizes"),
+    [
+        pytest.param(
+            {1: 1.0, 2: 0.8, 4: 0.6, 8: 0.58}, 8, [1, 2, 4, 8], (4, 4, 1), id="stops-where-a-doubling-pays-little"
+        ),
+        pytest.param({1: 1.0, 2: 0.97}, 8, [1, 2], (1, 1, 1), id="alone-where-a-pack-saves-little"),
+        pytest.param({1: 1.0, 2: 0.5, 4: 0.25, 6: 0.2}, 6, [1, 2, 4, 6], (6, 6, 6), id="ends-at-the-largest"),
+        pytest.param({1: 1.0}, 1, [1], (1, 1, 1), id="largest-one"),
+    ],
+)
+def test_pack_timings_grow_while_doubling_pays_and_give_the_smallest_near_fastest_pack(
+    data, monkeypatch, per_member, largest, tried, sizes
+):
+    monkeypatch.setattr(packed, "_alone_timer", lambda *_: Rounds([per_member[1]]))
+    monkeypatch.setattr(packed, "_pack_timer", lambda model, config, split, k: Rounds([per_member[k] * k]))
+    model, _ = build([8], TrainConfig())
+    timings = packed.fitting_pack_size(model, TrainConfig(), data.train, largest)
+    assert list(timings.step_seconds) == tried
+    assert timings.step_seconds == pytest.approx({k: per_member[k] for k in tried})
+    assert tuple(timings.size(speedup) for speedup in (1.1, 1.5, 2.0)) == sizes
+
+
+class Rounds:
+    """A step timer whose rounds take these seconds per step, the last repeated."""
+
+    def __init__(self, seconds: list[float]):
+        self.seconds = list(seconds)
+        self.count = 0
+
+    def round(self) -> float:
+        self.count += 1
+        return self.seconds.pop(0) if len(self.seconds) > 1 else self.seconds[0]
+
+
+def test_each_size_keeps_its_fastest_round_and_every_size_is_timed_in_turn(data, monkeypatch):
+    timers = {1: Rounds([3.0, 1.0, 1.2]), 2: Rounds([1.6, 1.8, 1.4]), 4: Rounds([4.0])}  # per step of the pack
+    monkeypatch.setattr(packed, "_alone_timer", lambda *_: timers[1])
+    monkeypatch.setattr(packed, "_pack_timer", lambda model, config, split, k: timers[k])
+    model, _ = build([8], TrainConfig())
+    timings = packed.fitting_pack_size(model, TrainConfig(), data.train, 8)
+    # The first rounds grow the pack to 4, whose members' steps cost no less than at 2; the fastest rounds
+    # then make packing pay less than the slow first round of training alone had said.
+    assert timings.step_seconds == pytest.approx({1: 1.0, 2: 0.7, 4: 1.0})
+    assert [timer.count for timer in timers.values()] == [packed.SIZING_ROUNDS] * 3
+    assert timings.size(1.5) == 1 and timings.size(1.1) == 2
+
+
+def test_a_step_timer_warms_up_then_times_rounds_within_the_epoch():
+    calls = []
+
+    def step():
+        calls.append(1)
+        time.sleep(0.002)
+
+    timer = packed._StepTimer(step, 120, torch.device("cpu"))
+    first = timer.round()
+    assert len(calls) >= packed.WARM_UP_STEPS + packed.SIZING_STEPS[0]
+    assert 0.002 <= first < 0.05
+    seconds = [timer.round() for _ in range(60)]
+    assert timer.taken == len(calls) == 120  # never past the epoch's steps
+    assert seconds[-1] == float("inf") and all(0.002 <= s < 0.05 for s in seconds if s != float("inf"))
+
+
+def test_measuring_pack_sizes_changes_neither_the_model_nor_the_random_streams(data):
+    config = TrainConfig(batch_size=64, dropout=0.2, input_dropout=0.1, seed=3)
+    model, _ = build([24, 16], config)
+    before = [p.detach().clone() for p in model.parameters()]
+    state = torch.get_rng_state()
+    timings = packed.fitting_pack_size(model, config, data.train, 4)
+    assert 1 in timings.step_seconds and set(timings.step_seconds) <= {1, 2, 4}
+    assert all(seconds > 0 for seconds in timings.step_seconds.values())
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+    assert all(p.grad is None for p in model.parameters())

@@ -16,7 +16,7 @@ from search.study.config import SearchSpace, StudyConfig
 from search.study.grid import GridConfig, GridObjective, enqueue_missing, grid_points
 from search.study.objective import PACK_PARAMS, Prepared, SearchObjective, start_trial
 from search.study.record import TrialRecord
-from search.study.workers import run_until
+from search.study.workers import AUTO_PACK, MAX_PACK, run_until
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -138,3 +138,66 @@ def test_a_pack_whose_trial_failed_takes_no_new_trials_and_raises_the_failure(da
         TrialState.WAITING,
         TrialState.WAITING,
     ]
+
+
+@pytest.mark.parametrize(("speedup", "size"), [(1.05, 1), (1.2, 3), (3.0, 3)])
+def test_an_auto_pack_trains_at_the_measured_size_timed_once_per_kind(data, monkeypatch, speedup, size):
+    from search.engine import packed
+    from search.study import objective
+
+    calls = []
+
+    def fitting(model, config, split, largest):
+        calls.append(largest)
+        return packed.PackTimings({1: 1.0, 3: 1 / speedup})
+
+    monkeypatch.setattr(packed, "fitting_pack_size", fitting)
+    monkeypatch.setattr(objective, "_pack_timings", {})
+    config = GridConfig(budgets=(3000,), depths=(1,), seeds=6, train=TrainConfig(epochs=2, batch_size=64))
+    alone, auto = grid_study(config), grid_study(config)
+    run_until(alone, GridObjective(config, data), 6)
+    assert run_until(auto, GridObjective(config, data), 6, pack=AUTO_PACK)
+    assert calls == [MAX_PACK]  # six points of one kind: timed once
+    assert [TrialRecord.of(t).pack_size for t in auto.trials] == [size] * 6  # a grid packs from GRID_PACK_SPEEDUP
+    assert most_at_once(auto) == size
+    for point, value in values(alone).items():
+        assert values(auto)[point] == pytest.approx(value, rel=1e-4), point
+
+
+def test_an_auto_search_packs_only_where_a_pack_pays_a_search(data, tmp_path, monkeypatch):
+    from search.engine import packed
+    from search.study import objective
+
+    speedup = (objective.GRID_PACK_SPEEDUP + objective.SEARCH_PACK_SPEEDUP) / 2  # enough for a grid, not a search
+    monkeypatch.setattr(packed, "fitting_pack_size", lambda *_: packed.PackTimings({1: 1.0, 4: 1 / speedup}))
+    monkeypatch.setattr(objective, "_pack_timings", {})
+    space = SearchSpace(max_depth=2, batch_sizes=(32,), optimizers=("adam",), activations=("tanh",))
+    config = StudyConfig(name="s", budget=20_000, trials=4, epochs=1, sampler="random", space=space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    assert run_until(study, SearchObjective(config, data, tmp_path / "artifacts"), 4, pack=AUTO_PACK)
+    trained = [t for t in study.trials if t.intermediate_values]
+    assert trained and all(TrialRecord.of(t).pack_size == 1 for t in trained)
+    assert most_at_once(study) == 1
+
+
+def most_at_once(study: optuna.Study) -> int:
+    """The most trials that trained at one moment, from their epochs' reports: a pack's members report
+    epoch by epoch together, trials alone one after another."""
+    spans = [(t.datetime_start, t.datetime_complete) for t in study.trials]
+    return max(sum(start <= moment < end for start, end in spans) for moment, _ in spans)
+
+
+def test_a_measured_pack_search_records_its_sizes_and_ends_at_exactly_n(data, tmp_path, monkeypatch):
+    from search.study import objective
+
+    monkeypatch.setattr(objective, "_pack_timings", {})
+    space = SearchSpace(max_depth=2, batch_sizes=(32,), optimizers=("adam",), activations=("tanh",))
+    config = StudyConfig(name="s", budget=20_000, trials=6, epochs=1, sampler="random", space=space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    assert run_until(study, SearchObjective(config, data, tmp_path / "artifacts"), 6, pack=AUTO_PACK)
+    counts = Counter(t.state for t in study.trials)
+    assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == 6 and len(study.trials) == 6, counts
+    trained = [TrialRecord.of(t) for t in study.trials if t.intermediate_values]
+    assert trained and all(1 <= record.pack_size <= MAX_PACK for record in trained)
+    measured = {timings.size(objective.SEARCH_PACK_SPEEDUP) for timings in objective._pack_timings.values()}
+    assert {record.pack_size for record in trained} <= measured

@@ -30,7 +30,7 @@ from search.study.lifecycle import create_study
 from search.study.record import TrialRecord
 from search.study.storage import open_storage
 from search.study.workers import owner_is_gone
-from tests.conftest import ENTRY_POINT, archsearch, children_of, wait_for
+from tests.conftest import ENTRY_POINT, archsearch, children_of, start_archsearch, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PG = os.environ.get("ARCHSEARCH_TEST_PG")
@@ -305,15 +305,13 @@ def test_journal_resume_after_sigkill_ends_within_the_grace_period(tmp_path, mni
     config = study_file(tmp_path, "journal", url, trials=3, epochs=8, slow=True)
     env = env_for(mnist_root)
     err = tmp_path / "err"
-    with open(err, "w") as stderr:
-        search = subprocess.Popen([str(ENTRY_POINT), "search", "--config", str(config), "--device", "cpu"],
-                                  stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=tmp_path)  # fmt: skip
-        try:
-            wait_for(lambda: running_trials(url, "journal") >= 1, search, err)
-            search.send_signal(signal.SIGKILL)
-            search.wait(timeout=30)
-        finally:
-            search.kill()
+    search = start_archsearch("search", "--config", str(config), "--device", "cpu", env=env, cwd=tmp_path, stderr=err)
+    try:
+        wait_for(lambda: running_trials(url, "journal") >= 1, search, err)
+        search.send_signal(signal.SIGKILL)
+        search.wait(timeout=30)
+    finally:
+        search.kill()
     study = optuna.load_study(
         study_name="journal", storage=JournalStorage(JournalFileBackend(str(tmp_path / "studies.log")))
     )
@@ -348,19 +346,18 @@ def test_sigterm_fails_running_trials_stops_workers_and_says_how_to_resume(tmp_p
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     config = study_file(tmp_path, "term", url, trials=6, epochs=8, slow=True)
     err = tmp_path / "err"
-    with open(err, "w") as stderr:
-        search = subprocess.Popen(
-            [str(ENTRY_POINT), "search", "--config", str(config), "--workers", "2", "--device", "cpu"],
-            stdout=subprocess.DEVNULL, stderr=stderr, env=env_for(mnist_root), cwd=tmp_path,
-        )  # fmt: skip
-        try:
-            wait_for(lambda: running_trials(url, "term") >= 2, search, err)
-            workers = descendants(search.pid)
-            assert workers
-            search.send_signal(signal.SIGTERM)  # to the main process only, as `kill PID` or systemd would
-            assert search.wait(timeout=60) == 143, err.read_text()
-        finally:
-            search.kill()
+    search = start_archsearch(
+        "search", "--config", str(config), "--workers", "2", "--device", "cpu",
+        env=env_for(mnist_root), cwd=tmp_path, stderr=err,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: running_trials(url, "term") >= 2, search, err)
+        workers = descendants(search.pid)
+        assert workers
+        search.send_signal(signal.SIGTERM)  # to the main process only, as `kill PID` or systemd would
+        assert search.wait(timeout=60) == 143, err.read_text()
+    finally:
+        search.kill()
     text = err.read_text()
     assert "Traceback" not in text
     assert len([line for line in text.splitlines() if "Resume with: archsearch search" in line]) == 1, text
@@ -374,18 +371,17 @@ def test_workers_end_when_their_parent_is_killed(tmp_path, mnist_root):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     config = study_file(tmp_path, "orphans", url, trials=6, epochs=8, slow=True)
     err = tmp_path / "err"
-    with open(err, "w") as stderr:
-        search = subprocess.Popen(
-            [str(ENTRY_POINT), "search", "--config", str(config), "--workers", "3", "--device", "cpu"],
-            stdout=subprocess.DEVNULL, stderr=stderr, env=env_for(mnist_root), cwd=tmp_path,
-        )  # fmt: skip
-        try:
-            wait_for(lambda: len(children_of(search.pid)) == 2 and running_trials(url, "orphans") >= 1, search, err)
-            workers = children_of(search.pid)
-            search.send_signal(signal.SIGKILL)
-            search.wait(timeout=30)
-        finally:
-            search.kill()
+    search = start_archsearch(
+        "search", "--config", str(config), "--workers", "3", "--device", "cpu",
+        env=env_for(mnist_root), cwd=tmp_path, stderr=err,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(children_of(search.pid)) == 2 and running_trials(url, "orphans") >= 1, search, err)
+        workers = children_of(search.pid)
+        search.send_signal(signal.SIGKILL)
+        search.wait(timeout=30)
+    finally:
+        search.kill()
     deadline = time.monotonic() + 30
     while [pid for pid in workers if alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -20,7 +20,7 @@ from models.budget import INPUTS, MAX_BUDGET, MIN_BUDGET
 from search.api.calls import api_call, settings_signature, stops_handled
 from search.api.options import DATA_OPTIONS, SEARCH_OPTIONS
 from search.api.reading import MAX_RETRAIN_SEEDS, retrain_trial
-from search.api.running import DEFAULT_PACK, check_run_options, storage_url
+from search.api.running import DEFAULT_PACK, PackSize, check_run_options, storage_url
 from search.api.studies import run_search, search_config
 from search.checks import check_int, check_ints
 from search.errors import UsageError
@@ -64,7 +64,7 @@ def frontier(
     seeds: int = DEFAULT_SEEDS,
     storage: str | None = None,
     workers: int = 1,
-    pack: int = DEFAULT_PACK,
+    pack: PackSize = DEFAULT_PACK,
     timeout: float | None = None,
     device: str = "auto",
     data_dir: str | None = None,

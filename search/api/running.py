@@ -20,16 +20,15 @@ from optuna.trial import FrozenTrial, TrialState
 from search.api import signals
 from search.api.args import MAX_DURATION_SECONDS
 from search.api.progress import progress
-from search.checks import check_choice, check_float, check_int
+from search.checks import check_choice, check_float, check_int, shown
 from search.engine.config import DEVICES
 from search.errors import Interrupted, Terminated, UsageError
 from search.study.config import DEFAULT_STORAGE
 from search.study.record import StudyRecord, TrialRecord
 from search.study.storage import STORAGE_ENV, STORAGE_FAILURES, describe, has_password, public_url
-from search.study.workers import count_trials, run_until
+from search.study.workers import AUTO_PACK, MAX_PACK, PackSize, count_trials, run_until
 
 MAX_WORKERS = 32  # each worker holds its own copy of torch and the data (about 0.5 GB)
-MAX_PACK = 256
 DEFAULT_PACK = 1
 PARENT_ENV = "ARCHSEARCH_PARENT_PID"  # set for spawned workers: they end when this process does
 
@@ -38,10 +37,13 @@ def check_device(device: str) -> None:
     check_choice("device", device, DEVICES)
 
 
-def check_run_options(workers: int, pack: int, timeout: float | None, device: str) -> None:
+def check_run_options(workers: int, pack: PackSize, timeout: float | None, device: str) -> None:
     """How a study runs, checked as the flags of the same names are."""
     check_int("workers", workers, 0, MAX_WORKERS)
-    check_int("pack", pack, 1, MAX_PACK)
+    if isinstance(pack, str) and pack != AUTO_PACK:
+        raise UsageError(f'pack must be a whole number or "{AUTO_PACK}", got {shown(pack)}')
+    if pack != AUTO_PACK:
+        check_int("pack", pack, 1, MAX_PACK, advice=f'or give "{AUTO_PACK}" to measure the size that pays')
     if timeout is not None:
         check_float("timeout", timeout, 0, None, low_open=True, advice="a number of seconds")
         if timeout > MAX_DURATION_SECONDS:
@@ -74,7 +76,7 @@ def run_with_progress(
     target: int,
     quiet: bool = False,
     deadline: float | None = None,
-    pack: int = 1,
+    pack: PackSize = 1,
     storage: optuna.storages.BaseStorage | None = None,
 ) -> bool:
     """One worker in this process, with a bar over the study's finished trials and a line per trial.
@@ -111,7 +113,7 @@ def run_study(
     workers: int,
     worker_args: list[str],
     timeout: float | None,
-    pack: int = 1,
+    pack: PackSize = 1,
     storage: optuna.storages.BaseStorage | None = None,
     quiet: bool = False,
 ) -> bool:

@@ -15,7 +15,15 @@ from optuna.trial import TrialState
 from models.budget import depth_range
 from search.api.calls import api_call, settings_signature, stops_handled, with_settings
 from search.api.options import DATA_OPTIONS, GRID_OPTIONS, SEARCH_OPTIONS
-from search.api.running import DEFAULT_PACK, artifacts_dir, check_run_options, run_study, storage_url, summary_line
+from search.api.running import (
+    DEFAULT_PACK,
+    PackSize,
+    artifacts_dir,
+    check_run_options,
+    run_study,
+    storage_url,
+    summary_line,
+)
 from search.errors import UsageError
 from search.results.tables import BestTrial, GridRow, grid_table
 from search.study.config import StudyConfig, load_toml, replace, study_from_dict, to_dict
@@ -80,7 +88,7 @@ def search(
     study: str | None = None,
     storage: str | None = None,
     workers: int = 1,
-    pack: int = DEFAULT_PACK,
+    pack: PackSize = DEFAULT_PACK,
     timeout: float | None = None,
     device: str = "auto",
     data_dir: str | None = None,
@@ -158,7 +166,7 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
     )
 
 
-def _resume_flags(workers: int, pack: int, data_dir: str | None, device: str) -> list[str]:
+def _resume_flags(workers: int, pack: PackSize, data_dir: str | None, device: str) -> list[str]:
     """The flags of this run that the stored study does not remember."""
     flags = []
     for flag, value in (
@@ -198,7 +206,7 @@ def grid(
     study: str | None = None,
     storage: str | None = None,
     workers: int = 1,
-    pack: int = DEFAULT_PACK,
+    pack: PackSize = DEFAULT_PACK,
     timeout: float | None = None,
     device: str = "auto",
     data_dir: str | None = None,

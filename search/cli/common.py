@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from search.api.args import duration, non_negative_int, positive_int, storage, study_name
 from search.api.options import DATA_OPTIONS, ConfigOption
-from search.api.running import DEFAULT_PACK, MAX_PACK, MAX_WORKERS
+from search.api.running import AUTO_PACK, DEFAULT_PACK, MAX_PACK, MAX_WORKERS, PackSize
 from search.engine.config import DEVICES
 from search.results.export import FORMATS
 from search.study.config import DEFAULT_STORAGE
@@ -46,12 +46,17 @@ def add_pack_option(parser) -> None:
         type=pack_size,
         default=DEFAULT_PACK,
         help=f"trials each process trains at once, as one batched model (1: one at a time; at most {MAX_PACK}; "
-        f"default {DEFAULT_PACK})",
+        f"{AUTO_PACK}: for each pack, the size measured to pay on this machine; default {DEFAULT_PACK})",
     )
 
 
-def pack_size(text: str) -> int:
-    return positive_int(text, high=MAX_PACK)
+def pack_size(text: str) -> PackSize:
+    if text == AUTO_PACK:
+        return AUTO_PACK
+    try:
+        return positive_int(text, high=MAX_PACK)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error}; or give {AUTO_PACK} to measure the size that pays") from None
 
 
 def worker_count(text: str) -> int:

@@ -351,6 +351,21 @@ def batches(split: Split, batch: int, generator: torch.Generator) -> Iterator[tu
         yield xs[start : start + batch], ys[start : start + batch]
 
 
+def make_step(model: nn.Module, train_split: Split, config: TrainConfig) -> tuple[Step, torch.optim.Optimizer, int]:
+    """The step train() takes for this model (moved to the split's device), its optimizer, and its batch size."""
+    model.to(train_split.x.device).train()
+    size = len(train_split)
+    batch = size if config.batch_size in (0, None) or config.batch_size >= size else config.batch_size
+    fast = MLPStep.build(model, config)
+    optimizer = fast.optimizer if fast else make_optimizer(model.parameters(), config)
+    step = fast or autograd_step(model, optimizer)
+    if fast is not None and batch == size and not (fast.dropout or fast.input_dropout):
+        sparse = SparseRows.of(train_split.x)
+        if sparse is not None:
+            step = functools.partial(fast.full_batch, sparse)
+    return step, optimizer, batch
+
+
 def train(
     model: nn.Module,
     train_split: Split,
@@ -361,18 +376,9 @@ def train(
 ) -> TrainResult:
     """Train in place; `on_epoch` may raise (an Optuna prune) to stop early."""
     device = train_split.x.device
-    model.to(device).train()
-    size = len(train_split)
-    batch = size if config.batch_size in (0, None) or config.batch_size >= size else config.batch_size
-    steps_per_epoch = math.ceil(size / batch)
-    fast = MLPStep.build(model, config)
-    optimizer = fast.optimizer if fast else make_optimizer(model.parameters(), config)
+    step, optimizer, batch = make_step(model, train_split, config)
+    steps_per_epoch = math.ceil(len(train_split) / batch)
     schedule = make_schedule(optimizer, config, steps_per_epoch * config.epochs)
-    step = fast or autograd_step(model, optimizer)
-    if fast is not None and batch == size and not (fast.dropout or fast.input_dropout):
-        sparse = SparseRows.of(train_split.x)
-        if sparse is not None:
-            step = functools.partial(fast.full_batch, sparse)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     result = TrainResult(device=str(device))
     started = time.perf_counter()

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from search.engine.data import Data
+    from search.engine.packed import PackTimings
     from search.engine.trainer import EpochRecord, TrainResult
 
 # The search's choices that trials training in one pack share (search/study/space.py names them).
@@ -191,6 +192,39 @@ def train_packed(
         on_end=on_end,
     )
     return [outcomes[index] for index in range(len(trials))]
+
+
+# `--pack auto` packs a search's trials only where a pack trains each of them at least this much faster than
+# alone: a search pack's trials share their structure for two generations and the sampler hears of them
+# later, which cost more than packs of 2 and 4 saving 10-25% of a step gave back, in two equal-time searches
+# at P = 100,000 on a 2-core CPU (README, "Packed training"). A grid's points are fixed: any real gain pays.
+SEARCH_PACK_SPEEDUP = 1.5
+GRID_PACK_SPEEDUP = 1.1
+
+# Step timings measured in this process (search/engine/packed.py, fitting_pack_size), by kind of network.
+_pack_timings: dict[tuple, PackTimings] = {}
+
+
+def measured_pack_size(prepared: Prepared, data: Data, largest: int, speedup: float) -> int:
+    """The pack size for this trial's network here, at most `largest`: 1 unless a pack trains its members at
+    least `speedup` times as fast as alone. Timed once per process for each depth, size class (parameters
+    within a factor of 2^(1/4)), use of dropout and settings a pack shares."""
+    config = prepared.config
+    kind = (
+        prepared.pack_key,
+        round(4 * math.log2(count_parameters(prepared.widths))),
+        config.dropout > 0,
+        config.input_dropout > 0,
+        str(data.train.x.device),
+        len(data.train),
+        largest,
+    )
+    if kind not in _pack_timings:
+        from search.engine.packed import fitting_pack_size
+
+        model = build_model(prepared.widths, config)
+        _pack_timings[kind] = fitting_pack_size(model, config, data.train, largest)
+    return _pack_timings[kind].size(speedup)
 
 
 class SearchObjective:

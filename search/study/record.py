@@ -48,6 +48,7 @@ class TrialRecord:
     width: int | None = None
     pruned_reason: str | None = None
     fail_reason: str | None = None
+    pack_size: int | None = None  # trained with --pack: the size of the pack it joined (1: alone)
     worker: dict[str, Any] | None = None  # host, pid and start time of the process that ran it
 
     @classmethod

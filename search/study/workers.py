@@ -153,7 +153,7 @@ def run_until(
     on_wait: Callable[[str], None] | None = None,
     bookkeeping: Callable[[], AbstractContextManager] = nullcontext,
     training: Callable[[], AbstractContextManager] = nullcontext,
-    pack: int = 1,
+    pack: PackSize = 1,
     storage: optuna.storages.BaseStorage | None = None,
 ) -> bool:
     """Run trials until the study holds `target` finished (complete or pruned) trials.
@@ -164,9 +164,9 @@ def run_until(
     everything but training and the waits, `training` around training (the CLI defers Ctrl-C in
     the first and raises it at once in the second).
 
-    With `pack` above 1 the objective must be one of ours (`prepare`, `shared_params`, `data`): up
-    to `pack` trials are asked at once and trained together (`run_pack`); `storage` is the study's,
-    for their heartbeats."""
+    With `pack` above 1, or AUTO_PACK, the objective must be one of ours (`prepare`, `shared_params`,
+    `data`): up to `pack` trials are asked at once and trained together (`run_pack`); `storage` is the
+    study's, for their heartbeats."""
     callbacks = [on_trial] if on_trial else []
     announced = ""
     while True:
@@ -184,7 +184,7 @@ def run_until(
                 if on_wait is not None and blocking != announced:
                     on_wait(blocking)
                     announced = blocking
-            elif pack > 1:
+            elif pack != 1:
                 run_pack(study, objective, target, pack, callbacks, training, storage, bookkeeping)
             else:
                 _run_one(study, guard_surplus(_within(training, objective), target), callbacks)
@@ -211,6 +211,12 @@ def _run_one(study: optuna.Study, objective: Callable[[optuna.Trial], float], ca
         raise
 
 
+MAX_PACK = 256
+# `--pack auto`: each pack takes the size that pays for its first trial's network on this machine, timed
+# once per process and kind of network (objective.measured_pack_size), from 1 up to MAX_PACK.
+AUTO_PACK = "auto"
+PackSize = int | str  # trials a process trains at once, or AUTO_PACK
+
 # A search pack takes in at most this many generations of trials with its first trial's shared choices
 # (depth, profile, activation, optimizer, batch size), so that the sampler chooses them anew that often.
 PACK_GENERATIONS = 2
@@ -220,7 +226,7 @@ def run_pack(
     study: optuna.Study,
     objective: Any,
     target: int,
-    size: int,
+    size: PackSize,
     callbacks: list,
     training: Callable[[], AbstractContextManager] = nullcontext,
     storage: optuna.storages.BaseStorage | None = None,
@@ -234,14 +240,24 @@ def run_pack(
     PACK_GENERATIONS x `size` trials, then drains; one without (a grid's, whose queue holds the points in
     depth order) takes the queue's next points while they fit it. A trial that cannot join (another depth,
     or a waiting trial with other choices) starts the next pack, and the pack it came to takes no more.
+    With `size` AUTO_PACK each pack's size is measured for its first trial (objective.measured_pack_size,
+    asking more of a search's packs than of a grid's), and a trial whose pack would be of one trains alone,
+    as without packing. Each trial records the size of the pack it joined.
 
     No more trials are asked than the study still needs, and each passes the same rank check as a trial
     run alone, so the study still ends at exactly `target` finished trials. On any exception (Ctrl-C
     included) every asked trial not yet told is failed, as Optuna fails the trial it runs, and the
     exception goes on. Asking and telling happen in `bookkeeping`, training in `training`."""
-    from search.study.objective import train_packed
+    from search.study.objective import (
+        GRID_PACK_SPEEDUP,
+        SEARCH_PACK_SPEEDUP,
+        measured_pack_size,
+        train_alone,
+        train_packed,
+    )
 
     asked: list[optuna.Trial] = []
+    pack_size = 1  # the size of the pack that trials asked now join
     told: set[int] = set()
     problems: list[Exception] = []
 
@@ -274,6 +290,7 @@ def run_pack(
                     asked.append(trial)
                     check_rank(trial, target)
                     prepared.append(objective.prepare(trial))
+                    write_trial(trial, pack_size=pack_size)
             except optuna.TrialPruned:
                 finish(trial, TrialState.PRUNED)
             except Surplus:
@@ -286,11 +303,24 @@ def run_pack(
             while queue:
                 first = queue.pop(0)
                 shared = objective.shared_params(first.trial)
-                if len(queue) < size - 1:
-                    queue = ask(size - 1 - len(queue), shared) + queue
-                group = [first, *(p for p in queue if p.pack_key == first.pack_key)][:size]
+                if size == AUTO_PACK:
+                    speedup = SEARCH_PACK_SPEEDUP if shared else GRID_PACK_SPEEDUP
+                    with training():
+                        pack_size = measured_pack_size(first, objective.data, MAX_PACK, speedup)
+                else:
+                    pack_size = size
+                with bookkeeping():
+                    write_trial(first.trial, pack_size=pack_size)
+                if pack_size == 1:
+                    with training():
+                        outcome = _outcome_alone(train_alone, first, objective.data)
+                    tell(first, outcome)
+                    continue
+                if len(queue) < pack_size - 1:
+                    queue = ask(pack_size - 1 - len(queue), shared) + queue
+                group = [first, *(p for p in queue if p.pack_key == first.pack_key)][:pack_size]
                 queue = [p for p in queue if not any(p is member for member in group)]
-                room = PACK_GENERATIONS * size - len(group) if shared else None
+                room = PACK_GENERATIONS * pack_size - len(group) if shared else None
                 refill = _refill(ask, bookkeeping, queue, first.pack_key, shared, room, stop=lambda: bool(problems))
                 with training():
                     train_packed(group, objective.data, refill, tell)
@@ -301,6 +331,14 @@ def run_pack(
                 if trial.number not in told:
                     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise
+
+
+def _outcome_alone(train_alone: Callable, prepared: Any, data: Any) -> float | optuna.TrialPruned:
+    """A prepared trial trained alone: its value, or the prune that ended it."""
+    try:
+        return train_alone(prepared, data)
+    except optuna.TrialPruned as pruned:
+        return pruned
 
 
 def _refill(

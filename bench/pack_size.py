@@ -1,0 +1,72 @@
+"""The pack size `--pack auto` chooses for a few networks on this machine, and the timings behind it.
+
+Run as `.venv/bin/python bench/pack_size.py [--largest 8] [--threads 1] [--data-dir DIR]`. For each row (a
+budget, a uniform depth at the width models/budget.py solves for it, a batch size; tanh, Adam), it calls
+search.engine.packed.fitting_pack_size on the 50,000 training images, as `--pack auto` does for a pack's
+first trial, and prints the microseconds of one step per member for each size it tried (1: the trainer's
+own step, alone) and the size a search and a grid take from them (search/study/objective.py: a pack at least
+SEARCH_PACK_SPEEDUP or GRID_PACK_SPEEDUP times as fast per member as alone, else 1). One thread by default,
+as each of 2 workers on this 2-core machine has. Nothing is asserted:
+the timings are a few tenths of a second each, so a busy machine moves them; the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from models.budget import width_for_budget
+from models.mlp import build_mlp
+from search.engine.config import TrainConfig
+from search.engine.data import load_data
+from search.engine.packed import fitting_pack_size, pixel_bytes
+from search.study.objective import GRID_PACK_SPEEDUP, SEARCH_PACK_SPEEDUP
+
+ROWS = (  # budget, depth, batch size
+    (20_000, 2, 16),
+    (50_000, 2, 128),
+    (50_000, 3, 128),
+    (100_000, 1, 64),
+    (100_000, 3, 128),
+    (200_000, 2, 128),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--largest", type=int, default=256, help="the largest pack to try (default 256, as auto)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--data-dir", default=None, help="MNIST root (default: $ARCHSEARCH_DATA or ./data)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = load_data(args.data_dir)
+    pixel_bytes(data.train.x)  # once per process, as the first pack of a search finds them
+    print(
+        f"{args.threads} thread(s); a search packs from {SEARCH_PACK_SPEEDUP}x, a grid from {GRID_PACK_SPEEDUP}x; "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
+    for budget, depth, batch in ROWS:
+        widths = [width_for_budget(budget, depth)] * depth
+        config = TrainConfig(epochs=10, batch_size=batch, optimizer="adam", lr=1e-3, activation="tanh", seed=1)
+        torch.manual_seed(config.seed)
+        model = build_mlp(widths, config.activation)
+        started = time.perf_counter()
+        timings = fitting_pack_size(model, config, data.train, args.largest)
+        shown = ", ".join(f"{size}: {seconds * 1e6:,.0f}" for size, seconds in timings.step_seconds.items())
+        print(
+            f"P = {budget:>7,} {widths!s:<16} batch {batch:>3}: search {timings.size(SEARCH_PACK_SPEEDUP)}, "
+            f"grid {timings.size(GRID_PACK_SPEEDUP)}  (us per member-step by pack size: {shown}; "
+            f"measured in {time.perf_counter() - started:.1f} s)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
