@@ -103,6 +103,7 @@ def test_a_search_pack_shares_its_first_trials_choices_for_two_generations_and_s
     assert len(trained) > 8 and all(shared(t) == shared(trained[0]) for t in trained[:8])
     assert shared(trained[8]) != shared(trained[0])
     assert len({t.params["lr"] for t in trained[:8]}) == 8  # the rest sampled per trial
+    assert all(TrialRecord.of(t).pack_size == 4 for t in trained)  # recorded as each joined its pack
 
 
 def test_a_pack_asks_no_more_trials_than_the_study_needs(data):

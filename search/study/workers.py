@@ -252,7 +252,6 @@ def run_pack(
         GRID_PACK_SPEEDUP,
         SEARCH_PACK_SPEEDUP,
         measured_pack_size,
-        train_alone,
         train_packed,
     )
 
@@ -290,12 +289,17 @@ def run_pack(
                     asked.append(trial)
                     check_rank(trial, target)
                     prepared.append(objective.prepare(trial))
-                    write_trial(trial, pack_size=pack_size)
             except optuna.TrialPruned:
                 finish(trial, TrialState.PRUNED)
             except Surplus:
                 finish(trial, TrialState.FAIL)
         return prepared
+
+    def join(members: list) -> list:
+        """These prepared trials, each with the size of the pack it joins recorded."""
+        for prepared in members:
+            write_trial(prepared.trial, pack_size=pack_size)
+        return members
 
     with _heartbeats(study, storage, asked, told):
         try:
@@ -309,19 +313,23 @@ def run_pack(
                         pack_size = measured_pack_size(first, objective.data, MAX_PACK, speedup)
                 else:
                     pack_size = size
-                with bookkeeping():
-                    write_trial(first.trial, pack_size=pack_size)
                 if pack_size == 1:
+                    with bookkeeping():
+                        join([first])
                     with training():
-                        outcome = _outcome_alone(train_alone, first, objective.data)
+                        outcome = _outcome_alone(first, objective.data)
                     tell(first, outcome)
                     continue
                 if len(queue) < pack_size - 1:
                     queue = ask(pack_size - 1 - len(queue), shared) + queue
                 group = [first, *(p for p in queue if p.pack_key == first.pack_key)][:pack_size]
                 queue = [p for p in queue if not any(p is member for member in group)]
+                with bookkeeping():
+                    join(group)
                 room = PACK_GENERATIONS * pack_size - len(group) if shared else None
-                refill = _refill(ask, bookkeeping, queue, first.pack_key, shared, room, stop=lambda: bool(problems))
+                refill = _refill(
+                    ask, join, bookkeeping, queue, first.pack_key, shared, room, stop=lambda: bool(problems)
+                )
                 with training():
                     train_packed(group, objective.data, refill, tell)
             if problems:
@@ -333,8 +341,10 @@ def run_pack(
             raise
 
 
-def _outcome_alone(train_alone: Callable, prepared: Any, data: Any) -> float | optuna.TrialPruned:
+def _outcome_alone(prepared: Any, data: Any) -> float | optuna.TrialPruned:
     """A prepared trial trained alone: its value, or the prune that ended it."""
+    from search.study.objective import train_alone
+
     try:
         return train_alone(prepared, data)
     except optuna.TrialPruned as pruned:
@@ -342,11 +352,18 @@ def _outcome_alone(train_alone: Callable, prepared: Any, data: Any) -> float | o
 
 
 def _refill(
-    ask: Callable, bookkeeping: Callable, queue: list, key: tuple, shared: dict, room: int | None, stop: Callable
+    ask: Callable,
+    join: Callable[[list], list],
+    bookkeeping: Callable,
+    queue: list,
+    key: tuple,
+    shared: dict,
+    room: int | None,
+    stop: Callable,
 ) -> Callable:
-    """A pack's refill: trials asked with its shared choices, up to `room` of them (None: no limit); one that
-    cannot join goes to `queue` and closes the pack to new trials, as does a trial that failed (`stop()`:
-    a full disk, say, would fail the next ones too)."""
+    """A pack's refill: trials asked with its shared choices, up to `room` of them (None: no limit), that
+    `join` records as joining; one that cannot join goes to `queue` and closes the pack to new trials, as
+    does a trial that failed (`stop()`: a full disk, say, would fail the next ones too)."""
 
     def refill(free: int) -> list:
         nonlocal room
@@ -354,10 +371,10 @@ def _refill(
             return []
         with bookkeeping():
             fresh = ask(free if room is None else min(free, room), shared)
-        if room is not None:
-            room -= len(fresh)
-        queue.extend(p for p in fresh if p.pack_key != key)
-        return [p for p in fresh if p.pack_key == key]
+            if room is not None:
+                room -= len(fresh)
+            queue.extend(p for p in fresh if p.pack_key != key)
+            return join([p for p in fresh if p.pack_key == key])
 
     return refill
 
