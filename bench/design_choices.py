@@ -16,7 +16,12 @@ trains it:
       the update alone and for a whole batch-128 step, both through Optimizer.step;
   (e) weight_grad's split-batch product vs one torch.mm, for 60,000 x 784 inputs;
   (f) the bare fused kernel (fused.fused_update) vs Optimizer.step, per call, for Adam and SGD;
-  (g) log-softmax with classes as rows, as MLPStep computes it, vs the usual classes as columns.
+  (g) log-softmax with classes as rows, as MLPStep computes it, vs the usual classes as columns;
+  (h) tanh in place as 2 sigmoid(2z) - 1 (trainer.tanh_) vs torch's tanh_, for one batch-128 layer, a
+      pack of 8 such layers and a 60,000-row full batch;
+  (i) a pack's Adam update (search/engine/packed.py) for 8 members with their own learning rates: torch's
+      fused kernel per group of members with the same values, as a CPU pack takes it, vs one kernel pass
+      for the whole pack and a step along each member's rate, as a GPU pack takes it.
 Each time is the best of `--rounds` repeats after a warm-up; the variants of a case take turns within
 each round, so a burst of other work on a shared box hits them alike. "speed" is the case's first row's
 time over the row's time: above 1 is faster than that first row, always an alternative the engine does
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import os
 import platform
 import sys
@@ -35,6 +41,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch import nn
@@ -43,12 +50,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.mlp import build_mlp
 from search.cli import Parser
-from search.engine import sparse_rows
+from search.engine import packed, sparse_rows
 from search.engine.config import TrainConfig
 from search.engine.data import Split, load_data
 from search.engine.fused import fused_update
 from search.engine.sparse_rows import SparseRows
-from search.engine.trainer import MLPStep, flatten_parameters, make_optimizer, weight_grad
+from search.engine.trainer import MLPStep, flatten_parameters, make_optimizer, tanh_, weight_grad
 from search.errors import UsageError
 
 WIDTHS = (64, 64)
@@ -363,6 +370,48 @@ def classes_as_rows(rounds: int) -> None:
         )
 
 
+def tanh_in_place(rounds: int) -> None:
+    section("(h) tanh in place (MLPStep, Pack), on values as a hidden layer sees them")
+    for name, shape, calls in (
+        (f"batch {SMALL_BATCH}, width {WIDTHS[0]}", (SMALL_BATCH, WIDTHS[0]), UPDATES_PER_REPEAT),
+        (f"pack of 8, batch {SMALL_BATCH}", (8, WIDTHS[0], SMALL_BATCH), 100),
+        (f"batch {ROWS:,}", (ROWS, WIDTHS[0]), 5),
+    ):
+        z = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        work = torch.empty_like(z)
+        compare(
+            name,
+            [
+                Variant("torch's tanh_", lambda z=z, w=work: w.copy_(z).tanh_(), calls),
+                Variant("2 sigmoid(2z) - 1 (trainer.tanh_)", lambda z=z, w=work: tanh_(w.copy_(z)), calls, ours=True),
+            ],
+            rounds,
+        )
+
+
+def pack_adam_update(split: Split, rounds: int) -> None:
+    members = 8
+    configs = [dataclasses.replace(ADAM, lr=1e-3 * (1 + index / 10), seed=index) for index in range(members)]
+    size = sum(p.numel() for p in build_mlp(list(WIDTHS)).parameters())
+    section(f"(i) a pack's Adam update, {members} members of {size:,} parameters with their own learning rates")
+    updates = []
+    for per_group in (False, True):
+        with mock.patch.object(packed, "kernel_per_member_group", lambda device, per_group=per_group: per_group):
+            models = [build_mlp(list(WIDTHS)) for _ in configs]
+            pack = packed.Pack.build(models, configs, Split(split.x[:SMALL_BATCH], split.y[:SMALL_BATCH]))
+        pack.load_coefficients(1)
+        pack.grad.normal_()
+        updates.append(pack.adam_update)
+    compare(
+        "Adam, 8 learning rates",
+        [
+            Variant("one kernel pass, then each member's step", updates[0], UPDATES_PER_REPEAT),
+            Variant("fused kernel per group of members", updates[1], UPDATES_PER_REPEAT, ours=True),
+        ],
+        rounds,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -399,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     split_weight_grad(mnist, rounds)
     bare_kernel(rounds)
     classes_as_rows(rounds)
+    tanh_in_place(rounds)
+    pack_adam_update(mnist, rounds)
     print(f"\n{time.perf_counter() - started:.0f} s in all; load average {os.getloadavg()[0]:.2f} at the end")
     return 0
 

@@ -15,7 +15,7 @@ from models.mlp import build_mlp, hidden_widths
 from search.engine import packed
 from search.engine.config import TrainConfig
 from search.engine.data import load_data
-from search.engine.packed import Pack, pixel_bytes, scale_pixels, train_pack
+from search.engine.packed import Pack, center_pixels, pixel_bytes, scale_pixels, train_pack
 from search.engine.trainer import Diverged, train
 
 RELATIVE = 1e-4  # training alone and in a pack differ by float rounding only
@@ -229,27 +229,57 @@ def test_other_models_and_unpaired_lists_are_refused(data):
         train_pack([], [], data.train)
 
 
-def test_adam_without_the_fused_kernel_trains_the_same(data, monkeypatch):
-    widths, member_configs = CASES["three-adam-cosine-relu-dropout-depth3"]
-    members = list(zip(widths, member_configs, strict=True))
-    fused, _ = run_pack(members, data)
-    monkeypatch.setattr(packed, "kernel_takes", lambda *_: False)
-    elementwise, _ = run_pack(members, data)
-    for first, second in zip(fused, elementwise, strict=True):
+# Adam's three paths: torch's fused kernel per group of members (CPU), the kernel once for the whole pack
+# (GPU), elementwise ops (no kernel in this torch).
+ADAM_PATHS = {
+    "one-kernel-pass": ("kernel_per_member_group", lambda *_: False),
+    "elementwise": ("kernel_takes", lambda *_: False),
+}
+
+
+@pytest.mark.parametrize("path", ADAM_PATHS)
+@pytest.mark.parametrize("case", ["three-adam-cosine-relu-dropout-depth3", "eight-adamw-onecycle-depth1"])
+def test_each_adam_path_trains_the_same(data, monkeypatch, case, path):
+    widths, member_configs = CASES[case]
+    members = list(zip(widths, member_configs, strict=True))[:4]
+    grouped, _ = run_pack(members, data)
+    monkeypatch.setattr(packed, *ADAM_PATHS[path])
+    other, _ = run_pack(members, data)
+    for first, second in zip(grouped, other, strict=True):
         assert losses(first) == pytest.approx(losses(second), rel=1e-5)
 
 
-def test_inputs_gathered_as_pixel_bytes_are_the_inputs_to_the_bit(data, monkeypatch):
+def test_members_with_the_same_rates_and_decay_share_a_kernel_call(data):
+    member_configs = configs(
+        {"optimizer": "adam"},
+        *({"lr": lr, "weight_decay": decay, "seed": seed} for seed, (lr, decay) in enumerate(
+            [(1e-3, 0.0), (2e-3, 0.0), (1e-3, 0.0), (1e-3, 1e-4), (2e-3, 0.0)])),
+    )  # fmt: skip
+    models = [build([16], config)[0] for config in member_configs]
+    pack = Pack.build(models, member_configs, data.train)
+    pack.load_coefficients(3)
+    assert sorted((group.rows, group.decay) for group in pack.kernel_groups) == [
+        ((0, 2), 0.0), ((1, 4), 0.0), ((3,), 1e-4)]  # fmt: skip
+    for group in pack.kernel_groups:
+        assert [tensor.data_ptr() for tensor in group.tensors[0]] == [pack.param[row].data_ptr() for row in group.rows]
+
+
+@pytest.mark.parametrize("depth", [0, 1])  # the scaled inputs meet the only layer, or the first of two
+def test_inputs_gathered_as_pixel_bytes_train_as_the_inputs(data, monkeypatch, depth):
     pixels = pixel_bytes(data.train.x)
     assert pixels is not None and pixels.dtype == torch.uint8
     assert torch.equal(scale_pixels(pixels, torch.empty_like(data.train.x)), data.train.x)
     assert pixel_bytes(data.train.x + 1e-3) is None and pixel_bytes(data.train.x * 2) is None
+    centered = center_pixels(pixels, torch.empty_like(data.train.x))
+    assert torch.equal(centered, pixels.float() - 127.5)  # exact: no rounding before the products scale it
+    assert torch.allclose(centered / 255, data.train.x, rtol=0, atol=1e-7)
     widths, member_configs = CASES["eight-adamw-onecycle-depth1"]
-    members = list(zip(widths[:3], member_configs[:3], strict=True))
+    members = [(width[:depth], config) for width, config in zip(widths[:3], member_configs[:3], strict=True)]
     from_bytes, _ = run_pack(members, data)
     monkeypatch.setattr(packed, "pixel_bytes", lambda _: None)
     from_floats, _ = run_pack(members, data)
-    assert [losses(r) for r in from_bytes] == [losses(r) for r in from_floats]
+    for first, second in zip(from_bytes, from_floats, strict=True):
+        assert losses(first) == pytest.approx(losses(second), rel=1e-5)
 
 
 # A pack of 2 slots: member 0 is pruned at epoch 1, so entrant 2 joins at the first boundary; member 1 ends
@@ -404,3 +434,70 @@ def test_measuring_pack_sizes_changes_neither_the_model_nor_the_random_streams(d
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
     assert all(p.grad is None for p in model.parameters())
+
+
+class EagerGraph:
+    """Stands in for a CUDA graph on the CPU: capture keeps the step without running it, replay runs it."""
+
+    def capture(self, step):
+        self.step = step
+
+    def replay(self):
+        self.step()
+
+
+def graph_members(data):
+    """Adam and SGD with momentum, a schedule and weight decay: every coefficient a captured step reads."""
+    return {
+        "adam": list(zip([[24, 16], [16, 32], [8, 8]], configs(
+            {"optimizer": "adam", "schedule": "cosine"},
+            {"lr": 1e-3, "seed": 1}, {"lr": 3e-3, "seed": 2, "weight_decay": 1e-3}, {"lr": 2e-3, "seed": 3}),
+            strict=True)),
+        "sgd-onecycle": list(zip([[16], [24]], configs(
+            {"optimizer": "sgd", "momentum": 0.9, "schedule": "onecycle"},
+            {"lr": 0.05, "seed": 4}, {"lr": 0.02, "seed": 5, "weight_decay": 1e-4}), strict=True)),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd-onecycle"])
+def test_a_replayed_step_trains_as_the_step_itself(data, monkeypatch, kind):
+    members = graph_members(data)[kind]
+    as_is, _ = run_pack(members, data)
+    graphs = []
+
+    def new_graph(device):
+        graphs.append(EagerGraph())
+        return graphs[-1]
+
+    monkeypatch.setattr(packed, "captures_steps", lambda device: True)
+    monkeypatch.setattr(packed, "new_graph", new_graph)
+    replays = []
+    monkeypatch.setattr(packed.StepGraph, "run", lambda self, *a: (replays.append(1), real_run(self, *a))[1])
+    replayed, _ = run_pack(members, data)
+    for first, second in zip(as_is, replayed, strict=True):
+        assert losses(first) == pytest.approx(losses(second), rel=1e-5)
+    full_batches = len(data.train) // 128
+    assert len(graphs) == 1  # one layout, captured once
+    assert len(replays) == 2 * full_batches - packed.GRAPH_WARM_UP_STEPS
+
+
+real_run = packed.StepGraph.run
+
+
+def test_no_step_is_captured_with_dropout(data, monkeypatch):
+    monkeypatch.setattr(packed, "captures_steps", lambda device: True)
+    monkeypatch.setattr(packed, "new_graph", lambda device: pytest.fail("a pack with dropout was captured"))
+    widths, member_configs = CASES["three-adam-cosine-relu-dropout-depth3"]
+    results, _ = run_pack(list(zip(widths, member_configs, strict=True)), data)
+    assert all(len(result.history) == 2 for result in results)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_on_cuda_a_replayed_step_trains_as_the_step_itself(mnist_root, monkeypatch):
+    cuda_data = load_data(str(mnist_root), device="cuda", limit=2000)
+    members = [(widths, dataclasses.replace(config, device="cuda")) for widths, config in graph_members(None)["adam"]]
+    replayed, _ = run_pack(members, cuda_data)
+    monkeypatch.setattr(packed, "captures_steps", lambda device: False)
+    as_is, _ = run_pack(members, cuda_data)
+    for first, second in zip(as_is, replayed, strict=True):
+        assert losses(first) == pytest.approx(losses(second), rel=1e-4)

@@ -21,10 +21,14 @@ at zero. Activations are held with features as rows, (K, features, batch): the f
 reads the batch as a transposed operand, which the CPU BLAS runs faster at these shapes than the
 batch-major product MLPStep uses, and the logits come out with classes as rows, as MLPStep's log-softmax
 wants them.
+
+On CUDA a pack without dropout captures its step, the batch's gather included, as a CUDA graph once per
+layout and replays it for every full batch (StepGraph): one launch per step instead of dozens of tiny ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -40,9 +44,19 @@ from models.mlp import split_input_dropout
 from search.engine.config import TrainConfig
 from search.engine.data import Split
 from search.engine.fused import ADAM_ARGUMENTS, kernel_takes
-from search.engine.trainer import Diverged, EpochRecord, Scores, TrainResult, evaluate, make_optimizer, make_schedule
+from search.engine.trainer import (
+    Diverged,
+    EpochRecord,
+    Scores,
+    TrainResult,
+    evaluate,
+    make_optimizer,
+    make_schedule,
+    tanh_,
+)
 
 SHARED_SETTINGS = ("optimizer", "batch_size", "epochs", "momentum", "activation")
+GRAPH_WARM_UP_STEPS = 3  # steps run as they are after each layout before the step is captured
 ACTIVATIONS = (nn.Tanh, nn.ReLU, nn.GELU)
 # Rows per chunk of a packed evaluation: about this many activations of its widest layer (8 MB) with K
 # members, within these bounds: fewer rows make the first layer's product less efficient, more spill the cache.
@@ -292,6 +306,11 @@ def scale_pixels(pixels: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out.copy_(pixels).div_(float(PIXEL_LEVELS)).sub_(PIXEL_OFFSET)
 
 
+def center_pixels(pixels: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """p - 127.5 into `out`: 255 times the input p / 255 - 0.5, in one pass and exact in floats."""
+    return out.copy_(pixels).sub_(PIXEL_LEVELS * PIXEL_OFFSET)
+
+
 class ScheduleValues:
     """One config's learning rate and beta1 (Adam) or momentum (SGD), step by step, as torch gives them.
 
@@ -322,6 +341,89 @@ class ScheduleValues:
                     self.schedule.step()
             self.taken, self.at = (rates, firsts), start
         return self.taken
+
+
+def weight_product(grad: torch.Tensor, inputs_t: torch.Tensor, scale: float, out: torch.Tensor) -> None:
+    """out = scale * grad @ inputs_t, a layer's weight gradients for the pack: (K, out, B) @ (K, B, in)."""
+    if scale == 1.0:
+        torch.bmm(grad, inputs_t, out=out)
+    else:
+        out.baddbmm_(grad, inputs_t, beta=0.0, alpha=scale)
+
+
+def captures_steps(device: torch.device) -> bool:
+    """Whether a pack replays a captured step (Pack.graph_epoch): on CUDA, where a step of a small pack
+    is dozens of launches of microseconds each, and one graph replay launches them all at once."""
+    return device.type == "cuda"
+
+
+class StepGraph:
+    """A pack's training step, captured once as a CUDA graph with tensors of its own for what each step
+    reads anew (its rows, labels and update coefficients) and replayed for each full batch of a layout.
+
+    Replaying it is one launch for the step's gather, products, loss, gradients and update; the losses add
+    up into a (K,) total on the device, which Pack.graph_epoch zeroes at each epoch's start."""
+
+    def __init__(self, pack: Pack, source: torch.Tensor, scale: float, rows: torch.Tensor, labels: torch.Tensor):
+        self.rows = rows.clone()
+        self.labels = labels.clone()
+        self.coefficients = pack.table[pack.step_index].clone()
+        self.total = pack.param.new_zeros(len(pack.members))
+        self.replays = 0
+        self.graph = new_graph(pack.device)
+        pack.graph = self  # the step reads its coefficients from here from now on
+
+        def step() -> None:
+            x = pack.gather(source, self.rows, self.labels.shape)
+            self.total += pack.step(x, self.labels, scale)
+
+        self.graph.capture(step)
+
+    def run(self, rows: torch.Tensor, labels: torch.Tensor) -> None:
+        """One step on these rows and labels, with the coefficients copied in; its losses added to `total`."""
+        self.rows.copy_(rows)
+        self.labels.copy_(labels)
+        self.graph.replay()
+        self.replays += 1
+
+
+class CudaGraph:
+    """torch.cuda.CUDAGraph behind the two calls StepGraph makes."""
+
+    def __init__(self) -> None:
+        self.graph = torch.cuda.CUDAGraph()
+
+    def capture(self, step: Callable[[], None]) -> None:
+        with torch.cuda.graph(self.graph):
+            step()
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
+def new_graph(device: torch.device) -> CudaGraph:
+    return CudaGraph()
+
+
+def kernel_per_member_group(device: torch.device) -> bool:
+    """Whether Adam's update runs torch's fused kernel once per group of members with the same values.
+
+    On a CPU that is one pass over the parameters (weight decay and the step included) for a call's small
+    cost, against three or more passes of one update for the whole pack; on a GPU each call is a launch,
+    and a pack of hundreds of members with their own learning rates would make hundreds per step."""
+    return device.type == "cpu"
+
+
+@dataclass(frozen=True)
+class KernelGroup:
+    """Members whose Adam steps this epoch take the same learning rates, beta1 values and weight decay: their
+    values step by step, and their rows of the parameters, gradients, moments and step counts."""
+
+    rows: tuple[int, ...]
+    rates: tuple[float, ...]
+    firsts: tuple[float, ...]
+    decay: float
+    tensors: list[list[torch.Tensor]]
 
 
 @dataclass
@@ -376,6 +478,11 @@ class Pack:
         self.epochs_trained = 0
         self.schedules: dict[tuple, ScheduleValues] = {}
         self.fused_kernel = self.optimizer != "sgd" and kernel_takes("_fused_adam_", ADAM_ARGUMENTS)
+        kernel = "_fused_adamw_" if self.optimizer == "adamw" else "_fused_adam_"
+        self.kernel_groups: list[KernelGroup] | None = None
+        self.group_kernels = (
+            self.optimizer != "sgd" and kernel_per_member_group(device) and kernel_takes(kernel, ADAM_ARGUMENTS)
+        )
         self.step_index = 0  # the step within the current epoch
 
     def enter(self, entrants: Sequence[Entrant], first_index: int, train_split: Split) -> list[Member]:
@@ -428,7 +535,8 @@ class Pack:
         self.param = torch.zeros((count, offset), device=self.device)
         self.grad = torch.zeros_like(self.param)
         self.state = [torch.zeros_like(self.param) for _ in range(1 if self.optimizer == "sgd" else 2)]
-        self.scratch = torch.empty_like(self.param) if self.optimizer != "sgd" else None
+        elementwise = not self.group_kernels or captures_steps(self.device)  # Adam's elementwise form may run
+        self.scratch = torch.empty_like(self.param) if self.optimizer != "sgd" and elementwise else None
         with torch.no_grad():
             for new, old in zip((self.param, *self.state), old_tensors, strict=True) if staying else ():
                 for layer, ((weight, bias), (old_weight, old_bias)) in enumerate(
@@ -444,6 +552,9 @@ class Pack:
                     bias[row, : linear.out_features] = linear.bias
         self.layers = self.bind()
         self.keep = torch.tensor([1 - m.shape.dropout for m in members], device=self.device).view(count, 1, 1)
+        self.graph: StepGraph | None = None  # captured for this layout (graph_epoch)
+        self.warm_steps = 0  # steps run since this layout, before a capture
+        self.input_buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.masks: dict[int, list[torch.Tensor]] = {}
         self.input_masks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.buffers: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
@@ -489,11 +600,13 @@ class Pack:
         """The update's per-member coefficients for the next `count` steps, as a (steps, columns, K, 1) table.
 
         Computed in float64 from the values torch's optimizer would use at each of the member's own steps
-        (ScheduleValues); a step then reads its row, with no host work per member. Adam's moments go
-        through torch's fused kernel in epochs where every member has the same beta1 at every step (all but
-        packs mixing one-cycle with other schedules, or one-cycle members that joined at other epochs),
-        where this torch has the kernel (search/engine/fused.py checks it)."""
-        columns, firsts_by_member = [], []
+        (ScheduleValues); a step then reads its row, with no host work per member. Where this torch has the
+        fused Adam kernel (search/engine/fused.py checks it), a CPU pack's Adam steps are that kernel's, called
+        once per group of members with the same values (KernelGroup), so each member's update is torch's own;
+        elsewhere Adam's moments go through the kernel in epochs where every member has the same beta1 at
+        every step (all but packs mixing one-cycle with other schedules, or one-cycle members that joined at
+        other epochs)."""
+        columns, rates_by_member, firsts_by_member = [], [], []
         for member in self.members:
             config, start = member.config, member.steps
             rates, firsts = member.schedule.take(start, count)
@@ -511,6 +624,7 @@ class Pack:
                         [-lr for lr in rates],
                     ]
                 )
+            rates_by_member.append(rates)
             firsts_by_member.append(firsts)
         table = torch.tensor(columns, dtype=torch.float64).permute(2, 1, 0).unsqueeze(3)
         self.table = table.to(device=self.device, dtype=self.param.dtype).contiguous()
@@ -522,10 +636,35 @@ class Pack:
         # one step tensor for the whole pack while its members are in step (the fused kernel then makes one
         # pass over it), else one per member's row
         self.in_step = len({m.steps for m in self.members}) == 1
+        if self.group_kernels:
+            self.kernel_groups = self.member_groups(rates_by_member, firsts_by_member)
+
+    def member_groups(
+        self, rates_by_member: list[list[float]], firsts_by_member: list[list[float]]
+    ) -> list[KernelGroup]:
+        """The members grouped by the learning rates, beta1 values and weight decay of their next steps, each
+        group's rows as the lists of tensors torch's fused Adam kernel takes."""
+        rows_by_values: dict[tuple, list[int]] = {}
+        values = zip(self.members, rates_by_member, firsts_by_member, strict=True)
+        for row, (member, rates, firsts) in enumerate(values):
+            rows_by_values.setdefault((tuple(rates), tuple(firsts), member.config.weight_decay), []).append(row)
+        exp_avg, exp_avg_sq = self.state
+        return [
+            KernelGroup(
+                tuple(rows),
+                rates,
+                firsts,
+                decay,
+                [[tensor[row] for row in rows] for tensor in (self.param, self.grad, exp_avg, exp_avg_sq)]
+                + [[], [self.step_counts[row] for row in rows]],
+            )
+            for (rates, firsts, decay), rows in rows_by_values.items()
+        ]
 
     def coefficients(self) -> tuple[torch.Tensor, ...]:
-        """This step's row of the table: one (K, 1) column per coefficient."""
-        return self.table[self.step_index].unbind(0)
+        """This step's row of the table, or of a captured step's own copy: one (K, 1) column per coefficient."""
+        row = self.table[self.step_index] if self.graph is None else self.graph.coefficients
+        return row.unbind(0)
 
     def refresh_flags(self) -> None:
         """The passes the step can skip for the members it has: dropout masks, weight decay."""
@@ -564,7 +703,7 @@ class Pack:
     def activate(self, z: torch.Tensor) -> torch.Tensor:
         """The activation, in place where it can be."""
         if type(self.activation) is nn.Tanh:
-            return z.tanh_()
+            return tanh_(z)
         if type(self.activation) is nn.ReLU:
             return z.relu_()
         return torch.nn.functional.gelu(z, approximate=self.activation.approximate)
@@ -581,51 +720,126 @@ class Pack:
         """One epoch of every member on its own batches: their mean training losses, as train() takes them."""
         count = math.ceil(len(split) / self.batch)
         self.load_coefficients(count)
-        losses = [self.step(x, y) for x, y in self.batches(split)]
+        if self.replays_steps(split):
+            totals = self.graph_epoch(split)
+        else:
+            losses = []
+            for batch in self.batches(split):
+                losses.append(self.step(*batch))
+                self.step_index += 1
+            totals = torch.stack(losses).sum(dim=0)
         for member in self.members:
             member.steps += count
         self.epochs_trained += 1
-        return [total / len(losses) for total in torch.stack(losses).sum(dim=0).tolist()]
+        return [total / count for total in totals.tolist()]
 
-    def batches(self, split: Split) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch of every member's batches, stacked: (K, B, features) inputs and (K, B) labels.
+    def replays_steps(self, split: Split) -> bool:
+        """Whether this epoch's full batches replay one captured step (graph_epoch): on CUDA, for a pack
+        without dropout (its masks come from each member's generator, step by step) and with batches
+        smaller than the split."""
+        return captures_steps(self.device) and not (self.dropout or self.input_dropout) and self.batch < len(split)
+
+    def graph_epoch(self, split: Split) -> torch.Tensor:
+        """One epoch whose full batches replay one captured step: the summed training losses, (K,).
+
+        The captured step reads everything that changes from step to step from tensors it owns: the batch's
+        rows of the split (it gathers them itself), the labels and the row of update coefficients, copied
+        in before each replay; Adam takes its elementwise form, whose coefficients are tensors (the fused
+        kernel takes its beta1 as a number, which a graph would keep). The first steps after each layout
+        run as they are, to warm up, and the partial last batch too."""
+        self.fused_betas = None
+        self.kernel_groups = None
+        source, scale = self.input_source(split)
+        total = self.param.new_zeros(len(self.members))
+        if self.graph is not None:
+            self.graph.total.zero_()
+        for rows, labels in self.batch_rows(split):
+            full = labels.shape[1] == self.batch
+            if self.graph is None and full and self.warm_steps >= GRAPH_WARM_UP_STEPS:
+                self.graph = StepGraph(self, source, scale, rows, labels)
+            if self.graph is not None:  # it reads its own copy of the coefficients, also in a step it does not run
+                self.graph.coefficients.copy_(self.table[self.step_index])
+            if self.graph is not None and full:
+                self.graph.run(rows, labels)
+            else:
+                with self.warm_up_stream():
+                    total += self.step(self.gather(source, rows, labels.shape), labels, scale)
+                self.warm_steps += 1
+            self.step_index += 1
+        return total if self.graph is None else total + self.graph.total
+
+    def batches(self, split: Split) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
+        """One epoch of every member's batches, stacked: (K, B, features) inputs, (K, B) labels, and the
+        scale that makes the inputs the split's.
 
         Each member's order is drawn from its own generator exactly as trainer.batches draws it, so it
         sees the batches it would see alone. The inputs are gathered step by step into one buffer, with
-        one index_select for the whole pack: from the pixel bytes they were scaled from where there are
-        such (pixel_bytes), a quarter of the memory to fetch from rows all over the split."""
-        size, count, batch = len(split), len(self.members), self.batch
-        if batch >= size:
-            yield split.x.expand(count, *split.x.shape), split.y.expand(count, size)
+        one index_select for the whole pack (gather)."""
+        size, count = len(split), len(self.members)
+        if self.batch >= size:
+            yield split.x.expand(count, *split.x.shape), split.y.expand(count, size), 1.0
             return
+        source, scale = self.input_source(split)
+        for rows, labels in self.batch_rows(split):
+            yield self.gather(source, rows, labels.shape), labels, scale
+
+    def batch_rows(self, split: Split) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of every member's batches as rows of the split, (K x B,), member by member, and
+        labels, (K, B); batches smaller than the split."""
+        size, batch = len(split), self.batch
         device = split.x.device
         order = torch.stack([torch.randperm(size, device=device, generator=m.batch_generator) for m in self.members])
         labels = split.y[order]
-        pixels = pixel_bytes(split.x)
-        gathered = split.x.new_empty((count * batch, split.x.shape[1]))
-        gathered_pixels = pixels.new_empty(gathered.shape) if pixels is not None else None
         for start in range(0, size, batch):
-            rows = order[:, start : start + batch]
-            x = gathered[: rows.numel()]
-            if pixels is None:
-                torch.index_select(split.x, 0, rows.reshape(-1), out=x)
-            else:
-                scale_pixels(torch.index_select(pixels, 0, rows.reshape(-1), out=gathered_pixels[: len(x)]), x)
-            yield x.view(count, rows.shape[1], -1), labels[:, start : start + batch]
+            yield order[:, start : start + batch].reshape(-1), labels[:, start : start + batch]
+
+    def input_source(self, split: Split) -> tuple[torch.Tensor, float]:
+        """What batches are gathered from, and the scale that makes them the split's inputs: the pixel bytes
+        the inputs were scaled from where there are such (pixel_bytes), a quarter of the memory to fetch
+        from rows all over the split, centered as they are gathered (center_pixels), with the remaining
+        1/255 taken by the first layer's products for free, where dividing would be another pass; else the
+        split's inputs as they are."""
+        pixels = pixel_bytes(split.x)
+        return (split.x, 1.0) if pixels is None else (pixels, 1.0 / PIXEL_LEVELS)
+
+    def gather(self, source: torch.Tensor, rows: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """The rows of `source` as float inputs, (K, B, features), in buffers kept between steps."""
+        buffers = self.input_buffers.get(len(rows))
+        if buffers is None:
+            x = self.param.new_empty((len(rows), source.shape[1]))
+            buffers = self.input_buffers[len(rows)] = (x, source.new_empty(x.shape) if source.dtype != x.dtype else x)
+        x, gathered = buffers
+        torch.index_select(source, 0, rows, out=gathered)
+        if gathered is not x:
+            center_pixels(gathered, x)
+        return x.view(*shape, -1)
+
+    @contextlib.contextmanager
+    def warm_up_stream(self) -> Iterator[None]:
+        """Where the steps before a capture run: a side stream on CUDA, as torch asks of a graph's warm-up."""
+        if self.device.type != "cuda":
+            yield
+            return
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            yield
+        torch.cuda.current_stream(self.device).wait_stream(stream)
 
     @torch.no_grad()
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One step of every member k on its own batch x[k], labels y[k]: their mean losses, (K,), detached."""
-        loss = self.forward_backward(x, y)
+    def step(self, x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """One step of every member k on its own batch scale * x[k], labels y[k]: their mean losses, (K,),
+        detached."""
+        loss = self.forward_backward(x, y, scale)
         if self.optimizer == "sgd":
             self.sgd_update()
         else:
             self.adam_update()
-        self.step_index += 1
         return loss
 
-    def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Each member's mean loss, and its gradients in self.grad: MLPStep.forward_backward, batched over K."""
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """Each member's mean loss, and its gradients in self.grad: MLPStep.forward_backward, batched over K,
+        on the inputs scale * x (the first layer's products scale theirs)."""
         count, batch = y.shape
         activation = self.activation
         buffers = self.activation_buffers(batch)
@@ -635,10 +849,10 @@ class Pack:
         saved = []  # (layer input as (K, in, B), activation output (input for GELU), mask)
         h_t = x.transpose(1, 2)
         for index, (layer, (z, out, _)) in enumerate(zip(self.layers, buffers, strict=False)):
-            torch.baddbmm(layer.bias.unsqueeze(2), layer.weight, h_t, out=z)
+            torch.baddbmm(layer.bias.unsqueeze(2), layer.weight, h_t, alpha=1.0 if index else scale, out=z)
             layer_input = h_t
             if type(activation) is nn.Tanh:
-                h_t = z.tanh_()
+                h_t = tanh_(z)
             elif type(activation) is nn.ReLU:
                 h_t = z.relu_()
             else:
@@ -648,14 +862,15 @@ class Pack:
                 h_t = torch.mul(h_t, mask, out=out)
             saved.append((layer_input, z, mask))
         last = self.layers[-1]
-        logits_t = torch.baddbmm(last.bias.unsqueeze(2), last.weight, h_t)  # (K, classes, B)
+        first_scale = 1.0 if saved else scale  # a linear model's one layer reads the inputs
+        logits_t = torch.baddbmm(last.bias.unsqueeze(2), last.weight, h_t, alpha=first_scale)  # (K, classes, B)
         log_probs_t = torch.log_softmax(logits_t, dim=1)
         targets = y.unsqueeze(1)
         loss = log_probs_t.gather(1, targets).sum(dim=2).view(count).div_(-batch)
         grad_t = log_probs_t.exp_()  # d loss / d logits = (softmax - one_hot) / batch
         grad_t.scatter_add_(1, targets, self.minus_one_rows(count, batch))
         grad_t /= batch
-        torch.bmm(grad_t, h_t.transpose(1, 2), out=last.weight_grad)
+        weight_product(grad_t, h_t.transpose(1, 2), first_scale, last.weight_grad)
         torch.sum(grad_t, dim=2, out=last.bias_grad)
         grad = grad_t
         for index in range(len(saved) - 1, -1, -1):
@@ -670,7 +885,7 @@ class Pack:
             else:
                 torch.ops.aten.gelu_backward.grad_input(grad, z, approximate=activation.approximate, grad_input=grad)
             layer = self.layers[index]
-            torch.bmm(grad, layer_input.transpose(1, 2), out=layer.weight_grad)
+            weight_product(grad, layer_input.transpose(1, 2), 1.0 if index else scale, layer.weight_grad)
             torch.sum(grad, dim=2, out=layer.bias_grad)
         return loss
 
@@ -743,10 +958,27 @@ class Pack:
         takes six passes of elementwise ops, each member's coefficients a (K, 1) column; either way each
         member then takes its own learning rate's step along d.
         """
+        beta2, eps = self.beta2, self.eps
+        if self.kernel_groups is not None:
+            self.step_counts += 1
+            kernel = torch._fused_adamw_ if self.optimizer == "adamw" else torch._fused_adam_
+            for group in self.kernel_groups:
+                kernel(
+                    *group.tensors,
+                    amsgrad=False,
+                    lr=group.rates[self.step_index],
+                    beta1=group.firsts[self.step_index],
+                    beta2=beta2,
+                    weight_decay=group.decay,
+                    eps=eps,
+                    maximize=False,
+                    grad_scale=None,
+                    found_inf=None,
+                )
+            return
         exp_avg_weight, bias2_root, minus_step, decay, minus_lr = self.coefficients()
         param, grad, direction = self.param, self.grad, self.scratch
         exp_avg, exp_avg_sq = self.state
-        beta2, eps = self.beta2, self.eps
         if self.uses_decay:
             if self.optimizer == "adamw":
                 param.mul_(decay)
@@ -886,7 +1118,12 @@ def _pack_timer(model: nn.Module, config: TrainConfig, train_split: Split, size:
     steps = min(pack.steps_per_epoch, SIZING_STEPS[1])
     pack.load_coefficients(steps)
     batches = pack.batches(train_split)
-    return _StepTimer(lambda: pack.step(*next(batches)), steps, train_split.x.device)
+
+    def step() -> None:
+        pack.step(*next(batches))
+        pack.step_index += 1
+
+    return _StepTimer(step, steps, train_split.x.device)
 
 
 def _alone_timer(model: nn.Module, config: TrainConfig, train_split: Split) -> _StepTimer:
