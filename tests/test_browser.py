@@ -134,7 +134,12 @@ def test_dashboard_shows_trials_and_curves_added_while_it_runs(dashboard):
     study.tell(trial, 0.19)
 
     def refreshed(detail: dict) -> bool:
-        graphs = {g["id"]: json.loads(g["graph_object"]) for g in detail["plotly_graph_objects"]}
+        # optuna-dashboard stores a figure as 2,045-character chunks, one write each, so a poll in the middle
+        # of the figures' refresh reads a figure of old and new chunks; the next poll reads it whole.
+        try:
+            graphs = {g["id"]: json.loads(g["graph_object"]) for g in detail["plotly_graph_objects"]}
+        except json.JSONDecodeError:
+            return False
         points = [p for data in graphs["archsearch-loss-vs-params"]["data"] for p in data["customdata"]]
         return [trial.number, "25", 19_885] in points
 
