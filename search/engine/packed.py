@@ -369,7 +369,6 @@ class StepGraph:
         self.labels = labels.clone()
         self.coefficients = pack.table[pack.step_index].clone()
         self.total = pack.param.new_zeros(len(pack.members))
-        self.replays = 0
         self.graph = new_graph(pack.device)
         pack.graph = self  # the step reads its coefficients from here from now on
 
@@ -380,11 +379,11 @@ class StepGraph:
         self.graph.capture(step)
 
     def run(self, rows: torch.Tensor, labels: torch.Tensor) -> None:
-        """One step on these rows and labels, with the coefficients copied in; its losses added to `total`."""
+        """One step on these rows and labels (the caller copies this step's coefficients in first); its
+        losses are added to `total`."""
         self.rows.copy_(rows)
         self.labels.copy_(labels)
         self.graph.replay()
-        self.replays += 1
 
 
 class CudaGraph:
@@ -402,6 +401,7 @@ class CudaGraph:
 
 
 def new_graph(device: torch.device) -> CudaGraph:
+    """A graph to capture a step on `device` (CUDA): one place for the tests' CPU stand-in to take."""
     return CudaGraph()
 
 
@@ -953,9 +953,10 @@ class Pack:
         step's. Adam first adds decay * p to g, AdamW multiplies p by 1 - lr * decay. Then
             m = lerp(m, g, 1 - beta1)        v = beta2 v + (1 - beta2) g^2
             p -= lr * d,    d = m / (1 - beta1^t) / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-        Where the members share beta1, torch's fused Adam kernel computes m, v and d in one pass over the
-        whole pack: the update it makes with a learning rate of -1 to a tensor of zeros is d. Else it
-        takes six passes of elementwise ops, each member's coefficients a (K, 1) column; either way each
+        On a CPU (kernel_groups) this is torch's fused kernel itself, once per group of members with the
+        same values. Elsewhere, where the members share beta1, the kernel computes m, v and d in one pass
+        over the whole pack: the update it makes with a learning rate of -1 to a tensor of zeros is d. Else
+        it takes six passes of elementwise ops, each member's coefficients a (K, 1) column; either way each
         member then takes its own learning rate's step along d.
         """
         beta2, eps = self.beta2, self.eps
