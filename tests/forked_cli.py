@@ -1,9 +1,10 @@
 """Run the console script's entry point in fresh processes forked from one that imported it already.
 
 A test that runs `archsearch ...` as a user would pays the interpreter's start and the imports each time:
-about 0.5 s of CPU for a command that reads, 2.5 s for one that trains (torch alone takes 2). A suite that
+about 0.5 s of CPU for a command that reads, 3.5 s for one that trains (torch takes 2, and 1 more for the
+torch._dynamo it imports when a command builds its first optimizer). A suite that
 runs about 180 commands on two cores spends minutes of CPU on that. So `tests.conftest.archsearch` sends each
-command to a server (this module run as a script) that imported search.cli and torch once, before any
+command to a server (this module run as a script) that imported torch and our packages once, before any
 thread or torch operation started; for each command it forks a child that takes the command's argv,
 working folder, environment and standard streams, calls `search.cli.run` (what the console script calls)
 and exits with its status, as the script would. The child is a real process of its own, so a command can
@@ -13,7 +14,9 @@ What the preload changes, and how the child makes up for it: OpenMP read OMP_NUM
 imported, so the child sets torch's thread count from the command's environment. A start-up hook (a
 sitecustomize.py on the command's PYTHONPATH) runs only when an interpreter starts, so conftest.archsearch
 runs such commands through the real script, as do the tests about the script itself (which modules a
-command imports, argv bytes from the shell).
+command imports, argv bytes from the shell). The server also reads the MNIST files of ARCHSEARCH_DATA once
+(search.engine.data keeps them per folder), so a child skips that read; a command given another folder (a
+damaged copy, a synthetic one) reads its own.
 
 Protocol, one JSON object per line: the client sends {"id", "argv0", "argv", "cwd", "env", "stdout", "stderr",
 "session"} (paths of files the child's streams go to; `session`: the child starts a session of its own, as
@@ -43,11 +46,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def serve() -> None:
     """Read commands on stdin, fork a child for each, answer each child's exit status on stdout."""
-    import torch  # noqa: F401  the import a training command would pay
+    import torch  # the import a training command would pay
+    import torch._dynamo  # noqa: F401  torch imports it (with sympy) at the first optimizer a command builds: 1 s
 
+    import search.api  # Optuna, SQLAlchemy and the study layer, which every command but `budget` imports
     import search.cli
     import search.engine.trainer
+    import search.results.dashboard  # plotly and optuna-dashboard, for the figures a study keeps
+    import search.results.export
+    import search.results.report
     import search.study.objective
+    from search.engine.data import _load_arrays, data_root
+
+    if os.environ.get("ARCHSEARCH_DATA"):  # the real MNIST, decompressed once rather than by each command: 0.25 s
+        with contextlib.suppress(Exception):  # a missing or damaged copy is the commands' to report
+            _load_arrays(str(data_root()), "mnist")
 
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
     children: dict[int, str] = {}  # pid: request id

@@ -400,6 +400,7 @@ class Outcome:
     stderr: str = ""
     escaped: str = ""  # an exception that escaped main(): its traceback
     stopped: str = ""  # why the harness sent SIGTERM, if it did
+    stuck: bool = False  # it did not stop within STOP_SECONDS of SIGTERM, and Stuck was raised into it
     study_file: bytes = b""
 
 
@@ -428,6 +429,7 @@ def run_case(world: World, argv: list[str], study_file: bytes | None = None, sec
     cwd = os.getcwd()
 
     def stuck(signum, frame):
+        outcome.stuck = True
         raise Stuck
 
     def watch() -> None:
@@ -528,6 +530,8 @@ def _first_line(process: subprocess.Popen, deadline: float) -> bytes:
 def problems(world: World, outcome: Outcome) -> list[str]:
     """What a case did against the contract (an empty list: nothing)."""
     found = []
+    if outcome.stuck:  # named first: raised inside Optuna's record of a trial, Stuck shows as an UnboundLocalError
+        found.append(f"still running {STOP_SECONDS} s after SIGTERM ({outcome.stopped})")
     if outcome.escaped:
         found.append(f"an exception escaped main(): {outcome.escaped.strip().splitlines()[-1]}")
     if outcome.status not in EXIT_STATUSES:

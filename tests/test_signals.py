@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import optuna
 import pytest
@@ -80,6 +81,39 @@ def test_a_stop_while_optuna_records_a_trial_waits_for_the_record():
     study = optuna.create_study(storage=SignalWhileRecorded())
     with signals.handled(), pytest.raises(KeyboardInterrupt) as stop:
         run_until(study, lambda trial: 1.0, 3, bookkeeping=signals.deferred, training=signals.immediate)
+    assert type(stop.value) is KeyboardInterrupt
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+
+
+class SlowRecord(optuna.storages.InMemoryStorage):
+    """Records a trial's end slowly enough for a stop raised again a moment later to land inside it."""
+
+    def set_trial_state_values(self, trial_id, state, values=None):
+        if state == TrialState.COMPLETE:
+            time.sleep(0.3)
+        return super().set_trial_state_values(trial_id, state, values)
+
+
+class StoppedWhileCollected:
+    """A finalizer that receives a stop: Python drops it there, and the module raises it again 10 ms later."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+
+
+def test_a_stop_raised_again_after_a_finalizer_still_waits_for_the_record():
+    """The objective returns just after a finalizer swallowed the stop, so it comes back while Optuna records
+    the trial: raised there, Optuna 5 would fail with an UnboundLocalError and leave the trial running."""
+
+    def objective(trial):
+        StoppedWhileCollected()
+        return 1.0
+
+    study = optuna.create_study(storage=SlowRecord())
+    with signals.handled(), pytest.raises(KeyboardInterrupt) as stop:
+        run_until(study, objective, 3, bookkeeping=signals.deferred, training=signals.immediate)
     assert type(stop.value) is KeyboardInterrupt
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]
 
