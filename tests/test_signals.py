@@ -86,11 +86,13 @@ def test_a_stop_while_optuna_records_a_trial_waits_for_the_record():
 
 
 class SlowRecord(optuna.storages.InMemoryStorage):
-    """Records a trial's end slowly enough for a stop raised again a moment later to land inside it."""
+    """Records a trial's end only once a stop swallowed by a finalizer has come back (5 s at most), so that
+    it lands inside the record however late the timer that sends it again runs."""
 
     def set_trial_state_values(self, trial_id, state, values=None):
-        if state == TrialState.COMPLETE:
-            time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while state == TrialState.COMPLETE and signals._State.redeliver is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
         return super().set_trial_state_values(trial_id, state, values)
 
 
