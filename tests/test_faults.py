@@ -18,7 +18,10 @@ from tests.conftest import archsearch, children_of, start_archsearch, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 EPOCHS = 10
-TRIALS = 5  # two caught mid-trial by the fault; the others keep both processes busy until it strikes
+# Two are caught mid-trial by the fault; the others keep both processes busy until it strikes. A trial takes
+# about 1.7 s, and the spawned worker, a fresh interpreter, takes 4 to 8 s on a busy 2-core machine to import
+# torch and start its first: with 5, the search's own process could finish the study before that.
+TRIALS = 8
 
 
 def write_study(folder: Path, name: str, trials: int, epochs: int, data_limit: int, space: str) -> Path:

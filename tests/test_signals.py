@@ -41,7 +41,8 @@ try:
     if {handled}:
         with signals.handled():
             work()
-    else:
+    else:  # both set: a process started in the background by a shell inherits SIGINT ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         work()
 except KeyboardInterrupt as stop:
