@@ -480,9 +480,8 @@ class Pack:
         self.fused_kernel = self.optimizer != "sgd" and kernel_takes("_fused_adam_", ADAM_ARGUMENTS)
         kernel = "_fused_adamw_" if self.optimizer == "adamw" else "_fused_adam_"
         self.kernel_groups: list[KernelGroup] | None = None
-        self.group_kernels = (
-            self.optimizer != "sgd" and kernel_per_member_group(device) and kernel_takes(kernel, ADAM_ARGUMENTS)
-        )
+        grouped = self.optimizer != "sgd" and kernel_per_member_group(device) and kernel_takes(kernel, ADAM_ARGUMENTS)
+        self.group_kernel = getattr(torch, kernel) if grouped else None  # what adam_update calls per KernelGroup
         self.step_index = 0  # the step within the current epoch
 
     def enter(self, entrants: Sequence[Entrant], first_index: int, train_split: Split) -> list[Member]:
@@ -535,7 +534,7 @@ class Pack:
         self.param = torch.zeros((count, offset), device=self.device)
         self.grad = torch.zeros_like(self.param)
         self.state = [torch.zeros_like(self.param) for _ in range(1 if self.optimizer == "sgd" else 2)]
-        elementwise = not self.group_kernels or captures_steps(self.device)  # Adam's elementwise form may run
+        elementwise = self.group_kernel is None or captures_steps(self.device)  # Adam's elementwise form may run
         self.scratch = torch.empty_like(self.param) if self.optimizer != "sgd" and elementwise else None
         with torch.no_grad():
             for new, old in zip((self.param, *self.state), old_tensors, strict=True) if staying else ():
@@ -636,7 +635,7 @@ class Pack:
         # one step tensor for the whole pack while its members are in step (the fused kernel then makes one
         # pass over it), else one per member's row
         self.in_step = len({m.steps for m in self.members}) == 1
-        if self.group_kernels:
+        if self.group_kernel is not None:
             self.kernel_groups = self.member_groups(rates_by_member, firsts_by_member)
 
     def member_groups(
@@ -962,9 +961,8 @@ class Pack:
         beta2, eps = self.beta2, self.eps
         if self.kernel_groups is not None:
             self.step_counts += 1
-            kernel = torch._fused_adamw_ if self.optimizer == "adamw" else torch._fused_adam_
             for group in self.kernel_groups:
-                kernel(
+                self.group_kernel(
                     *group.tensors,
                     amsgrad=False,
                     lr=group.rates[self.step_index],
