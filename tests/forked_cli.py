@@ -1,7 +1,7 @@
 """Run the console script's entry point in fresh processes forked from one that imported it already.
 
 A test that runs `archsearch ...` as a user would pays the interpreter's start and the imports each time:
-about 0.5 s of CPU for a command that reads, 3.5 s for one that trains (torch takes 2, and 1 more for the
+about 0.5 s of CPU for a command that reads, 4 s for one that trains (torch takes 2.3, and 1.5 more for the
 torch._dynamo it imports when a command builds its first optimizer). A suite that
 runs about 180 commands on two cores spends minutes of CPU on that. So `tests.conftest.archsearch` sends each
 command to a server (this module run as a script) that imported torch and our packages once, before any
@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def serve() -> None:
     """Read commands on stdin, fork a child for each, answer each child's exit status on stdout."""
     import torch  # the import a training command would pay
-    import torch._dynamo  # noqa: F401  torch imports it (with sympy) at the first optimizer a command builds: 1 s
+    import torch._dynamo  # noqa: F401  torch imports it (with sympy) at the first optimizer a command builds: 1.5 s
 
     import search.api  # Optuna, SQLAlchemy and the study layer, which every command but `budget` imports
     import search.cli

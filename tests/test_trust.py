@@ -390,22 +390,23 @@ def test_workers_end_when_their_parent_is_killed(tmp_path, mnist_root):
 
 def test_timeout_stops_cleanly_and_the_same_command_resumes_to_exactly_n(tmp_path, mnist_root):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    # 50 trials of about 0.1 s each: more than the search's own process finishes in the 2 s, even before its
+    # Trials of about 0.1 s each: more than the search's own process finishes in the 2 s, even before its
     # spawned worker (a fresh interpreter importing torch) has started.
-    args = ("search", "--study", "timed", "--storage", url, "--trials", "50", "--epochs", "2", "--workers", "2",
-            *QUICK)  # fmt: skip
+    asked = 50
+    args = ("search", "--study", "timed", "--storage", url, "--trials", str(asked), "--epochs", "2",
+            "--workers", "2", *QUICK)  # fmt: skip
     first = archsearch(*args, "--timeout", "2s", env=env_for(mnist_root), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     line = next(line for line in first.stdout.splitlines() if line.startswith("stopped at --timeout"))
     done = int(line.split(": ", 1)[1].split(" of ")[0])
-    assert 0 <= done < 50
+    assert 0 <= done < asked
     assert "Resume with: archsearch search --study timed" in line
     trials = load(url, "timed").get_trials(deepcopy=False)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     resumed = archsearch(*args, env=env_for(mnist_root), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     states = Counter(t.state for t in load(url, "timed").get_trials(deepcopy=False))
-    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 50, states
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == asked, states
 
 
 # A full disk ----------------------------------------------------------------------------------------
