@@ -8,10 +8,10 @@ Counted for each: trials finished (complete or pruned) within the time, from the
 loading and the workers' start count too; how many of them completed; trial-epochs trained (epochs that
 finished trials reported); the best validation loss among the completed ones, and that trial's test
 accuracy (for information: the search chose it by validation loss); the structures it tried (distinct
-depth, profile, activation, optimizer and batch size); and how many trained trials joined packs of each
-size (`--pack auto` measures it per pack; 1: alone). The runs are one after the other on
-the same machine, with the same study file and seed; a search is a random process, so one run each is
-one sample of each, not a mean.
+depth, profile, activation, optimizer and batch size), and the three it tried most; and how many trained
+trials joined packs of each size (`--pack auto` measures it per pack; 1: alone). The runs are one after
+the other on the same machine, with the same study file and seed; a search is a random process, so one
+run each is one sample of each, not a mean.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def run(pack: str, args: argparse.Namespace) -> dict:
         "complete": len(complete),
         "trial_epochs": sum(len(t.intermediate_values) for t in finished),
         "structures": len({tuple(t.params.get(name) for name in PACK_PARAMS) for t in finished}),
+        "most_tried": Counter(tuple(t.params.get(name) for name in PACK_PARAMS) for t in finished).most_common(3),
         "pack_sizes": Counter(TrialRecord.of(t).pack_size or 1 for t in finished if t.intermediate_values),
         "best_val_loss": best.value if best else float("nan"),
         "test_accuracy": TrialRecord.of(best).test_accuracy if best else float("nan"),
@@ -97,8 +98,9 @@ def main() -> None:
             f"{row['pack']:>4} {row['finished']:>8} {row['complete']:>8} {row['trial_epochs']:>12} "
             f"{row['best_val_loss']:>13.4f} {row['test_accuracy']:>8.2%} {row['structures']:>10}  "
             f"{row['best']}; {sizes}",
-            flush=True,
         )
+        tried = "; ".join(f"{count} x {' '.join(map(str, structure))}" for structure, count in row["most_tried"])
+        print(f"     most tried ({', '.join(PACK_PARAMS)}): {tried}", flush=True)
 
 
 if __name__ == "__main__":

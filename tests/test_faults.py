@@ -24,19 +24,23 @@ EPOCHS = 10
 TRIALS = 8
 
 
-def write_study(folder: Path, name: str, trials: int, epochs: int, data_limit: int, space: str) -> Path:
+def write_study(
+    folder: Path, name: str, trials: int, epochs: int, data_limit: int, space: str, max_depth: int = 2
+) -> Path:
     """A study file with a 1 s heartbeat and a 3 s grace period, so a dead worker's trial goes stale fast."""
     path = folder / f"{name}.toml"
     path.write_text(
         f'name = "{name}"\nbudget = 20000\ntrials = {trials}\nepochs = {epochs}\ndata_limit = {data_limit}\n'
         f'sampler = "random"\npruner = "none"\nseed = 3\nheartbeat_seconds = 1\ngrace_seconds = 3\n'
-        f'storage = "sqlite:///{folder / "studies.db"}"\n\n[space]\nmax_depth = 2\n{space}\n'
+        f'storage = "sqlite:///{folder / "studies.db"}"\n\n[space]\nmax_depth = {max_depth}\n{space}\n'
     )
     return path
 
 
 # Long enough to be caught mid-trial: 10 epochs of 600+ steps each.
 SLOW_SPACE = 'batch_sizes = [16]\noptimizers = ["adam"]\nschedules = ["constant"]'
+# With depth 1, one structure (search/study/workers.py is_proven): every trial after the first joins a pack.
+ONE_STRUCTURE = SLOW_SPACE + '\nprofiles = ["uniform"]\nactivations = ["tanh"]'
 
 
 def env_for(mnist_root: Path) -> dict[str, str]:
@@ -157,8 +161,9 @@ def test_diverging_trials_are_pruned_with_their_reason(tmp_path, mnist_root, lr,
 
 
 def test_a_pack_killed_mid_training_loses_only_its_trials_and_resumes_to_exactly_n(tmp_path, mnist_root):
-    # One process: its pack of 4 is part-way for 7 of its 10 epochs, so half the images still give the poll time.
-    config = write_study(tmp_path, "pack", trials=6, epochs=EPOCHS, data_limit=5_000, space=SLOW_SPACE)
+    # One process: its first trial alone, then a pack of 4 part-way for 7 of its 10 epochs, so half the images
+    # still give the poll time.
+    config = write_study(tmp_path, "pack", trials=6, epochs=EPOCHS, data_limit=5_000, space=ONE_STRUCTURE, max_depth=1)
     command = ["search", "--config", str(config), "--pack", "4", "--device", "cpu"]
     err_path = tmp_path / "err"
     search = start_archsearch(*command, env=env_for(mnist_root), cwd=tmp_path, stderr=err_path)

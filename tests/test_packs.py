@@ -16,7 +16,7 @@ from search.study.config import SearchSpace, StudyConfig
 from search.study.grid import GridConfig, GridObjective, enqueue_missing, grid_points
 from search.study.objective import PACK_PARAMS, Prepared, SearchObjective, start_trial
 from search.study.record import TrialRecord
-from search.study.workers import AUTO_PACK, MAX_PACK, run_until
+from search.study.workers import AUTO_PACK, MAX_PACK, is_proven, run_until
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -86,24 +86,90 @@ def test_a_diverging_member_is_pruned_with_its_reason_and_the_others_go_on(data)
             assert mine.intermediate_values.keys() == {1, 2, 3}
 
 
-def test_a_search_pack_shares_its_first_trials_choices_for_two_generations_and_samples_the_rest(data, tmp_path):
+def shared(trial) -> dict:
+    return {name: trial.params[name] for name in PACK_PARAMS}
+
+
+def test_a_proven_pack_shares_its_first_trials_choices_for_two_generations_and_samples_the_rest(data, tmp_path):
     space = SearchSpace(max_depth=3, batch_sizes=(32, 64), optimizers=("adam", "sgd"), activations=("tanh", "relu"))
-    config = StudyConfig(name="s", budget=20_000, trials=16, epochs=1, sampler="random", space=space)
+    config = StudyConfig(name="s", budget=20_000, trials=17, epochs=1, sampler="random", space=space)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    run_until(study, SearchObjective(config, data, tmp_path / "artifacts"), 16, pack=4)
+    objective = SearchObjective(config, data, tmp_path / "artifacts")
+    structure = {"depth": 2, "profile": "uniform", "activation": "tanh", "optimizer": "adam", "batch_size": 32}
+    study.enqueue_trial(structure)
+    run_until(study, objective, 1, pack=4)  # the study's one completed trial: its structure has proved itself
+    assert study.trials[0].state == TrialState.COMPLETE and TrialRecord.of(study.trials[0]).pack_size == 1
+    study.enqueue_trial(structure)
+    run_until(study, objective, 17, pack=4)
     counts = Counter(t.state for t in study.trials)
-    assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == 16, counts
+    assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == 17, counts
     assert counts[TrialState.RUNNING] == counts[TrialState.WAITING] == 0
-    trained = [t for t in study.trials if t.intermediate_values]  # not pruned before training: no widths fit
+    trained = [t for t in study.trials[1:] if t.intermediate_values]  # not pruned before training: no widths fit
 
-    def shared(trial):
-        return {name: trial.params[name] for name in PACK_PARAMS}
-
-    # 4 at the start, 4 refilled as they end; then the sampler chooses the next pack's shared choices anew
-    assert len(trained) > 8 and all(shared(t) == shared(trained[0]) for t in trained[:8])
-    assert shared(trained[8]) != shared(trained[0])
+    # 4 at the start, 4 refilled as they end; then the sampler chooses the next first trial's choices anew
+    assert len(trained) > 8 and all(shared(t) == structure for t in trained[:8])
+    assert all(TrialRecord.of(t).pack_size == 4 for t in trained[:8])  # recorded as each joined its pack
     assert len({t.params["lr"] for t in trained[:8]}) == 8  # the rest sampled per trial
-    assert all(TrialRecord.of(t).pack_size == 4 for t in trained)  # recorded as each joined its pack
+    assert shared(trained[8]) != structure
+
+
+def test_a_search_packs_only_around_a_structure_that_has_proved_itself(data, tmp_path):
+    space = SearchSpace(
+        max_depth=1, profiles=("uniform",), batch_sizes=(32,), optimizers=("adam",), activations=("tanh", "relu")
+    )
+    config = StudyConfig(name="s", budget=20_000, trials=7, epochs=1, sampler="random", space=space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
+    objective = SearchObjective(config, data, tmp_path / "artifacts")
+    for activation in ("tanh", "relu"):
+        study.enqueue_trial({"activation": activation})
+    run_until(study, objective, 2, pack=4)  # the first with nothing completed, the second against the first
+    assert [TrialRecord.of(t).pack_size for t in study.trials] == [1, 1]
+    best = study.best_trial.params["activation"]
+    (other,) = {"tanh", "relu"} - {best}
+    study.enqueue_trial({"activation": other})
+    run_until(study, objective, 3, pack=4)  # not the best's structure: it explores, alone
+    assert TrialRecord.of(study.trials[2]).pack_size == 1
+    best = study.best_trial.params["activation"]  # the explorer may have done best
+    study.enqueue_trial({"activation": best})
+    run_until(study, objective, 7, pack=4)  # the best's structure: a pack of 4 around it
+    packed = study.trials[3:]
+    assert len(packed) == 4 and all(t.state == TrialState.COMPLETE for t in packed)
+    assert all(TrialRecord.of(t).pack_size == 4 and t.params["activation"] == best for t in packed)
+    assert most_at_once(study) == 4
+
+
+def with_completed(values: list[float], direction: str = "minimize", relu_at: int | None = None) -> optuna.Study:
+    """A study of completed trials with these values, in order: the one at `relu_at` chose relu, the rest tanh."""
+    study = optuna.create_study(direction=direction)
+    choices = optuna.distributions.CategoricalDistribution(("tanh", "relu"))
+    for index, value in enumerate(values):
+        params = {"activation": "relu" if index == relu_at else "tanh"}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions={"activation": choices}, value=value))
+    return study
+
+
+@pytest.mark.parametrize(
+    ("completed", "rank", "proven"),
+    [(1, 1, True), (2, 2, False), (20, 2, True), (20, 3, False), (21, 3, True), (300, 25, True), (300, 26, False)],
+)
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_a_structure_has_proved_itself_when_one_of_its_trials_is_among_the_best_tenth(
+    completed, rank, proven, direction
+):
+    sign = 1 if direction == "minimize" else -1
+    values = [sign * float(n) for n in range(completed, 0, -1)]  # the last trial is the best, the first the worst
+    relu = {"activation": "relu"}
+    assert not is_proven(with_completed(values, direction), relu)
+    study = with_completed(values, direction, relu_at=completed - rank)  # the trial of this rank chose relu
+    assert is_proven(study, relu) is proven
+    assert is_proven(study, {"activation": "tanh"}) is (rank != 1)  # the best trial chose tanh
+
+
+def test_no_structure_has_proved_itself_before_a_trial_completes_with_a_finite_value():
+    assert not is_proven(optuna.create_study(), {"activation": "tanh"})
+    assert not is_proven(with_completed([float("-inf")]), {"activation": "tanh"})
+    study = with_completed([float("-inf"), 1.0], relu_at=0)
+    assert not is_proven(study, {"activation": "relu"}) and is_proven(study, {"activation": "tanh"})
 
 
 def test_a_pack_asks_no_more_trials_than_the_study_needs(data):
@@ -170,15 +236,28 @@ def test_an_auto_search_packs_only_where_a_pack_pays_a_search(data, tmp_path, mo
     from search.study import objective
 
     speedup = (objective.GRID_PACK_SPEEDUP + objective.SEARCH_PACK_SPEEDUP) / 2  # enough for a grid, not a search
-    monkeypatch.setattr(packed, "fitting_pack_size", lambda *_: packed.PackTimings({1: 1.0, 4: 1 / speedup}))
+    calls = []
+
+    def fitting(*_):
+        calls.append(1)
+        return packed.PackTimings({1: 1.0, 4: 1 / speedup})
+
+    monkeypatch.setattr(packed, "fitting_pack_size", fitting)
     monkeypatch.setattr(objective, "_pack_timings", {})
-    space = SearchSpace(max_depth=2, batch_sizes=(32,), optimizers=("adam",), activations=("tanh",))
-    config = StudyConfig(name="s", budget=20_000, trials=4, epochs=1, sampler="random", space=space)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    assert run_until(study, SearchObjective(config, data, tmp_path / "artifacts"), 4, pack=AUTO_PACK)
+    assert run_until(study, SearchObjective(one_structure(4), data, tmp_path / "artifacts"), 4, pack=AUTO_PACK)
+    assert calls == [1]  # from the second trial on the structure has proved itself, and is timed once
     trained = [t for t in study.trials if t.intermediate_values]
     assert trained and all(TrialRecord.of(t).pack_size == 1 for t in trained)
     assert most_at_once(study) == 1
+
+
+def one_structure(trials: int) -> StudyConfig:
+    """A search of one structure: from its first completed trial on, every first trial's has proved itself."""
+    space = SearchSpace(
+        max_depth=1, profiles=("uniform",), batch_sizes=(32,), optimizers=("adam",), activations=("tanh",)
+    )
+    return StudyConfig(name="s", budget=20_000, trials=trials, epochs=1, sampler="random", space=space)
 
 
 def most_at_once(study: optuna.Study) -> int:
@@ -192,13 +271,11 @@ def test_a_measured_pack_search_records_its_sizes_and_ends_at_exactly_n(data, tm
     from search.study import objective
 
     monkeypatch.setattr(objective, "_pack_timings", {})
-    space = SearchSpace(max_depth=2, batch_sizes=(32,), optimizers=("adam",), activations=("tanh",))
-    config = StudyConfig(name="s", budget=20_000, trials=6, epochs=1, sampler="random", space=space)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    assert run_until(study, SearchObjective(config, data, tmp_path / "artifacts"), 6, pack=AUTO_PACK)
+    assert run_until(study, SearchObjective(one_structure(6), data, tmp_path / "artifacts"), 6, pack=AUTO_PACK)
     counts = Counter(t.state for t in study.trials)
     assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == 6 and len(study.trials) == 6, counts
-    trained = [TrialRecord.of(t) for t in study.trials if t.intermediate_values]
-    assert trained and all(1 <= record.pack_size <= MAX_PACK for record in trained)
+    first, *proven = [TrialRecord.of(t) for t in study.trials]  # the first, with nothing completed yet, alone
+    assert first.pack_size == 1 and proven and all(1 <= record.pack_size <= MAX_PACK for record in proven)
     measured = {timings.size(objective.SEARCH_PACK_SPEEDUP) for timings in objective._pack_timings.values()}
-    assert {record.pack_size for record in trained} <= measured
+    assert len(measured) == 1 and {record.pack_size for record in proven} == measured

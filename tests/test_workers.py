@@ -149,9 +149,14 @@ def test_four_workers_run_each_grid_point_once(storage, tmp_path, mnist_root):
 
 def test_two_workers_training_packs_of_4_finish_exactly_18_trials(tmp_path, mnist_root):
     url, name = f"sqlite:///{tmp_path / 'studies.db'}", "packs"
+    config = tmp_path / "one-structure.toml"  # every first trial's structure has proved itself once one completes
+    config.write_text(
+        'budget = 20000\n[space]\nmax_depth = 1\nprofiles = ["uniform"]\nactivations = ["tanh"]\n'
+        'optimizers = ["adam"]\nbatch_sizes = [64]\n'
+    )
     result = archsearch(
-        "search", "--study", name, "--storage", url, "--trials", "18", "--workers", "2", "--pack", "4",
-        "--budget", "20000", "--max-depth", "2", *QUICK,
+        "search", "--config", str(config), "--study", name, "--storage", url, "--trials", "18", "--workers", "2",
+        "--pack", "4", *QUICK,
         env=env_for(mnist_root, tmp_path / "slow"), cwd=tmp_path,
     )  # fmt: skip
     check_clean_run(result, url)

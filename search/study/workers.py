@@ -8,6 +8,7 @@ failed and retried at once on the same host; elsewhere the storage's heartbeat d
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -221,6 +222,14 @@ PackSize = int | str  # trials a process trains at once, or AUTO_PACK
 # (depth, profile, activation, optimizer, batch size), so that the sampler chooses them anew that often.
 PACK_GENERATIONS = 2
 
+# A search packs only around a structure (its shared choices) that has proved itself: one of its completed
+# trials is among the study's best, the best tenth of them (at least one, at most 25: TPE's default split of
+# its good trials from the rest). Trials of a pack share their structure, so a pack spends K trials on one
+# structure where K trials alone try up to K; that pays only where the sampler is exploiting the structure
+# anyway. A first trial of any other structure, exploring, trains alone as with `--pack 1`.
+PROVEN_FRACTION = 0.1
+PROVEN_MOST = 25
+
 
 def run_pack(
     study: optuna.Study,
@@ -234,8 +243,9 @@ def run_pack(
 ) -> None:
     """Train trials `size` at a time as packs, refilled at epoch boundaries, and tell each its end as it ends.
 
-    The first trial samples freely; every other trial of its pack, asked at the start or to fill the slot
-    of one that ended, gets its shared choices fixed (`objective.shared_params`, through Optuna's
+    The first trial samples freely. A search's first trial whose shared choices (`objective.shared_params`)
+    have not proved themselves (is_proven) trains alone; for one whose have, every other trial of its pack,
+    asked at the start or to fill the slot of one that ended, gets them fixed (through Optuna's
     PartialFixedSampler) and the sampler fills in the rest. A pack with shared choices takes in at most
     PACK_GENERATIONS x `size` trials, then drains; one without (a grid's, whose queue holds the points in
     depth order) takes the queue's next points while they fit it. A trial that cannot join (another depth,
@@ -307,7 +317,11 @@ def run_pack(
             while queue:
                 first = queue.pop(0)
                 shared = objective.shared_params(first.trial)
-                if size == AUTO_PACK:
+                with bookkeeping():
+                    exploring = bool(shared) and not is_proven(study, shared)
+                if exploring:
+                    pack_size = 1
+                elif size == AUTO_PACK:
                     speedup = SEARCH_PACK_SPEEDUP if shared else GRID_PACK_SPEEDUP
                     with training():
                         pack_size = measured_pack_size(first, objective.data, MAX_PACK, speedup)
@@ -339,6 +353,18 @@ def run_pack(
                 if trial.number not in told:
                     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise
+
+
+def is_proven(study: optuna.Study, shared: dict) -> bool:
+    """Whether one of the study's best completed trials (PROVEN_FRACTION of them, at least one, at most
+    PROVEN_MOST) made these shared choices: False while no trial has completed."""
+    done = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]  # fmt: skip
+    done.sort(key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
+    best = done[: min(max(1, math.ceil(PROVEN_FRACTION * len(done))), PROVEN_MOST)]
+    return any(all(t.params.get(name) == value for name, value in shared.items()) for t in best)
 
 
 def _outcome_alone(prepared: Any, data: Any) -> float | optuna.TrialPruned:
