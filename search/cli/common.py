@@ -46,7 +46,8 @@ def add_pack_option(parser) -> None:
         type=pack_size,
         default=DEFAULT_PACK,
         help=f"trials each process trains at once, as one batched model (1: one at a time; at most {MAX_PACK}; "
-        f"{AUTO_PACK}: for each pack, the size measured to pay on this machine; default {DEFAULT_PACK})",
+        f"{AUTO_PACK}: for each pack, the size measured to pay on this machine; default {DEFAULT_PACK}); "
+        "a search packs only around the structures of its best trials, and explores alone",
     )
 
 
