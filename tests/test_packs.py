@@ -14,7 +14,7 @@ from search.engine.config import TrainConfig
 from search.engine.data import load_data
 from search.study.config import SearchSpace, StudyConfig
 from search.study.grid import GridConfig, GridObjective, enqueue_missing, grid_points
-from search.study.objective import PACK_PARAMS, Prepared, SearchObjective, start_trial
+from search.study.objective import Prepared, SearchObjective, start_trial
 from search.study.record import TrialRecord
 from search.study.workers import AUTO_PACK, MAX_PACK, is_proven, run_until
 
@@ -86,10 +86,6 @@ def test_a_diverging_member_is_pruned_with_its_reason_and_the_others_go_on(data)
             assert mine.intermediate_values.keys() == {1, 2, 3}
 
 
-def shared(trial) -> dict:
-    return {name: trial.params[name] for name in PACK_PARAMS}
-
-
 def test_a_proven_pack_shares_its_first_trials_choices_for_two_generations_and_samples_the_rest(data, tmp_path):
     space = SearchSpace(max_depth=3, batch_sizes=(32, 64), optimizers=("adam", "sgd"), activations=("tanh", "relu"))
     config = StudyConfig(name="s", budget=20_000, trials=17, epochs=1, sampler="random", space=space)
@@ -107,10 +103,10 @@ def test_a_proven_pack_shares_its_first_trials_choices_for_two_generations_and_s
     trained = [t for t in study.trials[1:] if t.intermediate_values]  # not pruned before training: no widths fit
 
     # 4 at the start, 4 refilled as they end; then the sampler chooses the next first trial's choices anew
-    assert len(trained) > 8 and all(shared(t) == structure for t in trained[:8])
+    assert len(trained) > 8 and all(SearchObjective.shared_params(t) == structure for t in trained[:8])
     assert all(TrialRecord.of(t).pack_size == 4 for t in trained[:8])  # recorded as each joined its pack
     assert len({t.params["lr"] for t in trained[:8]}) == 8  # the rest sampled per trial
-    assert shared(trained[8]) != structure
+    assert SearchObjective.shared_params(trained[8]) != structure
 
 
 def test_a_search_packs_only_around_a_structure_that_has_proved_itself(data, tmp_path):

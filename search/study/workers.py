@@ -25,7 +25,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from search.study.config import StudyConfig
-from search.study.record import SURPLUS, TrialRecord, write_trial
+from search.study.record import SURPLUS, TrialRecord, finite, write_trial
 from search.study.storage import STORAGE_FAILURES
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -358,10 +358,7 @@ def run_pack(
 def is_proven(study: optuna.Study, shared: dict) -> bool:
     """Whether one of the study's best completed trials (PROVEN_FRACTION of them, at least one, at most
     PROVEN_MOST) made these shared choices: False while no trial has completed."""
-    done = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
-    ]  # fmt: skip
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if finite(t.value)]
     done.sort(key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
     best = done[: min(max(1, math.ceil(PROVEN_FRACTION * len(done))), PROVEN_MOST)]
     return any(all(t.params.get(name) == value for name, value in shared.items()) for t in best)
