@@ -3,6 +3,8 @@ and PostgreSQL where ARCHSEARCH_TEST_PG is set."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import subprocess
 import sys
@@ -11,12 +13,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from search.errors import UsageError
 from search.study.lifecycle import check_settings, create_study, load_study, stored_settings
 from search.study.record import StudyRecord, TrialRecord, write_study, write_trial
-from search.study.storage import describe, has_password, open_storage, public_url
+from search.study.storage import describe, has_password, open_storage, public_url, storage_calls_within
 from search.study.workers import fail_orphaned_trials, owner_is_gone, owner_record, run_until
 
 SETTINGS = {"budget": 20000, "trials": 3, "epochs": 1, "storage": "placeholder"}
@@ -89,6 +93,47 @@ def test_run_until_ends_at_exactly_n_and_records_each_owner(url):
     assert all(TrialRecord.of(t).worker == owner_record() for t in trials)
     assert run_until(study, lambda trial: 0.0, 3)  # already done: no new trial
     assert len(study.get_trials(deepcopy=False)) == 3
+
+
+def test_every_read_and_write_of_a_storage_runs_inside_the_context_set_for_its_calls(url, monkeypatch):
+    """The CLI and the API set that context to hold Ctrl-C back until a storage call returns
+    (search/api/signals.py): a database statement or journal read or write outside it could be cut off."""
+    depth, outside, inside = [0], [], []
+
+    @contextlib.contextmanager
+    def counted():
+        depth[0] += 1
+        try:
+            yield
+        finally:
+            depth[0] -= 1
+
+    def seen(what: str) -> None:
+        (inside if depth[0] else outside).append(what)
+
+    storage = open_storage(url)
+    if url.startswith("journal:"):
+        for name in ("read_logs", "append_logs"):
+            method = getattr(JournalFileBackend, name)
+            monkeypatch.setattr(JournalFileBackend, name, functools.partialmethod(_seen_then, method, seen, name))
+    else:
+        sqlalchemy.event.listen(storage.engine, "before_cursor_execute", lambda *args: seen(args[2][:40]))
+
+    def objective(trial):
+        trial.report(trial.suggest_float("x", 0, 1), 1)
+        write_trial(trial, pruned_reason="none")
+        return 1.0
+
+    with storage_calls_within(counted):
+        study = create_study(storage, "guarded", "search", SETTINGS, None, None)
+        assert run_until(study, objective, 3)
+        assert len(load_study(storage, "guarded").get_trials()) == 3
+    assert inside and not outside, outside
+
+
+def _seen_then(backend, method, seen, name, *args, **kwargs):
+    seen(name)
+    return method(backend, *args, **kwargs)
 
 
 def test_run_until_stops_at_its_deadline(url):

@@ -1,11 +1,14 @@
 """Ctrl-C and SIGTERM as one exception, raised where it can be handled.
 
-Python raises KeyboardInterrupt at whatever line runs when the signal lands. Two such places lose it:
-a finalizer (a garbage-collected SQLAlchemy session, say), where Python prints "Exception ignored"
-and goes on as if nothing happened; and Optuna's bookkeeping around a trial, where Optuna 5 has no
-handler for it and fails with an UnboundLocalError, its trial left running. So a stop is raised at
-once only outside Optuna's bookkeeping (`deferred`), and one swallowed by a finalizer is raised
-again at the next line of ordinary code.
+Python raises KeyboardInterrupt at whatever line runs when the signal lands. Three kinds of place go
+wrong: a finalizer (a garbage-collected SQLAlchemy session, say), where Python prints "Exception
+ignored" and goes on as if nothing happened; Optuna's bookkeeping around a trial, where Optuna 5 has
+no handler for it and fails with an UnboundLocalError, its trial left running; and any storage call,
+where SQLAlchemy's session is left failing every later call. So a stop is raised at once only outside
+Optuna's bookkeeping and storage calls (`deferred`; search/study/storage.py runs each storage call
+inside it while `handled` is active), and one swallowed by a finalizer is raised again at the next
+line of ordinary code. Signals reach only the main thread, so only its code defers them: a storage
+call from another thread (a heartbeat) changes nothing here.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from search.errors import Terminated
+from search.study.storage import storage_calls_within
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -89,7 +93,8 @@ def handled(then_ignore: bool = False) -> Iterator[None]:
     previous_hook = _State.unraisable_hook = sys.unraisablehook
     sys.unraisablehook = _on_unraisable
     try:
-        yield
+        with storage_calls_within(deferred):
+            yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_IGN if then_ignore else handler)
@@ -106,6 +111,9 @@ def _raise_pending() -> None:
 
 @contextmanager
 def _raising(now: bool) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     before = _State.raise_now
     _State.raise_now = now
     try:
@@ -117,8 +125,8 @@ def _raising(now: bool) -> Iterator[None]:
 
 
 def deferred() -> Any:
-    """Around Optuna's own code (asking for a trial, recording it, its callbacks): a stop that arrives
-    here is raised when the block ends, or as soon as a trial's objective starts inside it."""
+    """Around Optuna's own code (asking for a trial, recording it, its callbacks, every storage call): a
+    stop that arrives here is raised when the block ends, or as soon as a trial's objective starts inside it."""
     return _raising(False)
 
 

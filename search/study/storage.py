@@ -1,19 +1,27 @@
 """Storages: any Optuna storage URL or journal file, opened so that bad input is one line.
 
 Passwords stay out of what is printed or stored (`describe`, `public_url`); readers open a
-storage without creating, migrating or switching anything.
+storage without creating, migrating or switching anything. Every call into a storage runs inside
+`storage_calls_within`'s context, which the CLI and the API set to hold Ctrl-C and SIGTERM back
+until the call returns: a stop raised inside SQLAlchemy's session bookkeeping leaves a session that
+fails every later call of the process (IllegalStateChangeError), so the trial it stopped could not
+even be marked failed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 import re
 import sqlite3
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy
@@ -27,12 +35,58 @@ JOURNAL_PREFIX = "journal:"
 SQLITE_TIMEOUT_SECONDS = 120
 SCHEMA_ATTEMPTS = 5
 RACES = ("already exists", "UNIQUE constraint failed", "duplicate key value", "database is locked")
+
 OPTUNA_TABLES = ("studies", "trials", "version_info")
 # What a storage raises when it stops working under a running study: Optuna wraps SQLAlchemy's errors.
 STORAGE_FAILURES = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+_calls_within: Callable[[], AbstractContextManager] = contextlib.nullcontext
+
+
+@contextlib.contextmanager
+def storage_calls_within(context: Callable[[], AbstractContextManager]) -> Iterator[None]:
+    """Every storage call made in the block, by any storage that open_storage opened, runs inside `context()`."""
+    global _calls_within
+    before, _calls_within = _calls_within, context
+    try:
+        yield
+    finally:
+        _calls_within = before
+
+
+Storage = TypeVar("Storage", bound=type)
+
+
+def _calls_guarded(cls: Storage) -> Storage:
+    """`cls` with each of its methods (its bases' included, dunders apart) run inside the current context."""
+    for base in cls.__mro__[1:-1]:
+        for name, attribute in vars(base).items():
+            if name.startswith("__") or not inspect.isfunction(attribute) or name in vars(cls):
+                continue
+            setattr(cls, name, _guarded(attribute))
+    return cls
+
+
+def _guarded(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def guarded(self, *args: Any, **kwargs: Any) -> Any:
+        with _calls_within():
+            return method(self, *args, **kwargs)
+
+    return guarded
+
+
+@_calls_guarded
+class _RDBStorage(RDBStorage):
+    """Optuna's RDBStorage, its calls run inside storage_calls_within's context."""
+
+
+@_calls_guarded
+class _JournalStorage(JournalStorage):
+    """Optuna's JournalStorage, its calls run inside storage_calls_within's context."""
 
 
 def describe(url: str) -> str:
@@ -96,19 +150,20 @@ def open_storage(
             _check_optuna_tables(parsed, engine_kwargs)
         for attempt in range(1, SCHEMA_ATTEMPTS + 1):
             try:
-                storage = RDBStorage(
-                    parsed.render_as_string(hide_password=False),
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=heartbeat_seconds,
-                    grace_period=grace_seconds,
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                    skip_table_creation=must_exist,
-                )
-                if path is not None and not read_only:
-                    # WAL lets readers (the dashboard, other workers) proceed while one worker writes.
-                    with storage.engine.connect() as connection:
-                        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
-                    _begin_immediate(storage.engine)
+                with _calls_within():  # tables created and WAL switched on whole, never cut off half-way
+                    storage = _RDBStorage(
+                        parsed.render_as_string(hide_password=False),
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=heartbeat_seconds,
+                        grace_period=grace_seconds,
+                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                        skip_table_creation=must_exist,
+                    )
+                    if path is not None and not read_only:
+                        # WAL lets readers (the dashboard, other workers) proceed while one worker writes.
+                        with storage.engine.connect() as connection:
+                            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+                        _begin_immediate(storage.engine)
                 break
             except sqlalchemy.exc.DBAPIError as error:
                 # Processes that open a new database at once all create Optuna's tables (and SQLite's
@@ -199,7 +254,7 @@ def _open_journal(path: Path, must_exist: bool) -> JournalStorage:
     if not must_exist:
         _check_folder(path)
     try:
-        return JournalStorage(JournalFileBackend(str(path)))
+        return _JournalStorage(JournalFileBackend(str(path)))
     except OSError as error:
         raise UsageError(f"cannot use journal {path}: {error.strerror}") from None
     except Exception as error:  # a file that is not a journal fails in many ways while its log is replayed
