@@ -4,6 +4,7 @@ record of a trial or a storage call (search/api/signals.py)."""
 import itertools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -231,9 +232,9 @@ def test_a_stop_inside_a_storage_call_waits_for_the_call_and_the_storage_goes_on
     """A stop may land on any line of a storage call made while a trial trains (trial.report here). One raised
     inside SQLAlchemy's session bookkeeping (sqlalchemy/orm/state_changes.py) left a session that failed every
     later call with an IllegalStateChangeError: Optuna could not mark the trial failed and ended with an
-    UnboundLocalError (a stop on 5 of its 284 lines in one report), or turned the stop into a StorageInternalError
-    (10 more). So the stop lands on every fourth line of that file in turn (7 of those 15 on SQLAlchemy 2.1),
-    and must wait for the call."""
+    UnboundLocalError, its write lock on the database still held (a stop on 5 of its 284 lines in one report),
+    or turned the stop into a StorageInternalError (10 more). So the stop lands on every fourth line of that
+    file in turn (7 of those 15 on SQLAlchemy 2.1), and must wait for the call."""
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'studies.db'}"))
     landed = []
     for n in itertools.count(4, 4):
@@ -259,6 +260,9 @@ def test_a_stop_inside_a_storage_call_waits_for_the_call_and_the_storage_goes_on
         assert stopped, stop.sent_at
         last = study.trials[-1]
         assert last.state == TrialState.FAIL and last.intermediate_values == {1: 0.5}, (stop.sent_at, last)
+        with sqlite3.connect(tmp_path / "studies.db", timeout=0, isolation_level=None) as probe:
+            probe.execute("BEGIN IMMEDIATE")  # no write lock left held: another process could not write for 120 s
+            probe.execute("ROLLBACK")
         landed.append(stop.sent_at)
     assert len(landed) >= 10, landed
     assert [t.state for t in study.trials][-1] == TrialState.COMPLETE
