@@ -4,7 +4,6 @@ and PostgreSQL where ARCHSEARCH_TEST_PG is set."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import subprocess
 import sys
@@ -111,11 +110,19 @@ def test_every_read_and_write_of_a_storage_runs_inside_the_context_set_for_its_c
     def seen(what: str) -> None:
         (inside if depth[0] else outside).append(what)
 
+    def spied(name: str):
+        method = getattr(JournalFileBackend, name)
+
+        def spy(backend, *args, **kwargs):
+            seen(name)
+            return method(backend, *args, **kwargs)
+
+        return spy
+
     storage = open_storage(url)
     if url.startswith("journal:"):
         for name in ("read_logs", "append_logs"):
-            method = getattr(JournalFileBackend, name)
-            monkeypatch.setattr(JournalFileBackend, name, functools.partialmethod(_seen_then, method, seen, name))
+            monkeypatch.setattr(JournalFileBackend, name, spied(name))
     else:
         sqlalchemy.event.listen(storage.engine, "before_cursor_execute", lambda *args: seen(args[2][:40]))
 
@@ -129,11 +136,6 @@ def test_every_read_and_write_of_a_storage_runs_inside_the_context_set_for_its_c
         assert run_until(study, objective, 3)
         assert len(load_study(storage, "guarded").get_trials()) == 3
     assert inside and not outside, outside
-
-
-def _seen_then(backend, method, seen, name, *args, **kwargs):
-    seen(name)
-    return method(backend, *args, **kwargs)
 
 
 def test_run_until_stops_at_its_deadline(url):

@@ -35,7 +35,6 @@ JOURNAL_PREFIX = "journal:"
 SQLITE_TIMEOUT_SECONDS = 120
 SCHEMA_ATTEMPTS = 5
 RACES = ("already exists", "UNIQUE constraint failed", "duplicate key value", "database is locked")
-
 OPTUNA_TABLES = ("studies", "trials", "version_info")
 # What a storage raises when it stops working under a running study: Optuna wraps SQLAlchemy's errors.
 STORAGE_FAILURES = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
