@@ -373,8 +373,8 @@ def test_a_refill_is_checked_like_the_pack_it_joins(data):
 def test_pack_timings_grow_while_doubling_pays_and_give_the_smallest_near_fastest_pack(
     data, monkeypatch, per_member, largest, tried, sizes
 ):
-    monkeypatch.setattr(packed, "_alone_timer", lambda *_: Rounds([per_member[1]]))
-    monkeypatch.setattr(packed, "_pack_timer", lambda model, config, split, k: Rounds([per_member[k] * k]))
+    monkeypatch.setattr(packed, "alone_step_timer", lambda *_: Rounds([per_member[1]]))
+    monkeypatch.setattr(packed, "pack_step_timer", lambda model, config, split, k: Rounds([per_member[k] * k]))
     model, _ = build([8], TrainConfig())
     timings = packed.fitting_pack_size(model, TrainConfig(), data.train, largest)
     assert list(timings.step_seconds) == tried
@@ -396,8 +396,8 @@ class Rounds:
 
 def test_each_size_keeps_its_fastest_round_and_every_size_is_timed_in_turn(data, monkeypatch):
     timers = {1: Rounds([3.0, 1.0, 1.2]), 2: Rounds([1.6, 1.8, 1.4]), 4: Rounds([4.0])}  # per step of the pack
-    monkeypatch.setattr(packed, "_alone_timer", lambda *_: timers[1])
-    monkeypatch.setattr(packed, "_pack_timer", lambda model, config, split, k: timers[k])
+    monkeypatch.setattr(packed, "alone_step_timer", lambda *_: timers[1])
+    monkeypatch.setattr(packed, "pack_step_timer", lambda model, config, split, k: timers[k])
     model, _ = build([8], TrainConfig())
     timings = packed.fitting_pack_size(model, TrainConfig(), data.train, 8)
     # The first rounds grow the pack to 4, whose members' steps cost no less than at 2; the fastest rounds
@@ -414,7 +414,7 @@ def test_a_step_timer_warms_up_then_times_rounds_within_the_epoch():
         calls.append(1)
         time.sleep(0.002)
 
-    timer = packed._StepTimer(step, 120, torch.device("cpu"))
+    timer = packed.StepTimer(step, 120, torch.device("cpu"))
     first = timer.round()
     assert len(calls) >= packed.WARM_UP_STEPS + packed.SIZING_STEPS[0]
     assert 0.002 <= first < 0.05

@@ -1065,11 +1065,11 @@ def fitting_pack_size(model: nn.Module, config: TrainConfig, train_split: Split,
     global random generators and everything else a trial reads are left as they were."""
     device = train_split.x.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # alone, dropout draws from it
-        timers = {1: _alone_timer(model, config, train_split)}
+        timers = {1: alone_step_timer(model, config, train_split)}
         timings = {1: timers[1].round()}
         last, candidate = 1, 2
         while candidate <= largest:
-            timers[candidate] = _pack_timer(model, config, train_split, candidate)
+            timers[candidate] = pack_step_timer(model, config, train_split, candidate)
             timings[candidate] = timers[candidate].round() / candidate
             if timings[candidate] > (1 - DOUBLING_GAIN) * timings[last]:
                 break
@@ -1080,7 +1080,7 @@ def fitting_pack_size(model: nn.Module, config: TrainConfig, train_split: Split,
     return PackTimings(timings)
 
 
-class _StepTimer:
+class StepTimer:
     """Rounds of timed training steps of one model or pack: the first round warms up first."""
 
     def __init__(self, step: Callable[[], object], steps: int, device: torch.device):
@@ -1111,25 +1111,34 @@ class _StepTimer:
         return (time.perf_counter() - started) / timed if timed else math.inf
 
 
-def _pack_timer(model: nn.Module, config: TrainConfig, train_split: Split, size: int) -> _StepTimer:
+def copies_pack(model: nn.Module, config: TrainConfig, train_split: Split, size: int) -> Pack:
+    """A pack of `size` copies of `model`, member k with seed config.seed + k, its update coefficients loaded
+    for the steps a timing may take."""
     configs = [dataclasses.replace(config, seed=config.seed + index) for index in range(size)]
     pack = Pack.build([copy.deepcopy(model) for _ in configs], configs, train_split)
+    pack.load_coefficients(min(pack.steps_per_epoch, SIZING_STEPS[1]))
+    return pack
+
+
+def pack_step_timer(model: nn.Module, config: TrainConfig, train_split: Split, size: int) -> StepTimer:
+    """The packed step of `size` copies of `model` (copies_pack), on their own batches of `train_split`."""
+    pack = copies_pack(model, config, train_split, size)
     steps = min(pack.steps_per_epoch, SIZING_STEPS[1])
-    pack.load_coefficients(steps)
     batches = pack.batches(train_split)
 
     def step() -> None:
         pack.step(*next(batches))
         pack.step_index += 1
 
-    return _StepTimer(step, steps, train_split.x.device)
+    return StepTimer(step, steps, train_split.x.device)
 
 
-def _alone_timer(model: nn.Module, config: TrainConfig, train_split: Split) -> _StepTimer:
+def alone_step_timer(model: nn.Module, config: TrainConfig, train_split: Split) -> StepTimer:
+    """The step trainer.train takes for a copy of `model` alone, on its batches of `train_split`."""
     from search.engine.trainer import batches, make_step
 
     device = train_split.x.device
     step, _, batch = make_step(copy.deepcopy(model), train_split, config)
     loader = iter(batches(train_split, batch, torch.Generator(device=device).manual_seed(config.seed)))
     steps = min(math.ceil(len(train_split) / batch), SIZING_STEPS[1])
-    return _StepTimer(lambda: step(*next(loader)), steps, device)
+    return StepTimer(lambda: step(*next(loader)), steps, device)
