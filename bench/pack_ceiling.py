@@ -7,13 +7,13 @@ Packing saves what a step costs per operation (dispatch, small kernels, passes o
 multiply-adds of its matrix products, nor the bytes its optimizer update reads and writes: every member still
 does all of those. So a pack's step per member can cost no less than its share of the pack's products and of
 its Adam update, and `alone / floor` bounds what any pack, however it is built, gains on this machine at that
-shape. For each row (a budget, a uniform depth at the width models/budget.py solves for it, a batch size;
-tanh, Adam) it prints microseconds per member-step:
+shape. For each row of bench/pack_size.py (a budget, a uniform depth at the width models/budget.py solves for
+it, a batch size; tanh, Adam) it prints microseconds per member-step:
   alone     the trainer's own step (packed.alone_step_timer, as `--pack auto` times it);
   pack K    the packed step (packed.pack_step_timer) for each K of --packs;
   products K  pack K's matrix products alone: each layer's forward product, weight product, and input
               gradient but the first layer's, on the pack's own weights and gradients (Pack.layers), as
-              Pack.forward_backward calls them;
+              Pack.forward_backward calls them (the fastest K's rate is printed);
   update K    pack K's Adam update alone (Pack.adam_update);
 then floor = the least products K + update K, the ceiling alone / floor, and the best pack's alone / pack K.
 The rate of one 1024 x 1024 x 1024 product, printed first, gives a second floor: the products at that rate
@@ -35,20 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models.budget import width_for_budget
-from models.mlp import build_mlp
-from search.engine.config import TrainConfig
+from bench.pack_size import ROWS, row_network
 from search.engine.data import load_data
 from search.engine.packed import Pack, alone_step_timer, copies_pack, pack_step_timer, pixel_bytes
-
-ROWS = (  # budget, depth, batch size
-    (50_000, 2, 128),
-    (50_000, 3, 128),
-    (100_000, 1, 64),
-    (100_000, 3, 128),
-    (100_000, 3, 256),
-    (200_000, 2, 128),
-)
 
 
 def seconds_per_call(call: Callable[[], object], calls: int = 30) -> Callable[[], float]:
@@ -104,10 +93,7 @@ def main() -> None:
     peak = 2 * 1024**3 / min(seconds_per_call(lambda: square @ square, 5)() for _ in range(args.rounds))
     print(f"{args.threads} thread(s), load {os.getloadavg()[0]:.2f}; 1024^3 product: {peak / 1e9:.0f} GFLOP/s")
     for budget, depth, batch in ROWS:
-        widths = [width_for_budget(budget, depth)] * depth
-        config = TrainConfig(epochs=10, batch_size=batch, optimizer="adam", lr=1e-3, activation="tanh", seed=1)
-        torch.manual_seed(config.seed)
-        model = build_mlp(widths, config.activation)
+        widths, config, model = row_network(budget, depth, batch)
         timers = {"alone": (alone_step_timer(model, config, data.train).round, 1)}
         flops = 0.0
         for size in sizes:
@@ -121,11 +107,14 @@ def main() -> None:
             for name, (round_, members) in timers.items():
                 best[name] = min(best[name], round_() / members)
         floor = min(best[f"products {size}"] + best[f"update {size}"] for size in sizes)
-        at_peak = flops / sizes[-1] / peak + min(best[f"update {size}"] for size in sizes)
+        member_flops = flops / sizes[-1]
+        at_peak = member_flops / peak + min(best[f"update {size}"] for size in sizes)
+        rate = member_flops / min(best[f"products {size}"] for size in sizes)
         fastest = min(best[f"pack {size}"] for size in sizes)
         shown = ", ".join(f"{name} {seconds * 1e6:,.0f}" for name, seconds in best.items())
         print(
-            f"P = {budget:>7,} {widths!s:<16} batch {batch:>3}: {shown}; floor {floor * 1e6:,.0f} "
+            f"P = {budget:>7,} {widths!s:<16} batch {batch:>3}: {shown} (products at {rate / 1e9:.0f} GFLOP/s); "
+            f"floor {floor * 1e6:,.0f} "
             f"(at the 1024^3 rate {at_peak * 1e6:,.0f}); ceiling {best['alone'] / floor:.2f}x "
             f"({best['alone'] / at_peak:.2f}x), best pack {best['alone'] / fastest:.2f}x",
             flush=True,

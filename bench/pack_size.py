@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -39,6 +40,15 @@ ROWS = (  # budget, depth, batch size
 )
 
 
+def row_network(budget: int, depth: int, batch: int) -> tuple[list[int], TrainConfig, nn.Sequential]:
+    """A row's network: `depth` layers of the width models/budget.py solves for `budget`, tanh, trained by
+    Adam at 1e-3 in batches of `batch`, seed 1; its widths and config too. bench/pack_ceiling.py uses it."""
+    widths = [width_for_budget(budget, depth)] * depth
+    config = TrainConfig(epochs=10, batch_size=batch, optimizer="adam", lr=1e-3, activation="tanh", seed=1)
+    torch.manual_seed(config.seed)
+    return widths, config, build_mlp(widths, config.activation)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--largest", type=int, default=256, help="the largest pack to try (default 256, as auto)")
@@ -53,10 +63,7 @@ def main() -> None:
         f"load {os.getloadavg()[0]:.2f}"
     )
     for budget, depth, batch in ROWS:
-        widths = [width_for_budget(budget, depth)] * depth
-        config = TrainConfig(epochs=10, batch_size=batch, optimizer="adam", lr=1e-3, activation="tanh", seed=1)
-        torch.manual_seed(config.seed)
-        model = build_mlp(widths, config.activation)
+        widths, config, model = row_network(budget, depth, batch)
         started = time.perf_counter()
         timings = fitting_pack_size(model, config, data.train, args.largest)
         shown = ", ".join(f"{size}: {seconds * 1e6:,.0f}" for size, seconds in timings.step_seconds.items())
