@@ -1,13 +1,13 @@
 """The pack size `--pack auto` chooses for a few networks on this machine, and the timings behind it.
 
-Run as `.venv/bin/python bench/pack_size.py [--largest 8] [--threads 1] [--data-dir DIR]`. For each row (a
-budget, a uniform depth at the width models/budget.py solves for it, a batch size; tanh, Adam), it calls
-search.engine.packed.fitting_pack_size on the 50,000 training images, as `--pack auto` does for a pack's
-first trial, and prints the microseconds of one step per member for each size it tried (1: the trainer's
-own step, alone) and the size a search and a grid take from them (search/study/objective.py: a pack at least
-SEARCH_PACK_SPEEDUP or GRID_PACK_SPEEDUP times as fast per member as alone, else 1). One thread by default,
-as each of 2 workers on this 2-core machine has. Nothing is asserted:
-the timings are a few tenths of a second each, so a busy machine moves them; the load average is printed.
+Run as `.venv/bin/python bench/pack_size.py [--largest 8] [--threads 1] [--device cuda] [--data-dir DIR]`.
+For each row (a budget, a uniform depth at the width models/budget.py solves for it, a batch size; tanh,
+Adam), it calls search.engine.packed.fitting_pack_size on the 50,000 training images, as `--pack auto` does
+for a pack's first trial, and prints the microseconds of one step per member for each size it tried (1: the
+trainer's own step, alone) and the size a search and a grid take from them (search/study/objective.py: a pack
+at least SEARCH_PACK_SPEEDUP or GRID_PACK_SPEEDUP times as fast per member as alone, else 1). One thread by
+default, as each of 2 workers on this 2-core machine has. Nothing is asserted: the timings are a few tenths
+of a second each, so a busy machine moves them; the load average is printed.
 """
 
 from __future__ import annotations
@@ -53,14 +53,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--largest", type=int, default=256, help="the largest pack to try (default 256, as auto)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
     parser.add_argument("--data-dir", default=None, help="MNIST root (default: $ARCHSEARCH_DATA or ./data)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_data(args.data_dir)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.exit(2, "bench: --device cuda, but torch sees no CUDA device here\n")
+    data = load_data(args.data_dir, device=args.device)
     pixel_bytes(data.train.x)  # once per process, as the first pack of a search finds them
     print(
-        f"{args.threads} thread(s); a search packs from {SEARCH_PACK_SPEEDUP}x, a grid from {GRID_PACK_SPEEDUP}x; "
-        f"load {os.getloadavg()[0]:.2f}"
+        f"{args.device}, {args.threads} thread(s); a search packs from {SEARCH_PACK_SPEEDUP}x, "
+        f"a grid from {GRID_PACK_SPEEDUP}x; load {os.getloadavg()[0]:.2f}"
     )
     for budget, depth, batch in ROWS:
         widths, config, model = row_network(budget, depth, batch)
