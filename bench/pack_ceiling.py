@@ -55,7 +55,7 @@ def seconds_per_call(call: Callable[[], object], calls: int = 30) -> Callable[[]
 
 
 def products(pack: Pack) -> tuple[Callable[[], None], float]:
-    """The pack's matrix products of one step, on its own weights and gradients, and their FLOPs."""
+    """The pack's matrix products of one step, on its own weights and gradients, and their FLOPs per member."""
     count, batch = len(pack.members), pack.batch
     inputs = [pack.param.new_empty((count, fan_in, batch)).normal_() for fan_in in pack.sizes[:-1]]
     outputs = [pack.param.new_empty((count, fan_out, batch)).normal_() for fan_out in pack.sizes[1:]]
@@ -72,7 +72,7 @@ def products(pack: Pack) -> tuple[Callable[[], None], float]:
                 torch.bmm(layer.weight.transpose(1, 2), outputs[index], out=input_grads[index])
 
     flops = sum(
-        2 * count * batch * fan_in * fan_out * (3 if index else 2)
+        2 * batch * fan_in * fan_out * (3 if index else 2)
         for index, (fan_in, fan_out) in enumerate(pairwise(pack.sizes))
     )
     return run, flops
@@ -95,10 +95,11 @@ def main() -> None:
     for budget, depth, batch in ROWS:
         widths, config, model = row_network(budget, depth, batch)
         timers = {"alone": (alone_step_timer(model, config, data.train).round, 1)}
-        flops = 0.0
         for size in sizes:
+            # Products and updates with made-up values on a pack of their own, not the timed pack's: its training
+            # goes on as it would.
             pack = copies_pack(model, config, data.train, size)
-            product_call, flops = products(pack)
+            product_call, member_flops = products(pack)
             timers[f"pack {size}"] = (pack_step_timer(model, config, data.train, size).round, size)
             timers[f"products {size}"] = (seconds_per_call(product_call), size)
             timers[f"update {size}"] = (seconds_per_call(pack.adam_update), size)
@@ -107,7 +108,6 @@ def main() -> None:
             for name, (round_, members) in timers.items():
                 best[name] = min(best[name], round_() / members)
         floor = min(best[f"products {size}"] + best[f"update {size}"] for size in sizes)
-        member_flops = flops / sizes[-1]
         at_peak = member_flops / peak + min(best[f"update {size}"] for size in sizes)
         rate = member_flops / min(best[f"products {size}"] for size in sizes)
         fastest = min(best[f"pack {size}"] for size in sizes)
