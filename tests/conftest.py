@@ -102,7 +102,8 @@ def forked_cli() -> Server:
     return _forked_cli
 
 
-def wait_for(condition, process: subprocess.Popen, stderr: Path, timeout: float = 240):
+def wait_for(condition, process: subprocess.Popen, stderr: Path, timeout: float = 600):
+    """Poll `condition` until it holds; `timeout` is a hang guard, never a speed test."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -111,6 +112,22 @@ def wait_for(condition, process: subprocess.Popen, stderr: Path, timeout: float 
         assert process.poll() is None, f"exited early with {process.returncode}: {stderr.read_text()}"
         time.sleep(0.1)
     raise AssertionError("timed out waiting")
+
+
+def stored_states(url: str, study: str) -> list:
+    """A study's trial states as `best` reads them, for a test that watches a command at work: opened read-only,
+    so the test never writes Optuna's tables into a database the command may be creating at that moment.
+    None while the database or the study is not there yet."""
+    import optuna
+
+    from search.errors import UsageError
+    from search.study.storage import open_storage
+
+    try:
+        storage = open_storage(url, read_only=True)
+        return [t.state for t in optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)]
+    except (UsageError, KeyError):
+        return []
 
 
 def children_of(pid: int) -> list[int]:

@@ -20,6 +20,7 @@ from search import api
 from search.checks import printable
 from search.cli import main
 from search.results.tables import BestTrial, TrialRow
+from tests.conftest import stored_states
 from tests.studies import add_search_study
 
 QUICK = {"epochs": 1, "max_depth": 2, "data_limit": 2000, "device": "cpu", "quiet": True}
@@ -200,11 +201,12 @@ def test_a_kernel_interrupt_fails_the_running_trial_and_the_same_call_resumes_to
     worker = subprocess.Popen(
         [sys.executable, "-c", INTERRUPTED, url, "4"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # a kernel interrupt is SIGINT to the kernel's process
+    deadline = time.monotonic() + 600  # a hang guard
+    while True:  # a kernel interrupt is SIGINT to the kernel's process
         states = _states(url)
         if states.count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in states:
             break
+        assert time.monotonic() < deadline and worker.poll() is None, states
         time.sleep(0.1)
     worker.send_signal(signal.SIGINT)
     out, _ = worker.communicate(timeout=60)
@@ -217,11 +219,7 @@ def test_a_kernel_interrupt_fails_the_running_trial_and_the_same_call_resumes_to
 
 
 def _states(url: str) -> list[TrialState]:
-    try:
-        study = optuna.load_study(study_name="k", storage=url)
-    except KeyError:
-        return []
-    return [trial.state for trial in study.get_trials(deepcopy=False)]
+    return stored_states(url, "k")
 
 
 def test_every_setting_of_the_cli_is_a_keyword_of_the_api():

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from search import api
 from search.results.plots import LITERATURE, Plot, Skipped, frontier_plot
 from search.results.tables import FrontierRow, Retrained
-from tests.conftest import archsearch, start_archsearch
+from tests.conftest import archsearch, start_archsearch, stored_states
 
 TINY = ("--budgets", "10000:40000:3", "--trials", "3", "--epochs", "1", "--max-depth", "2", "--seeds", "2",
         "--data-limit", "2000", "--device", "cpu")  # fmt: skip
@@ -54,8 +54,9 @@ def test_a_frontier_resumes_to_its_trials_after_sigkill(tmp_path, mnist_root):
     argv = ["frontier", "--study", "k", "--storage", url, *longer]
     env = {**os.environ, **_env(mnist_root)}
     first = start_archsearch(*argv, env=env, cwd=tmp_path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and TrialState.RUNNING not in _states(url, "k@20000"):
+    deadline = time.monotonic() + 600  # a hang guard: the second budget's first trial starts long before
+    while TrialState.RUNNING not in _states(url, "k@20000"):
+        assert time.monotonic() < deadline and first.poll() is None, "no trial of the second budget ran"
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -72,10 +73,7 @@ def test_a_frontier_resumes_to_its_trials_after_sigkill(tmp_path, mnist_root):
 
 
 def _states(url: str, study: str) -> list[TrialState]:
-    try:
-        return [t.state for t in optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)]
-    except KeyError:
-        return []
+    return stored_states(url, study)
 
 
 @pytest.mark.parametrize(

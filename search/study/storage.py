@@ -36,6 +36,10 @@ SQLITE_TIMEOUT_SECONDS = 120
 SCHEMA_ATTEMPTS = 5
 RACES = ("already exists", "UNIQUE constraint failed", "duplicate key value", "database is locked")
 OPTUNA_TABLES = ("studies", "trials", "version_info")
+# Optuna writes the rows of version_info and then of this table last when it creates a database, and
+# writes both whenever it opens a database that lacks them, even with skip_table_creation: a reader
+# therefore opens only a database that has both, or it would race the process that is creating it.
+STAMP_TABLE = "alembic_version"
 # What a storage raises when it stops working under a running study: Optuna wraps SQLAlchemy's errors.
 STORAGE_FAILURES = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
 
@@ -269,10 +273,16 @@ def _check_sqlite_study_file(path: Path) -> None:
     try:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not set(OPTUNA_TABLES) <= tables:
+                raise UsageError(f"{path} is not an Optuna study database (it has no Optuna tables); check --storage")
+            stamped = all(
+                STAMP_TABLE in tables and connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0
+                for table in (STAMP_TABLE, "version_info")
+            )
     except sqlite3.DatabaseError as error:
         raise UsageError(f"{path} is not a study database ({error}); check --storage") from None
-    if not set(OPTUNA_TABLES) <= tables:
-        raise UsageError(f"{path} is not an Optuna study database (it has no Optuna tables); check --storage")
+    if not stamped:
+        raise UsageError(_unfinished(str(path)))
 
 
 def _check_not_foreign(path: Path) -> None:
@@ -293,13 +303,28 @@ def _check_not_foreign(path: Path) -> None:
 def _check_optuna_tables(parsed: sqlalchemy.engine.URL, engine_kwargs: dict[str, Any]) -> None:
     """A server database with Optuna's tables; looked at without creating anything."""
     engine = sqlalchemy.create_engine(parsed, **engine_kwargs)
+    where = parsed.render_as_string(hide_password=True)
     try:
         tables = set(sqlalchemy.inspect(engine).get_table_names())
+        if not set(OPTUNA_TABLES) <= tables:
+            raise UsageError(f"no Optuna study tables in {where}; run `archsearch search` or `grid` there first")
+        with engine.connect() as connection:
+            stamped = all(
+                STAMP_TABLE in tables
+                and connection.execute(sqlalchemy.text(f"SELECT count(*) FROM {table}")).scalar_one() > 0
+                for table in (STAMP_TABLE, "version_info")
+            )
     finally:
         engine.dispose()
-    if not set(OPTUNA_TABLES) <= tables:
-        where = parsed.render_as_string(hide_password=True)
-        raise UsageError(f"no Optuna study tables in {where}; run `archsearch search` or `grid` there first")
+    if not stamped:
+        raise UsageError(_unfinished(where))
+
+
+def _unfinished(where: str) -> str:
+    return (
+        f"the study database {where} is not finished: another process is creating it, or its creation was "
+        "cut off; try again in a moment (if nothing is creating it, remove it)"
+    )
 
 
 def _begin_immediate(engine: sqlalchemy.engine.Engine) -> None:
