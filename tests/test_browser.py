@@ -146,7 +146,7 @@ def test_dashboard_shows_trials_and_curves_added_while_it_runs(dashboard):
     wait_for(base, number, refreshed, "our figures with the new trial")
 
 
-def wait_for(base: str, number: int, condition, what: str, seconds: float = 60) -> None:
+def wait_for(base: str, number: int, condition, what: str, seconds: float = 600) -> None:
     """Poll the study's API until `condition` holds; the dashboard caches trials for a few seconds."""
     deadline = time.monotonic() + seconds
     while not condition(get_json(f"{base}/api/studies/{number}")):

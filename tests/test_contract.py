@@ -65,7 +65,8 @@ EXIT_STATUSES = {0, 2, 130, 143}
 ONE_LINE_ERROR = re.compile(r"^archsearch( [a-z]+)?: error: \S.*$")
 CASE_SECONDS = 2.5  # then SIGTERM: a valid command still working has taken its input
 SERVING_GRACE = 0.5  # a dashboard that says it serves must keep serving this long (a crashing refresher...)
-STOP_SECONDS = 20.0  # after SIGTERM, a run must have stopped within this long
+STOP_SECONDS = 120.0  # after SIGTERM, a run must have stopped within this long: a hang guard, not a speed test
+HANG_GUARD_SECONDS = 600.0  # a valid base command must finish; only a hang would take this long
 MEMORY_CAP = 4 << 30  # address space a case may add: a huge net or grid fails in the case, not the machine
 EXAMPLES = int(os.environ.get("ARCHSEARCH_CONTRACT_EXAMPLES", "3"))  # per flag and per study-file key
 SEARCH_STUDY, GRID_STUDY = "s", "g"
@@ -618,7 +619,7 @@ def world(tmp_path_factory, tiny_mnist) -> World:
             ["best", *BASE["best"], "--export", "model.pt"],
             ["export", "--study", GRID_STUDY, "--storage", "{db}", "--format", "html"],
         ):
-            outcome = run_case(world, argv, seconds=120)  # the first run loads torch and the data
+            outcome = run_case(world, argv, seconds=HANG_GUARD_SECONDS)  # the first run loads torch and the data
             assert outcome.status == 0, (argv, outcome.stderr)
             world.keep()
         assert not (world.work / "studies.db-wal").exists()
@@ -646,10 +647,12 @@ FLAG_CASES = [(command, flag) for command, flags in FLAGS.items() for flag in fl
 KEY_CASES = [(kind, key) for kind, (cls, _) in STUDY_FILES.items() for key in keys_of(cls)]
 
 
-def test_every_command_has_a_fast_valid_base(world):
+def test_every_command_has_a_valid_base(world):
+    """Each base command is valid and finishes (a dashboard serves): the cases built on it then test only
+    their one hostile value. How fast it finishes is no part of the contract, so only a hang fails it."""
     assert set(FLAGS) <= set(BASE), f"add a base command for: {sorted(set(FLAGS) - set(BASE))}"
     for command in BASE:
-        outcome = run_case(world, [command, *BASE[command]])
+        outcome = run_case(world, [command, *BASE[command]], seconds=HANG_GUARD_SECONDS)
         check(world, outcome)
         if command == "dashboard":
             assert outcome.stopped == "a serving dashboard", outcome.stderr

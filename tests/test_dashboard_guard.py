@@ -255,7 +255,7 @@ def test_sigterm_stops_the_dashboard_even_in_the_middle_of_a_request(storage_url
             server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
         try:
             stop_under_load(server, f"http://127.0.0.1:{port}")
-            assert server.wait(timeout=20) in (0, 128 + signal.SIGTERM), log.read_text()[-2000:]
+            assert server.wait(timeout=300) in (0, 128 + signal.SIGTERM), log.read_text()[-2000:]
         finally:
             server.kill()
             server.wait(timeout=30)
@@ -263,7 +263,7 @@ def test_sigterm_stops_the_dashboard_even_in_the_middle_of_a_request(storage_url
 
 def stop_under_load(server: subprocess.Popen, base: str) -> None:
     """SIGTERM while another thread keeps the dashboard answering its largest request."""
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a hang guard
     while True:
         try:
             request("GET", f"{base}/api/studies")
@@ -280,6 +280,5 @@ def stop_under_load(server: subprocess.Popen, base: str) -> None:
                 answered.set()
 
     threading.Thread(target=keep_asking, daemon=True).start()
-    answered.wait(30)
-    time.sleep(0.05)
+    assert answered.wait(300), "the dashboard never answered its largest request"
     server.send_signal(signal.SIGTERM)

@@ -4,7 +4,8 @@ and a member that is pruned or diverges leaves the pack without changing the oth
 from __future__ import annotations
 
 import dataclasses
-import time
+import sys
+import types
 
 import pytest
 import torch
@@ -407,20 +408,25 @@ def test_each_size_keeps_its_fastest_round_and_every_size_is_timed_in_turn(data,
     assert timings.size(1.5) == 1 and timings.size(1.1) == 2
 
 
-def test_a_step_timer_warms_up_then_times_rounds_within_the_epoch():
+def test_a_step_timer_warms_up_then_times_rounds_within_the_epoch(monkeypatch):
+    """On a clock that only the steps move (2 ms each), a round gives exactly the seconds per step."""
     calls = []
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(
+        sys.modules[packed.StepTimer.__module__], "time", types.SimpleNamespace(perf_counter=lambda: clock.now)
+    )
 
     def step():
         calls.append(1)
-        time.sleep(0.002)
+        clock.now += 0.002
 
     timer = packed.StepTimer(step, 120, torch.device("cpu"))
     first = timer.round()
     assert len(calls) >= packed.WARM_UP_STEPS + packed.SIZING_STEPS[0]
-    assert 0.002 <= first < 0.05
+    assert first == pytest.approx(0.002)
     seconds = [timer.round() for _ in range(60)]
     assert timer.taken == len(calls) == 120  # never past the epoch's steps
-    assert seconds[-1] == float("inf") and all(0.002 <= s < 0.05 for s in seconds if s != float("inf"))
+    assert seconds[-1] == float("inf") and all(s == pytest.approx(0.002) for s in seconds if s != float("inf"))
 
 
 def test_measuring_pack_sizes_changes_neither_the_model_nor_the_random_streams(data):

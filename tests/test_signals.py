@@ -36,8 +36,8 @@ class Collected:
 
 def work():
     Collected()
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:  # ordinary code, long enough for the stop to come back
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # ordinary code until the stop comes back; a minute is a hang guard
         pass
     print("ran on")
 
@@ -91,11 +91,11 @@ def test_a_stop_while_optuna_records_a_trial_waits_for_the_record():
 
 
 class SlowRecord(optuna.storages.InMemoryStorage):
-    """Records a trial's end only once a stop swallowed by a finalizer has come back (5 s at most), so that
-    it lands inside the record however late the timer that sends it again runs."""
+    """Records a trial's end only once a stop swallowed by a finalizer has come back (a minute at most, a hang
+    guard), so that it lands inside the record however late the timer that sends it again runs."""
 
     def set_trial_state_values(self, trial_id, state, values=None):
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while state == TrialState.COMPLETE and signals._State.redeliver is not None and time.monotonic() < deadline:
             time.sleep(0.01)
         return super().set_trial_state_values(trial_id, state, values)

@@ -41,27 +41,45 @@ def storage(request, tmp_path: Path):
         optuna.delete_study(study_name=name, storage=open_storage(url))
 
 
-# Loaded at start-up by every Python process of a test that uses it (PYTHONPATH): each training first
-# sleeps. The in-process worker starts trials at once while the spawned ones take seconds to import torch;
-# with real trials of a fraction of a second the first could finish the study alone. Sleeping trials
-# last long enough for all to overlap without taking the CPU the others need to start.
+# Loaded at start-up by every Python process of a test that uses it (PYTHONPATH). The in-process worker starts
+# trials at once while the spawned ones take seconds to import torch (minutes on a busy machine), so with real
+# trials of a fraction of a second the first could finish the study alone. So each process's first training
+# waits until every worker has reached its own (a file per process in ARRIVALS is the barrier; ten minutes is
+# a hang guard, after which the overlap checks fail), and each training then lasts long enough to overlap
+# with the others' without taking the CPU they need.
 SLOW_TRIALS = """
+import os
 import time
+from pathlib import Path
 
 import search.engine.packed
 import search.engine.trainer
 
 _train = search.engine.trainer.train
 _train_pack = search.engine.packed.train_pack
+_ARRIVALS = Path(os.environ["ARCHSEARCH_TEST_ARRIVALS"])
+_WORKERS = int(os.environ["ARCHSEARCH_TEST_WORKERS"])
+
+
+def wait_for_every_worker():
+    mine = _ARRIVALS / str(os.getpid())
+    if mine.exists():
+        return
+    mine.touch()
+    deadline = time.monotonic() + 600
+    while len(list(_ARRIVALS.iterdir())) < _WORKERS and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def train(*args, **kwargs):
+    wait_for_every_worker()
     time.sleep(0.5)
     return _train(*args, **kwargs)
 
 
 def train_pack(*args, **kwargs):
-    time.sleep(2.0)  # a pack holds up to 4 trials here: long enough for a spawned worker to start its own
+    wait_for_every_worker()
+    time.sleep(2.0)  # a pack holds up to 4 trials here: long enough for the other worker's trials to overlap
     return _train_pack(*args, **kwargs)
 
 
@@ -70,12 +88,16 @@ search.engine.packed.train_pack = train_pack
 """
 
 
-def env_for(mnist_root: Path, slow_trials_in: Path | None = None) -> dict[str, str]:
+def env_for(mnist_root: Path, slow_trials_in: Path | None = None, workers: int = 1) -> dict[str, str]:
+    """The command's environment; with `slow_trials_in`, its `workers` processes train as SLOW_TRIALS says."""
     env = {"ARCHSEARCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
     if slow_trials_in is not None:
         slow_trials_in.mkdir()
         (slow_trials_in / "sitecustomize.py").write_text(SLOW_TRIALS)
+        (slow_trials_in / "arrivals").mkdir()
         env["PYTHONPATH"] = str(slow_trials_in)
+        env["ARCHSEARCH_TEST_ARRIVALS"] = str(slow_trials_in / "arrivals")
+        env["ARCHSEARCH_TEST_WORKERS"] = str(workers)
     return env
 
 
@@ -110,7 +132,7 @@ def test_four_workers_finish_exactly_24_trials(storage, tmp_path, mnist_root):
     result = archsearch(
         "search", "--study", name, "--storage", url, "--trials", "24", "--workers", "4",
         "--budget", "20000", "--max-depth", "2", *QUICK,
-        env=env_for(mnist_root, tmp_path / "slow"), cwd=tmp_path,
+        env=env_for(mnist_root, tmp_path / "slow", workers=4), cwd=tmp_path,
     )  # fmt: skip
     check_clean_run(result, url)
     trials = trials_of(url, name)
@@ -131,7 +153,7 @@ def test_four_workers_run_each_grid_point_once(storage, tmp_path, mnist_root):
     result = archsearch(
         "grid", "--study", name, "--storage", url, "--budgets", "5000,10000", "--depths", "1,2", "--seeds", "3",
         "--workers", "4", *QUICK,
-        env=env_for(mnist_root, tmp_path / "slow"), cwd=tmp_path,
+        env=env_for(mnist_root, tmp_path / "slow", workers=4), cwd=tmp_path,
     )  # fmt: skip
     check_clean_run(result, url)
     trials = trials_of(url, name)
@@ -157,7 +179,7 @@ def test_two_workers_training_packs_of_4_finish_exactly_18_trials(tmp_path, mnis
     result = archsearch(
         "search", "--config", str(config), "--study", name, "--storage", url, "--trials", "18", "--workers", "2",
         "--pack", "4", *QUICK,
-        env=env_for(mnist_root, tmp_path / "slow"), cwd=tmp_path,
+        env=env_for(mnist_root, tmp_path / "slow", workers=2), cwd=tmp_path,
     )  # fmt: skip
     check_clean_run(result, url)
     trials = trials_of(url, name)
@@ -176,7 +198,7 @@ def test_two_workers_training_packs_of_4_run_each_grid_point_once(tmp_path, mnis
     result = archsearch(
         "grid", "--study", name, "--storage", url, "--budgets", "5000,10000", "--depths", "1,2", "--seeds", "3",
         "--workers", "2", "--pack", "4", *QUICK,
-        env=env_for(mnist_root, tmp_path / "slow"), cwd=tmp_path,
+        env=env_for(mnist_root, tmp_path / "slow", workers=2), cwd=tmp_path,
     )  # fmt: skip
     check_clean_run(result, url)
     trials = trials_of(url, name)
