@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -112,6 +113,13 @@ def wait_for(condition, process: subprocess.Popen, stderr: Path, timeout: float 
         assert process.poll() is None, f"exited early with {process.returncode}: {stderr.read_text()}"
         time.sleep(0.1)
     raise AssertionError("timed out waiting")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port no process listens on now, for a server a test starts (the kernel hands each caller its own)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 def stored_states(url: str, study: str) -> list:

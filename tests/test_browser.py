@@ -11,7 +11,7 @@ import urllib.request
 import optuna
 import pytest
 
-from tests.conftest import ENTRY_POINT, archsearch
+from tests.conftest import ENTRY_POINT, archsearch, free_port
 from tests.studies import SEARCH_TRIALS, add_grid_study, add_search_study
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -45,12 +45,6 @@ def dump_dom(chromium: str, url: str, profile) -> str:
     done = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def get_json(url: str):

@@ -40,7 +40,6 @@ import resource
 import select
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -59,7 +58,7 @@ from hypothesis import strategies as st
 from search.cli import build_parser, main
 from search.study.config import StudyConfig
 from search.study.grid import GridConfig
-from tests.conftest import ENTRY_POINT
+from tests.conftest import ENTRY_POINT, free_port
 
 EXIT_STATUSES = {0, 2, 130, 143}
 ONE_LINE_ERROR = re.compile(r"^archsearch( [a-z]+)?: error: \S.*$")
@@ -361,12 +360,6 @@ class World:
         shutil.rmtree(self.pristine, ignore_errors=True)
         shutil.copytree(self.box, self.pristine, symlinks=True)
         self.state = snapshot(self.pristine)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def snapshot(folder: Path) -> dict[str, str]:

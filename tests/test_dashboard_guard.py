@@ -12,7 +12,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -29,7 +28,7 @@ import sqlalchemy
 from search.cli.dashboard_cmd import is_loopback
 from search.results.dashboard import READ_ONLY_REASON, guard
 from search.study.storage import open_storage
-from tests.conftest import ENTRY_POINT, archsearch
+from tests.conftest import ENTRY_POINT, archsearch, free_port
 
 WRITES = ("POST", "PUT", "DELETE", "PATCH")
 READS = ("GET", "HEAD", "OPTIONS")
@@ -101,12 +100,6 @@ def test_allow_edits_lets_everything_through():
 )
 def test_loopback_hosts(host, loopback):
     assert is_loopback(host) is loopback
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def request(method: str, url: str, body: dict | None = None) -> tuple[int, bytes]:
