@@ -44,7 +44,7 @@ def commit() -> str:
     return f"{head} with uncommitted changes" if dirty.strip() else head
 
 
-def stamp(threads: int, device: str = "cpu") -> str:
+def stamp(threads: int | str, device: str = "cpu") -> str:
     """One line: the CPU (or GPU), its cores, torch's threads, torch's version and the commit."""
     import torch
 
@@ -76,7 +76,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], righ
     return "\n".join(lines) + "\n"
 
 
-def write_table(name: str, table: str, command: str, threads: int, device: str = "cpu") -> Path:
+def write_table(name: str, table: str, command: str, threads: int | str, device: str = "cpu") -> Path:
     """docs/bench/NAME.md: the stamp, the command that regenerates it, then the table."""
     TABLES.mkdir(parents=True, exist_ok=True)
     path = TABLES / f"{name}.md"
