@@ -36,11 +36,12 @@ demo: install
 	@echo "report: report/report.html"
 	@echo "watch:  $(ARCHSEARCH) dashboard   (then open http://127.0.0.1:8080)"
 
-# The tests, and the docs built strictly (a broken link or a missing page fails), as CI runs them.
+# The tests, and the docs built strictly (a broken link or a missing page fails), as CI runs them; not with
+# --quiet, which hides the warnings that strict mode counts.
 test: install-test
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # The documentation site into site/ (git-ignored).
 docs: install-docs
