@@ -561,6 +561,7 @@ def frontier_figure(rows: Sequence[Mapping[str, Any]], name: str, quick: str = "
         title=_quick_title(f"Frontier {name}: test error of the best network at each budget", quick),
         xaxis={"type": "log", "title": "trainable parameters (log scale)"},
         yaxis={"type": "log", "title": "test error (%, log scale), mean ± std over seeds"},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.15},  # below: a quick run's long name fits
         height=650,
     )
     return figure
