@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install install-test demo test lint clean
+.PHONY: install install-test install-docs demo test docs figures lint clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,10 @@ install: $(VENV)/bin/activate
 	$(PY) -m pip install -q -e .
 
 install-test: $(VENV)/bin/activate
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,docs]'
+
+install-docs: $(VENV)/bin/activate
+	$(PY) -m pip install -q -e '.[docs]'
 
 ARCHSEARCH := $(VENV)/bin/archsearch
 
@@ -33,12 +36,23 @@ demo: install
 	@echo "report: report/report.html"
 	@echo "watch:  $(ARCHSEARCH) dashboard   (then open http://127.0.0.1:8080)"
 
+# The tests, and the docs built strictly (a broken link or a missing page fails), as CI runs them; not with
+# --quiet, which hides the warnings that strict mode counts.
 test: install-test
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# The documentation site into site/ (git-ignored).
+docs: install-docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# The documentation's figures and result tables, redrawn from docs/results/*.csv (PNG needs Chrome or Chromium).
+figures: install
+	$(PY) docs/figures.py
 
 lint: install-test
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

@@ -21,3 +21,5 @@ timeout 150 python3 -m pytest -q -p no:randomly -p no:cacheprovider -n 8 -rs \
     tests/test_packed.py tests/test_trainer.py tests/test_fused.py 2>&1 | tee "$out/tests.txt"
 timeout 90 python3 bench/pack_size.py --device cuda 2>&1 | tee "$out/pack_size.txt"
 timeout 300 python3 bench/packing.py --device cuda --budgets 50000 --rounds 1 2>&1 | tee "$out/packing.txt"
+# The stamped tables the two benchmarks wrote (docs/bench/*-cuda.md), beside the logs, so they come back too.
+cp docs/bench/*-cuda.md "$out/" 2>/dev/null || echo "no stamped GPU tables written" | tee -a "$out/gpu.txt"

@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.pack_size import ROWS, row_network
+from bench.stamp import command, markdown_table, write_table
 from search.engine.data import load_data
 from search.engine.packed import Pack, alone_step_timer, copies_pack, pack_step_timer, pixel_bytes
 
@@ -92,6 +93,7 @@ def main() -> None:
     square = torch.randn(1024, 1024)
     peak = 2 * 1024**3 / min(seconds_per_call(lambda: square @ square, 5)() for _ in range(args.rounds))
     print(f"{args.threads} thread(s), load {os.getloadavg()[0]:.2f}; 1024^3 product: {peak / 1e9:.0f} GFLOP/s")
+    rows = []
     for budget, depth, batch in ROWS:
         widths, config, model = row_network(budget, depth, batch)
         timers = {"alone": (alone_step_timer(model, config, data.train).round, 1)}
@@ -119,6 +121,27 @@ def main() -> None:
             f"({best['alone'] / at_peak:.2f}x), best pack {best['alone'] / fastest:.2f}x",
             flush=True,
         )
+        floor_size = min(sizes, key=lambda size: best[f"products {size}"] + best[f"update {size}"])
+        rows.append(
+            [
+                f"{budget:,}, {widths}, {batch}",
+                f"{best['alone'] * 1e6:,.0f}",
+                *(f"{best[f'pack {size}'] * 1e6:,.0f}" for size in sizes),
+                f"{floor * 1e6:,.0f} ({best[f'products {floor_size}'] * 1e6:,.0f} + "
+                f"{best[f'update {floor_size}'] * 1e6:,.0f})",
+                f"{rate / 1e9:.0f}",
+                f"{best['alone'] / floor:.2f}x",
+                f"{best['alone'] / fastest:.2f}x",
+            ]
+        )
+    header = ["P, network, batch", "alone", *(f"pack {size}" for size in sizes), "floor: products + update"]
+    table = markdown_table(
+        [*header, "products GFLOP/s", "ceiling", "best pack"],
+        rows,
+        right=[False, *(True for _ in header[1:]), True, True, True],
+    )
+    intro = f"µs per member-step; the 1024 x 1024 x 1024 product ran at {peak / 1e9:.0f} GFLOP/s.\n\n"
+    write_table("pack_ceiling", intro + table, command("pack_ceiling.py"), args.threads)
 
 
 if __name__ == "__main__":

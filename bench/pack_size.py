@@ -23,6 +23,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.stamp import command, markdown_table, write_table
 from models.budget import width_for_budget
 from models.mlp import build_mlp
 from search.engine.config import TrainConfig
@@ -65,17 +66,42 @@ def main() -> None:
         f"{args.device}, {args.threads} thread(s); a search packs from {SEARCH_PACK_SPEEDUP}x, "
         f"a grid from {GRID_PACK_SPEEDUP}x; load {os.getloadavg()[0]:.2f}"
     )
+    rows = []
     for budget, depth, batch in ROWS:
         widths, config, model = row_network(budget, depth, batch)
         started = time.perf_counter()
         timings = fitting_pack_size(model, config, data.train, args.largest)
         shown = ", ".join(f"{size}: {seconds * 1e6:,.0f}" for size, seconds in timings.step_seconds.items())
+        rows.append((f"{budget:,}, {widths}, {batch}", timings))
         print(
             f"P = {budget:>7,} {widths!s:<16} batch {batch:>3}: search {timings.size(SEARCH_PACK_SPEEDUP)}, "
             f"grid {timings.size(GRID_PACK_SPEEDUP)}  (us per member-step by pack size: {shown}; "
             f"measured in {time.perf_counter() - started:.1f} s)",
             flush=True,
         )
+    sizes = sorted({size for _, timings in rows for size in timings.step_seconds})
+    table = markdown_table(
+        [
+            "P, network, batch",
+            *("alone" if size == 1 else str(size) for size in sizes),
+            "a search takes",
+            "a grid takes",
+        ],
+        [
+            [
+                label,
+                *(f"{timings.step_seconds[s] * 1e6:,.0f}" if s in timings.step_seconds else "" for s in sizes),
+                timings.size(SEARCH_PACK_SPEEDUP),
+                timings.size(GRID_PACK_SPEEDUP),
+            ]
+            for label, timings in rows
+        ],
+        right=[False, *(True for _ in sizes), True, True],
+    )
+    name = "pack_size" if args.device == "cpu" else f"pack_size-{args.device}"
+    write_table(
+        name, "µs per member-step by pack size.\n\n" + table, command("pack_size.py"), args.threads, args.device
+    )
 
 
 if __name__ == "__main__":

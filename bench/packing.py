@@ -41,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.stamp import command, markdown_table, write_table
 from models.budget import count_parameters, width_for_budget
 from models.mlp import build_mlp
 from models.profiles import profile_widths
@@ -241,11 +242,23 @@ def main(argv: list[str] | None = None) -> int:
         "peak RSS: per process, loading included"
     )
     best: dict[tuple[int, str], tuple[float, str]] = {}
+    table = []
     for budget in budgets:
         for shape in shapes(budget, args.quick):
             print(f"\nP = {budget:,}, {shape.label()}")
             rows = rows_for(shape, packs, args)
             print_rows(rows, gpu)
+            table += [
+                [
+                    f"{budget:,}, {shape.label()}" if index == 0 else "",
+                    row.label,
+                    f"{row.trials_per_hour:,.0f}",
+                    f"{row.trials_per_hour / rows[0].trials_per_hour:.2f}x",
+                    f"{sum(row.peaks):,.0f}",
+                    *([f"{row.gpu_peak:,.0f}"] if gpu else []),
+                ]
+                for index, row in enumerate(rows)
+            ]
             top = max(rows[1:], key=lambda r: r.trials_per_hour)
             best[budget, shape.name] = (top.trials_per_hour, top.trials_per_hour / rows[0].trials_per_hour, top.label)
     print("\nbest pack against the reference:")
@@ -255,6 +268,20 @@ def main(argv: list[str] | None = None) -> int:
         target = f" (target {wanted}: {'reached' if met else 'not reached'})" if budget == TARGET_BUDGET else ""
         print(f"  P = {budget:,}, {name}: {rate:,.0f} trials/h, {ratio:.2f}x, {label}{target}")
     print(f"\n{time.perf_counter() - started:.0f} s in all; load average {os.getloadavg()[0]:.2f} at the end")
+    header = ["P, shape", "row", "trials/h", "vs reference", "peak RSS MB, all processes", *(["GPU MB"] if gpu else [])]
+    intro = (
+        f"Trials an hour for {EPOCHS} epochs from 1 timed epoch per process, best of {args.rounds} round(s), "
+        f"{args.images or 'all'} training images, batch {BATCH}, tanh, Adam; {layout}.\n\n"
+    )
+    if args.quick:
+        return 0  # a smoke run's numbers are not the page's table
+    write_table(
+        "packing" if not gpu else "packing-cuda",
+        intro + markdown_table(header, table, right=[False, False, *(True for _ in header[2:])]),
+        command("packing.py", argv),
+        "1 per process (2 in the 1x2 rows)" if not gpu else torch.get_num_threads(),
+        args.device,
+    )
     return 0
 
 

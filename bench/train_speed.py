@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.stamp import command, markdown_table, write_table
 from models.mlp import build_mlp
 from search.cli import Parser
 from search.engine.config import TrainConfig
@@ -181,6 +182,25 @@ def report(case: Case, rates: dict[str, Rate], reference: float) -> None:
         )
 
 
+def table_rows(case: Case, rates: dict[str, Rate], reference: float) -> list[list[str]]:
+    """`report`'s rows for the performance page's table: the model named on its first row only."""
+    study = rates[STUDY].samples_per_second
+    minibatch, fused = rates[MINIBATCH].samples_per_second, rates[MINIBATCH_FUSED].samples_per_second
+    return [
+        [
+            case.name if index == 0 else "",
+            label,
+            f"{rate.samples_per_second:,.0f}",
+            f"{rate.samples_per_second / study:.1f}x",
+            f"{rate.samples_per_second / minibatch:.2f}x",
+            f"{rate.samples_per_second / fused:.2f}x",
+            f"{rate.gflops:.1f}",
+            f"{rate.gflops / reference:.0%}",
+        ]
+        for index, (label, rate) in enumerate(rates.items())
+    ]
+
+
 def checks(results: dict[Case, dict[str, Rate]], reference: float) -> list[tuple[bool, str]]:
     """The targets, one line each: both speed-ups for both models, the matmul fraction for the MLP."""
     lines = []
@@ -258,6 +278,19 @@ def main(argv: list[str] | None = None) -> int:
     for passed, text in lines:
         print(f"{'PASS' if passed else 'FAIL'}  {text}")
     print(f"\n{time.perf_counter() - started:.0f} s in all; load average {os.getloadavg()[0]:.2f} at the end")
+    header = ["model", "loop", "samples/s", "vs (a)", "vs (b)", "vs (b')", "GFLOP/s", "of matmul"]
+    rows = [row for case, rates in results.items() for row in table_rows(case, rates, reference)]
+    intro = (
+        f"{'CPU time' if args.cpu_time else 'Wall time'}, best epoch of {args.rounds} rounds x {args.epochs} timed "
+        f"epochs; the large matmul ran at {reference:.1f} GFLOP/s.\n\n"
+    )
+    targets = "".join(f"\n- {'PASS' if passed else 'FAIL'}: {text}" for passed, text in lines)
+    write_table(
+        "train_speed",
+        intro + markdown_table(header, rows, right=[False, False, *(True for _ in header[2:])]) + targets + "\n",
+        command("train_speed.py", argv),
+        torch.get_num_threads(),
+    )
     return 0 if all(passed for passed, _ in lines) else 1
 
 

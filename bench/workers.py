@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from bench.stamp import command, markdown_table, write_table  # noqa: E402
 from search.study.storage import open_storage  # noqa: E402
 
 ARCHSEARCH = Path(sys.executable).with_name("archsearch")
@@ -110,6 +111,7 @@ def main() -> None:
     )
     header = ("storage", "workers", "trials/min", "scaling", "end to end", "wall s", "surplus")
     print(f"{header[0]:<11} " + " ".join(f"{h:>{max(len(h), 7)}}" for h in header[1:]))
+    table = []
     with tempfile.TemporaryDirectory() as folder:
         for kind in args.storages.split(","):
             base = None
@@ -124,6 +126,27 @@ def main() -> None:
                     + ("  DATABASE IS LOCKED" if any(r["locked"] for r in runs) else ""),
                     flush=True,
                 )
+                table.append(
+                    [
+                        kind,
+                        workers,
+                        f"{row['steady_per_min']:.0f}",
+                        f"{row['steady_per_min'] / base:.2f}x",
+                        f"{row['end_to_end_per_min']:.0f}",
+                        f"{row['wall']:.1f}",
+                        row["surplus"],
+                    ]
+                )
+    intro = (
+        f"Trials per minute, {args.trials} trials of 1 epoch on {args.data_limit} images, sampler {args.sampler}, "
+        f"median of {args.repeat} runs.\n\n"
+    )
+    write_table(
+        "workers",
+        intro + markdown_table(header, table, right=[False, *(True for _ in header[1:])]),
+        command("workers.py"),
+        args.threads or "torch's default number of",
+    )
 
 
 if __name__ == "__main__":

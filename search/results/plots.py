@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 import plotly.graph_objects as go
@@ -27,6 +28,9 @@ PROFILE_COLORS = dict(zip(PROFILES, qualitative.Plotly, strict=False))
 BEST_SHAPES = 10
 VALIDATION = "validation loss (cross-entropy, final epoch)"
 OBJECTIVE = "validation loss"
+# Fewer epochs than this is a quick run: the shipped studies train 10 to 60, and after 2 or 3 epochs a
+# network's error is still several times its final one, so its plot must not read as a result.
+FEW_EPOCHS = 5
 
 
 @dataclass(frozen=True)
@@ -46,35 +50,31 @@ class Skipped:
     reason: str
 
 
-def ksweep(points: Sequence[GridRow], baseline: dict | None) -> Plot | Skipped:
-    """Final training loss against depth, one line per budget, the linear baseline as reference."""
+def quick_run(settings: Mapping[str, Any]) -> str:
+    """What makes a study's settings a quick run (a data limit, fewer than FEW_EPOCHS epochs), in words
+    for a plot's title and legend; empty for a full run. A grid keeps its epochs under `train`."""
+    epochs = settings.get("epochs", (settings.get("train") or {}).get("epochs"))
+    limit = settings.get("data_limit") or 0
+    reasons = [f"first {limit:,} images of each split"] if limit else []
+    if epochs is not None and epochs < FEW_EPOCHS:
+        reasons.append(f"{epochs} epoch{'s' if epochs != 1 else ''}")
+    return f"quick run ({', '.join(reasons)})" if reasons else ""
+
+
+def _quick_title(title: str, quick: str) -> str:
+    return f"{quick.capitalize()}, not a result: {title[0].lower()}{title[1:]}" if quick else title
+
+
+def ksweep(
+    points: Sequence[GridRow], baseline: dict | None, settings: Mapping[str, Any] | None = None
+) -> Plot | Skipped:
+    """Final training loss against depth, one line per budget, the linear baseline as reference; a quick
+    run's `settings` (see quick_run) put that in the title and legend."""
     if not points:
         return Skipped("k-sweep", "no completed grid trials yet")
-    figure = go.Figure()
     rows = []
-    budgets = sorted({p.budget for p in points})
-    for index, budget in enumerate(budgets):
+    for budget in sorted({p.budget for p in points}):
         line = [p for p in points if p.budget == budget]
-        seeds = max(len(p.losses) for p in line)
-        figure.add_trace(
-            go.Scatter(
-                x=[p.depth for p in line],
-                y=[p.mean for p in line],
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": [max(p.losses) - p.mean for p in line],
-                    "arrayminus": [p.mean - min(p.losses) for p in line],
-                    "visible": seeds > 1,
-                },
-                mode="lines+markers",
-                name=f"P = {budget:,}" + (f" (mean of {seeds} seeds, bars: min to max)" if seeds > 1 else ""),
-                line={"color": qualitative.D3[index % len(qualitative.D3)]},
-                customdata=[[p.width, p.params, len(p.losses)] for p in line],
-                hovertemplate="k = %{x}, width %{customdata[0]} (%{customdata[1]:,} parameters)<br>"
-                "mean final training loss %{y:.4f} over %{customdata[2]} seed(s)<extra>P = " + f"{budget:,}</extra>",
-            )
-        )
         rows += [
             {
                 "series": f"P = {budget}",
@@ -90,18 +90,7 @@ def ksweep(points: Sequence[GridRow], baseline: dict | None) -> Plot | Skipped:
             for p in line
         ]
     if baseline is not None:
-        depths = [min(p.depth for p in points), max(p.depth for p in points)]
         loss = baseline["train_loss"]
-        figure.add_trace(
-            go.Scatter(
-                x=depths,
-                y=[loss, loss],
-                mode="lines",
-                name=f"linear softmax baseline, no hidden layer ({LINEAR_PARAMETERS:,} parameters): {loss:.4f}",
-                line={"color": "black", "dash": "dash"},
-                hovertemplate=f"linear baseline: final training loss {loss:.4f}<extra></extra>",
-            )
-        )
         rows.append(
             {
                 "series": "linear baseline",
@@ -115,15 +104,64 @@ def ksweep(points: Sequence[GridRow], baseline: dict | None) -> Plot | Skipped:
                 "train_loss_max": loss,
             }
         )
+    return Plot("k-sweep", ksweep_figure(rows, quick_run(settings or {})), rows)
+
+
+def ksweep_figure(rows: Sequence[Mapping[str, Any]], quick: str = "") -> go.Figure:
+    """The k-sweep drawn from its table (the rows `ksweep` makes, or the CSV `export` writes of them):
+    one line per budget, mean and min to max over seeds, the linear baseline dashed across the depths."""
+    figure = go.Figure()
+    shapes = [row for row in rows if str(row["budget"]) != ""]
+    budgets = sorted({int(row["budget"]) for row in shapes})
+    for index, budget in enumerate(budgets):
+        line = sorted((row for row in shapes if int(row["budget"]) == budget), key=lambda row: int(row["depth"]))
+        seeds = max(int(row["seeds"]) for row in line)
+        means = [float(row["train_loss_mean"]) for row in line]
+        figure.add_trace(
+            go.Scatter(
+                x=[int(row["depth"]) for row in line],
+                y=means,
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [float(row["train_loss_max"]) - m for row, m in zip(line, means, strict=True)],
+                    "arrayminus": [m - float(row["train_loss_min"]) for row, m in zip(line, means, strict=True)],
+                    "visible": seeds > 1,
+                },
+                mode="lines+markers",
+                name=f"P = {budget:,}"
+                + (f" (mean of {seeds} seeds, bars: min to max)" if seeds > 1 else "")
+                + (f", {quick}" if quick else ""),
+                line={"color": qualitative.D3[index % len(qualitative.D3)]},
+                customdata=[[int(row["width"]), int(row["params"]), int(row["seeds"])] for row in line],
+                hovertemplate="k = %{x}, width %{customdata[0]} (%{customdata[1]:,} parameters)<br>"
+                "mean final training loss %{y:.4f} over %{customdata[2]} seed(s)<extra>P = " + f"{budget:,}</extra>",
+            )
+        )
+    for row in (row for row in rows if str(row["budget"]) == ""):
+        loss = float(row["train_loss_mean"])
+        depths = [min(int(r["depth"]) for r in shapes), max(int(r["depth"]) for r in shapes)]
+        figure.add_trace(
+            go.Scatter(
+                x=depths,
+                y=[loss, loss],
+                mode="lines",
+                name=f"linear softmax baseline, no hidden layer ({LINEAR_PARAMETERS:,} parameters): {loss:.4f}",
+                line={"color": "black", "dash": "dash"},
+                hovertemplate=f"linear baseline: final training loss {loss:.4f}<extra></extra>",
+            )
+        )
     figure.update_layout(
         template=TEMPLATE,
-        title="Final training loss of uniform MLPs (k hidden layers of width m_P(k)) at fixed parameter budgets P",
+        title=_quick_title(
+            "Final training loss of uniform MLPs (k hidden layers of width m_P(k)) at fixed parameter budgets P", quick
+        ),
         xaxis={"title": "k: number of hidden layers, each of width m_P(k)", "dtick": 1},
         yaxis={"title": "final training loss (cross-entropy on the training set)"},
         legend={"title": "parameter budget", "orientation": "h", "yanchor": "top", "y": -0.15},
         height=620,
     )
-    return Plot("k-sweep", figure, rows)
+    return figure
 
 
 def optuna_plots(study: optuna.Study) -> list[Plot | Skipped]:
@@ -189,10 +227,14 @@ def _importances(study: optuna.Study, done: list[FrozenTrial], params: list[str]
 
 
 def _titled(result: Plot | Skipped, study: optuna.Study) -> Plot | Skipped:
-    """The study's name in the title, so an exported file says where it came from."""
+    """The study's name in the title, so an exported file says where it came from, and a quick run's
+    settings in the title and legend, so its figure is not read as a result."""
     if isinstance(result, Plot):
         title = result.figure.layout.title.text or result.name
-        result.figure.update_layout(title=f"{title}: study {study.study_name}", template=TEMPLATE)
+        quick = quick_run(StudyRecord.of(study).settings)
+        result.figure.update_layout(title=_quick_title(f"{title}: study {study.study_name}", quick), template=TEMPLATE)
+        if quick:
+            result.figure.update_layout(legend_title_text=quick, showlegend=True)
     return result
 
 
@@ -377,7 +419,7 @@ def own_plots(study: optuna.Study) -> list[Plot | Skipped]:
     """Our figures of a study, the ones Optuna has no function for: the k-sweep, or the shape figures."""
     record = StudyRecord.of(study)
     if record.kind == "grid":
-        return [ksweep(grid_table(study.get_trials(deepcopy=False)), record.baseline)]
+        return [ksweep(grid_table(study.get_trials(deepcopy=False)), record.baseline, record.settings)]
     return search_plots(study)
 
 
@@ -426,26 +468,77 @@ LITERATURE = (
 
 def frontier_plot(rows: Sequence[FrontierRow], name: str) -> Plot | Skipped:
     """Test error of each budget's retrained winner against its parameters (log x), mean and standard
-    deviation over seeds, the winner's widths beside it, and the classic MLP results as labelled markers."""
+    deviation over seeds, the winner's widths beside it, and the classic MLP results as labelled markers.
+    A frontier of quick runs (see quick_run) says so in its title and legend."""
     done = [row for row in rows if row.retrained is not None]
     if not done:
         return Skipped("frontier", f"no winner of frontier {name!r} has been retrained yet")
+    table = [
+        {
+            "budget": row.budget,
+            "study": row.study,
+            "trials": row.trials,
+            "profile": row.profile,
+            "widths": " ".join(map(str, row.widths)),
+            "params": row.params,
+            "val_loss": row.val_loss,
+            "seeds": len(row.retrained.seeds) if row.retrained else 0,
+            "test_error_mean": row.retrained.test_error if row.retrained else None,
+            "test_error_std": row.retrained.test_error_std if row.retrained else None,
+        }
+        for row in rows
+    ] + [
+        {"budget": None, "study": ref.label, "params": ref.params, "test_error_mean": ref.test_error}
+        for ref in LITERATURE
+    ]
+    quick = next((note for note in (quick_run(row.settings) for row in rows) if note), "")
+    return Plot("frontier", frontier_figure(table, name, quick), table)
+
+
+def _number(value: Any) -> float | None:
+    """A table cell as a number: None for an empty cell (a CSV's) or None."""
+    return None if value is None or value == "" else float(value)
+
+
+def frontier_figure(rows: Sequence[Mapping[str, Any]], name: str, quick: str = "") -> go.Figure:
+    """The frontier drawn from its table (the rows `frontier_plot` makes, or the CSV `export` writes of
+    them): the retrained winners with their widths, and the published MLPs of LITERATURE. A row with a
+    `target_error` also places that target, as the runs that chased the classic nets' sizes have."""
+    done = [
+        row
+        for row in rows
+        if _number(row.get("budget")) is not None and _number(row.get("test_error_mean")) is not None
+    ]
+    seeds = {int(_number(row.get("seeds")) or 0) for row in done}
     figure = go.Figure()
     figure.add_trace(
         go.Scatter(
-            x=[row.params for row in done],
-            y=[100 * row.retrained.test_error for row in done],
-            error_y={"type": "data", "array": [100 * row.retrained.test_error_std for row in done]},
+            x=[int(_number(row["params"])) for row in done],
+            y=[100 * _number(row["test_error_mean"]) for row in done],
+            error_y={"type": "data", "array": [100 * (_number(row.get("test_error_std")) or 0) for row in done]},
             mode="lines+markers+text",
-            text=[" ".join(map(str, row.widths)) for row in done],
+            text=[str(row["widths"]) for row in done],
             textposition="top center",
-            name=f"{name}: best by validation, retrained ({len(done[0].retrained.seeds)} seeds)",
+            name=f"{name}: best by validation, retrained ({'/'.join(map(str, sorted(seeds)))} seeds)"
+            + (f", {quick}" if quick else ""),
             marker={"size": 9, "color": qualitative.Plotly[0]},
-            customdata=[[row.budget, row.profile, row.study] for row in done],
+            customdata=[[int(_number(row["budget"])), row.get("profile"), row.get("study")] for row in done],
             hovertemplate="budget %{customdata[0]}<br>%{customdata[1]} %{text}<br>%{x} parameters"
             "<br>test error %{y:.2f}%<br>study %{customdata[2]}<extra></extra>",
         )
     )
+    targets = [row for row in done if _number(row.get("target_error")) is not None]
+    if targets:
+        figure.add_trace(
+            go.Scatter(
+                x=[int(_number(row["params"])) for row in targets],
+                y=[100 * _number(row["target_error"]) for row in targets],
+                mode="markers",
+                name="target test error at that size",
+                marker={"symbol": "line-ew-open", "size": 18, "color": qualitative.Plotly[2], "line": {"width": 2}},
+                hovertemplate="target %{y:.2f}% at %{x} parameters<extra></extra>",
+            )
+        )
     figure.add_trace(
         go.Scatter(
             x=[ref.params for ref in LITERATURE],
@@ -465,27 +558,10 @@ def frontier_plot(rows: Sequence[FrontierRow], name: str) -> Plot | Skipped:
     )
     figure.update_layout(
         template=TEMPLATE,
-        title=f"Frontier {name}: test error of the best network at each budget",
+        title=_quick_title(f"Frontier {name}: test error of the best network at each budget", quick),
         xaxis={"type": "log", "title": "trainable parameters (log scale)"},
         yaxis={"type": "log", "title": "test error (%, log scale), mean ± std over seeds"},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.15},  # below: a quick run's long name fits
         height=650,
     )
-    table = [
-        {
-            "budget": row.budget,
-            "study": row.study,
-            "trials": row.trials,
-            "profile": row.profile,
-            "widths": " ".join(map(str, row.widths)),
-            "params": row.params,
-            "val_loss": row.val_loss,
-            "seeds": len(row.retrained.seeds) if row.retrained else 0,
-            "test_error_mean": row.retrained.test_error if row.retrained else None,
-            "test_error_std": row.retrained.test_error_std if row.retrained else None,
-        }
-        for row in rows
-    ] + [
-        {"budget": None, "study": ref.label, "params": ref.params, "test_error_mean": ref.test_error}
-        for ref in LITERATURE
-    ]
-    return Plot("frontier", figure, table)
+    return figure

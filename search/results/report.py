@@ -332,7 +332,7 @@ def _sweep(grids: Sequence[optuna.Study]) -> str:
     for study in grids:
         points = grid_table(study.get_trials(deepcopy=False))
         baseline = StudyRecord.of(study).baseline
-        plot = ksweep(points, baseline)
+        plot = ksweep(points, baseline, StudyRecord.of(study).settings)
         if not isinstance(plot, Plot):
             parts.append(f"<h3>Grid study {html.escape(study.study_name)}</h3><p>{html.escape(plot.reason)}.</p>")
             continue

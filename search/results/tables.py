@@ -12,6 +12,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -264,6 +265,7 @@ class FrontierRow:
     params: int | None
     val_loss: float | None
     retrained: Retrained | None  # None until the winner was retrained (and again once a better one is found)
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # the study's: a quick run's plot says so
 
 
 def frontier_rows(studies: Iterable, name: str) -> list[FrontierRow]:
@@ -291,6 +293,7 @@ def frontier_rows(studies: Iterable, name: str) -> list[FrontierRow]:
                 params=winner.params if winner else None,
                 val_loss=best.value if best else None,
                 retrained=retrained,
+                settings=record.settings,
             )
         )
     return sorted(rows, key=lambda row: row.budget)
