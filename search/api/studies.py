@@ -30,6 +30,7 @@ from search.study.config import StudyConfig, load_toml, replace, study_from_dict
 from search.study.lifecycle import best_trial, check_new_run, create_study, make_pruner, make_sampler, stored_settings
 from search.study.record import StudyRecord, TrialRecord, write_study
 from search.study.storage import describe, open_storage, public_url
+from search.study.warm import plan_warm_start, queue_warm_start
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
     url = chosen.storage
     study_settings = {k: v for k, v in to_dict(chosen).items() if k != "name"}
     check_new_run(url, chosen.name, "search", study_settings)
+    warm = plan_warm_start(url, chosen)
     # torch loads only now: a settings or storage mistake is reported without its two seconds of import.
     from search.engine.data import load_data
     from search.engine.trainer import resolve_device
@@ -133,6 +135,7 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
         make_sampler(chosen.sampler, chosen.seed),
         make_pruner(chosen.pruner, chosen.epochs),
     )
+    queued = queue_warm_start(study, warm) if warm is not None else 0
     folder = artifacts_dir(artifacts, study, url).resolve()
     objective = SearchObjective(chosen, data, folder)
     if StudyRecord.of(study).artifacts != str(folder):
@@ -146,6 +149,8 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
             f"budget {chosen.budget} ±{chosen.tolerance:.0%}, {chosen.epochs} epochs, "
             f"{max(workers, 1)} worker(s), training on {torch_device}"
         )
+        if queued:
+            print(warm.summary())
     resume = ["search", "--study", chosen.name, *_resume_flags(workers, pack, data_dir, device)]
     finished = run_study(
         study, objective, chosen.trials, resume, url, workers, worker_args, timeout, pack, opened, quiet

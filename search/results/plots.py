@@ -424,6 +424,10 @@ LITERATURE = (
 )
 
 
+def _warm_note(row: FrontierRow) -> str:
+    return f"warm start from {row.warm_start}" if row.warm_start else "sampled by this study (not a warm start)"
+
+
 def frontier_plot(rows: Sequence[FrontierRow], name: str) -> Plot | Skipped:
     """Test error of each budget's retrained winner against its parameters (log x), mean and standard
     deviation over seeds, the winner's widths beside it, and the classic MLP results as labelled markers."""
@@ -437,13 +441,18 @@ def frontier_plot(rows: Sequence[FrontierRow], name: str) -> Plot | Skipped:
             y=[100 * row.retrained.test_error for row in done],
             error_y={"type": "data", "array": [100 * row.retrained.test_error_std for row in done]},
             mode="lines+markers+text",
-            text=[" ".join(map(str, row.widths)) for row in done],
+            text=[" ".join(map(str, row.widths)) + (" (warm)" if row.warm_start else "") for row in done],
             textposition="top center",
-            name=f"{name}: best by validation, retrained ({len(done[0].retrained.seeds)} seeds)",
-            marker={"size": 9, "color": qualitative.Plotly[0]},
-            customdata=[[row.budget, row.profile, row.study] for row in done],
+            name=f"{name}: best by validation, retrained ({len(done[0].retrained.seeds)} seeds); "
+            "a star: the winner came from a warm start",
+            marker={
+                "size": 9,
+                "color": qualitative.Plotly[0],
+                "symbol": ["star" if row.warm_start else "circle" for row in done],
+            },
+            customdata=[[row.budget, row.profile, row.study, _warm_note(row)] for row in done],
             hovertemplate="budget %{customdata[0]}<br>%{customdata[1]} %{text}<br>%{x} parameters"
-            "<br>test error %{y:.2f}%<br>study %{customdata[2]}<extra></extra>",
+            "<br>test error %{y:.2f}%<br>study %{customdata[2]}<br>%{customdata[3]}<extra></extra>",
         )
     )
     figure.add_trace(
@@ -482,6 +491,7 @@ def frontier_plot(rows: Sequence[FrontierRow], name: str) -> Plot | Skipped:
             "seeds": len(row.retrained.seeds) if row.retrained else 0,
             "test_error_mean": row.retrained.test_error if row.retrained else None,
             "test_error_std": row.retrained.test_error_std if row.retrained else None,
+            "warm_start": row.warm_start,
         }
         for row in rows
     ] + [
