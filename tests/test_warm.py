@@ -13,9 +13,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.trial import TrialState
+from optuna.trial import FixedTrial, TrialState
 
+from models.budget import count_parameters
+from models.profiles import PROFILES, profile_widths
 from search import api
 from search.results.plots import Plot, frontier_plot
 from search.results.tables import FrontierRow, Retrained, trial_rows
@@ -114,12 +118,40 @@ def test_a_parameter_the_source_lacks_is_left_to_the_sampler(tmp_path):
     config = StudyConfig(name="new", space=SearchSpace(max_depth=3, input_dropout=(0.0, 0.2)), warm_start=("shallow",))
     plan = plan_warm_start(url, config)
     study = optuna.create_study(study_name="new", storage=url)
-    assert queue_warm_start(study, plan) == 1
+    assert queue_warm_start(study, plan) and not queue_warm_start(study, plan)
+    assert len(study.trials) == 1  # the second call found the warm start done
     trial = study.ask()
     suggest(trial, config.space, config.budget, config.tolerance, config.epochs, 0)
     assert {k: trial.params[k] for k in source.best_trial.params} == source.best_trial.params
     assert {"relative_width_2", "input_dropout"} <= trial.params.keys() - source.best_trial.params.keys()
     assert TrialRecord.of(study.trials[0]).warm_start == {"study": "shallow", "trial": 0}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    depth=st.integers(1, 4),
+    profile=st.sampled_from(PROFILES),
+    taper=st.floats(0.1, 1.0),
+    free=st.lists(st.floats(0.1, 1.0), min_size=4, max_size=4),
+    budgets=st.lists(st.integers(50_000, 700_000), min_size=2, max_size=2),  # one unit of a first layer: 1.6%
+)
+def test_the_same_parameters_give_the_same_form_solved_for_each_budget(depth, profile, taper, free, budgets):
+    """Why a warm start queues parameters as they are: only the widths depend on the budget."""
+    space = SearchSpace(max_depth=4)
+    params = {
+        "depth": depth, "profile": profile, "taper": taper, "use_weight_decay": True, "weight_decay": 1e-4,
+        "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "dropout": 0.1, "schedule": "cosine", "activation": "relu",
+        **{f"relative_width_{i}": width for i, width in enumerate(free)},
+    }  # fmt: skip
+    first, second = (suggest(FixedTrial(params), space, budget, 0.02, 3, 0) for budget in budgets)
+    assert (first.profile, first.depth, first.train) == (second.profile, second.depth, second.train)
+    for candidate, budget in zip((first, second), budgets, strict=True):
+        assert candidate.widths == profile_widths(profile, depth, budget, 0.02, taper, free)
+        if candidate.widths is not None:
+            assert len(candidate.widths) == depth
+            assert abs(count_parameters(candidate.widths) - budget) <= 0.02 * budget
+    if profile == "uniform" or depth == 1:
+        assert first.widths is not None and second.widths is not None
 
 
 def test_the_distributions_are_those_the_search_suggests():
@@ -258,6 +290,15 @@ def test_the_api_takes_warm_start_as_a_list(tmp_path):
     with pytest.raises(api.UsageError, match="warm_start must be a list"):
         api.search(study="new", storage=url, warm_start="s", quiet=True)
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["s"]
+
+
+def test_the_api_frontier_takes_warm_start_as_true_or_false(tmp_path):
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    with pytest.raises(api.UsageError, match="warm_start must be True or False"):
+        api.frontier(budgets=[20_000], storage=url, warm_start=["f@10000"], quiet=True)
+    with pytest.raises(api.UsageError, match="got unknown setting\\(s\\) warm_start_from"):
+        api.frontier(budgets=[20_000], storage=url, warm_start_top=2, warm_start_from=["x"], quiet=True)
+    assert not (tmp_path / "f.db").exists()
 
 
 def _frontier(url: str, name: str, *flags: str, mnist_root, cwd: Path):

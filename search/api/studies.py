@@ -100,7 +100,8 @@ def search(
     """Search layer-width profiles and hyperparameters under a parameter budget (`archsearch search`).
 
     `config`: a study file's path or a preset's name (profiles-50k, profiles-100k); the settings
-    (budget, trials, epochs, max_depth, data_limit, ...) override it. `timeout` is in seconds."""
+    (budget, trials, epochs, max_depth, data_limit, ...) override it. `warm_start`: stored search studies
+    whose best trials (`warm_start_top` of each) a new study runs first. `timeout` is in seconds."""
     with stops_handled():
         return run_search(config, study, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, settings)
 
@@ -135,7 +136,7 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
         make_sampler(chosen.sampler, chosen.seed),
         make_pruner(chosen.pruner, chosen.epochs),
     )
-    queued = queue_warm_start(study, warm) if warm is not None else 0
+    queued = warm is not None and queue_warm_start(study, warm)
     folder = artifacts_dir(artifacts, study, url).resolve()
     objective = SearchObjective(chosen, data, folder)
     if StudyRecord.of(study).artifacts != str(folder):

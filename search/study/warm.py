@@ -109,11 +109,11 @@ def plan_warm_start(url: str, config: StudyConfig) -> WarmStart | None:
     return WarmStart(sources, config.warm_start_top, tuple(trials[: config.trials]), outside)
 
 
-def queue_warm_start(study: optuna.Study, plan: WarmStart) -> int:
+def queue_warm_start(study: optuna.Study, plan: WarmStart) -> bool:
     """Queue the planned trials, each recording where it came from, then record the warm start as done;
-    how many were queued (0 where a run of the same study at the same moment did it first)."""
+    False where a run of the same study at the same moment did it first."""
     if StudyRecord.of(study).warm_start is not None:
-        return 0
+        return False
     for warm in plan.trials:
         origin = trial_attrs(warm_start={"study": warm.study, "trial": warm.trial})
         study.enqueue_trial(warm.params, user_attrs=origin, skip_if_exists=True)
@@ -121,7 +121,7 @@ def queue_warm_start(study: optuna.Study, plan: WarmStart) -> int:
         study,
         warm_start={"sources": list(plan.sources), "queued": len(plan.trials), "outside_space": plan.outside_space},
     )
-    return len(plan.trials)
+    return True
 
 
 def warm_start_done(study: optuna.Study) -> bool:
