@@ -301,6 +301,22 @@ def test_the_api_frontier_takes_warm_start_as_true_or_false(tmp_path):
     assert not (tmp_path / "f.db").exists()
 
 
+def test_the_frontier_warm_starts_a_budget_from_the_nearest_one_below_that_completed_a_trial(tmp_path):
+    from search.api.frontier import _warm_setting
+
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    add_source(url, "f@10000", StudyConfig(name="f@10000", budget=10_000), [0.3])
+    add_source(url, "f@20000", StudyConfig(name="f@20000", budget=20_000), [0.2])
+    add_source(url, "f@40000", StudyConfig(name="f@40000", budget=40_000), [])  # every trial pruned, say
+    below = ["f@40000", "f@20000", "f@10000"]
+    assert _warm_setting(url, "f@80000", below, True) == {"warm_start": ("f@20000",)}
+    assert _warm_setting(url, "f@80000", below, False) == {"warm_start": ()}
+    assert _warm_setting(url, "f@80000", [], True) == {"warm_start": ()}
+    add_source(url, "f@80000", StudyConfig(name="f@80000", budget=80_000), [0.1])  # started cold: keeps its start
+    assert _warm_setting(url, "f@80000", below, True) == {}
+    assert _warm_setting(f"sqlite:///{tmp_path / 'none.db'}", "f@10000", [], True) == {"warm_start": ()}
+
+
 def _frontier(url: str, name: str, *flags: str, mnist_root, cwd: Path):
     argv = ("frontier", "--study", name, "--storage", url, "--budgets", "10000,20000", "--trials", "2", "--seeds", "1")
     return archsearch(*argv, *TINY, "--format", "html", *flags, env=_env(mnist_root), cwd=cwd)

@@ -9,14 +9,16 @@ its study, so the same call resumes: searches continue to their trials, retraini
 for a budget whose winner changed.
 
 Budgets are searched in increasing order, and each new budget's study is warm-started (search/study/warm.py)
-from the studies of the budgets below it, nearest first: a shape found at one budget is the same form at the
-next, so what one budget's search learned is where the next one begins. `warm_start=False`
-(`--no-warm-start`) searches every budget cold, to compare. A budget's study that already ran trials keeps
-the start it had.
+from the nearest budget below it that completed a trial: a shape found at one budget is the same form at the
+next, so each budget's best is where the next one begins, and what the lower budgets found reaches it through
+that one (its warm trials came from them). One source, not all below, so that `warm_start_top` of the
+study's trials are warm and the rest are left to the sampler. `warm_start=False` (`--no-warm-start`)
+searches every budget cold, to compare. A budget's study that already ran trials keeps the start it had.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -114,7 +116,7 @@ def _frontier(
         check_new_run(url, chosen.name, "search", {k: v for k, v in to_dict(chosen).items() if k != "name"})
     deadline = None if timeout is None else time.monotonic() + timeout
     stopped = False
-    searched: list[str] = []  # the studies of the budgets below this one, nearest first
+    searched: list[str] = []  # the studies of the budgets below the next one, nearest first
     for budget in sorted(budgets):
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
@@ -152,8 +154,8 @@ def _budget_settings(config: str | None, name: str, url: str, given: dict, budge
 
 
 def _warm_setting(url: str, member: str, searched: list[str], warm: bool) -> dict:
-    """The warm_start setting of a budget's study: the studies below it that completed a trial, nearest
-    first; none with the warm start off; left as stored for a study that already started (it keeps its start)."""
+    """The warm_start setting of a budget's study: the nearest study below it (`searched`, nearest first)
+    that completed a trial; none with the warm start off; left as stored for a study that already started."""
     try:
         storage = open_storage(url, read_only=True)
     except UsageError:
@@ -162,8 +164,8 @@ def _warm_setting(url: str, member: str, searched: list[str], warm: bool) -> dic
         return {}
     if not warm:
         return {"warm_start": ()}
-    done = [s for s in searched if completed(load_study(storage, s).get_trials(deepcopy=False))]
-    return {"warm_start": tuple(done)}
+    done = (s for s in searched if completed(load_study(storage, s).get_trials(deepcopy=False)))
+    return {"warm_start": tuple(itertools.islice(done, 1))}
 
 
 def _retrain_winner(url: str, study_name: str, seeds: int, device: str, data_dir: str | None, quiet: bool) -> None:

@@ -74,7 +74,7 @@ SEARCH_OPTIONS = (
     ConfigOption(
         "warm_start_top",
         trial_count,
-        f"best trials taken from each --warm-start study (default {DEFAULT_WARM_START_TOP})",
+        f"best trials a warm start takes from each source study (default {DEFAULT_WARM_START_TOP})",
     ),
 )
 

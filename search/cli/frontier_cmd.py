@@ -45,7 +45,7 @@ def add_arguments(parser) -> None:
         "--no-warm-start",
         dest="warm_start",
         action="store_false",
-        help="search every budget cold (default: each budget starts from the best trials of the budgets below it)",
+        help="search every budget cold (default: each budget starts from the best trials of the nearest budget below)",
     )
     parser.add_argument("--out", help="folder for the frontier's plot (default exports/NAME)")
     parser.add_argument("--format", type=formats, default=list(FORMATS), help="html, png or html,png (default)")
