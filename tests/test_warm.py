@@ -95,11 +95,11 @@ def test_a_value_outside_the_new_space_drops_the_candidate_and_a_missing_paramet
     url = f"sqlite:///{tmp_path / 'w.db'}"
     wide = SearchSpace(max_depth=4, input_dropout=(0.0, 0.2))
     source = add_source(
-        url, "deep", StudyConfig(name="deep", budget=50_000, space=wide), [0.1 * i for i in range(1, 25)]
+        url, "deep", StudyConfig(name="deep", budget=50_000, space=wide), [0.1 * i for i in range(1, 13)]
     )
     narrow = SearchSpace(max_depth=2, optimizers=("adam", "adamw"))
     plan = plan_warm_start(
-        url, StudyConfig(name="new", budget=50_000, space=narrow, warm_start=("deep",), warm_start_top=24)
+        url, StudyConfig(name="new", budget=50_000, space=narrow, warm_start=("deep",), warm_start_top=12)
     )
     fits = [t for t in source.trials if t.params["depth"] <= 2 and t.params["optimizer"] in ("adam", "adamw")]
     assert fits and len(fits) < len(source.trials)  # the random source has candidates on both sides
@@ -235,7 +235,11 @@ def test_a_warm_study_at_another_budget_tries_the_sources_best_first_and_never_q
     assert column == {n: (f"src#{best[n].number}" if n < 2 else "") for n in complete}
 
 
-def _bad_source_storage(url: str) -> None:
+@pytest.fixture(scope="module")
+def bad_sources(tmp_path_factory) -> bytes:
+    """A database holding a good source and every kind of bad one, made once; each case gets a copy."""
+    path = tmp_path_factory.mktemp("sources") / "w.db"
+    url = f"sqlite:///{path}"
     config = StudyConfig(name="s", budget=20_000)
     add_source(url, "s", config, [0.2, 0.1])
     add_source(url, "fashion", StudyConfig(name="fashion", budget=20_000, dataset="fashion-mnist"), [0.3])
@@ -246,6 +250,7 @@ def _bad_source_storage(url: str) -> None:
     )
     add_source(url, "cold", cold, [0.5])
     add_grid_study(url, "g")
+    return path.read_bytes()
 
 
 @pytest.mark.parametrize(
@@ -261,10 +266,10 @@ def _bad_source_storage(url: str) -> None:
         ("cold", "s", "study 'cold' already has 1 trial(s) without a warm start"),
     ],
 )
-def test_a_bad_source_is_one_line_and_writes_nothing(study, sources, says, tmp_path, mnist_root):
+def test_a_bad_source_is_one_line_and_writes_nothing(study, sources, says, bad_sources, tmp_path, mnist_root):
     path = tmp_path / "w.db"
     url = f"sqlite:///{path}"
-    _bad_source_storage(url)
+    path.write_bytes(bad_sources)
     before = path.read_bytes()
     done = _search(
         url, study, "--budget", "20000", "--trials", "1", "--warm-start", sources, mnist_root=mnist_root, cwd=tmp_path
