@@ -8,6 +8,7 @@ trials on a few hundred images through the real entry point."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from search import api
 from search.results.plots import Plot, frontier_plot
 from search.results.tables import FrontierRow, Retrained, trial_rows
 from search.study.config import SearchSpace, StudyConfig, to_dict
-from search.study.lifecycle import stored_form
+from search.study.lifecycle import check_settings, stored_form
 from search.study.record import StudyRecord, TrialRecord, write_study
 from search.study.space import suggest
 from search.study.warm import contains, fitted, plan_warm_start, queue_warm_start, space_distributions
@@ -152,6 +153,22 @@ def test_the_same_parameters_give_the_same_form_solved_for_each_budget(depth, pr
             assert abs(count_parameters(candidate.widths) - budget) <= 0.02 * budget
     if profile == "uniform" or depth == 1:
         assert first.widths is not None and second.widths is not None
+
+
+def test_the_warm_start_settings_do_not_make_another_experiment(tmp_path):
+    """They act before the first trial only: a study stored before them, or with others, resumes."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    config = StudyConfig(name="s", storage=url)
+    study = add_source(url, "s", config, [0.1])
+    older = {k: v for k, v in study.user_attrs["config"].items() if k not in ("warm_start", "warm_start_top")}
+    write_study(study, config=older)
+    storage = optuna.storages.RDBStorage(url)
+    for asked in (dataclasses.replace(config, warm_start=("x",), warm_start_top=3), config):
+        settings = {k: v for k, v in to_dict(asked).items() if k != "name"}
+        assert check_settings(storage, "s", "search", settings).study_name == "s"
+    other = {k: v for k, v in to_dict(dataclasses.replace(config, budget=60_000)).items() if k != "name"}
+    with pytest.raises(api.UsageError, match="exists with other settings"):
+        check_settings(storage, "s", "search", other)
 
 
 def test_the_distributions_are_those_the_search_suggests():
