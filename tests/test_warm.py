@@ -26,7 +26,7 @@ from search.results.plots import Plot, frontier_plot
 from search.results.tables import FrontierRow, Retrained, trial_rows
 from search.study.config import SearchSpace, StudyConfig, to_dict
 from search.study.lifecycle import check_settings, stored_form
-from search.study.record import StudyRecord, TrialRecord, write_study
+from search.study.record import StudyRecord, TrialRecord, trial_attrs, write_study
 from search.study.space import suggest
 from search.study.warm import contains, fitted, plan_warm_start, queue_warm_start, space_distributions
 from tests.conftest import archsearch
@@ -111,6 +111,20 @@ def test_a_value_outside_the_new_space_drops_the_candidate_and_a_missing_paramet
         dropped = {"relative_width_2", "relative_width_3", "input_dropout"}
         assert warm.params == {k: v for k, v in original.items() if k not in dropped}
     assert "left out, outside this study's search space" in plan.summary()
+
+
+def test_a_warm_start_cut_off_before_its_record_queues_nothing_twice(tmp_path):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    add_source(url, "s", StudyConfig(name="s"), [0.3, 0.1, 0.2])
+    config = StudyConfig(name="new", warm_start=("s",), warm_start_top=3, storage=url)
+    plan = plan_warm_start(url, config)
+    study = optuna.create_study(study_name="new", storage=url)
+    first = plan.trials[0]  # queued, then the run was killed before the rest and the record
+    study.enqueue_trial(first.params, user_attrs=trial_attrs(warm_start={"study": "s", "trial": first.trial}))
+    again = plan_warm_start(url, config)
+    assert again == plan and queue_warm_start(study, again)
+    assert [TrialRecord.of(t).warm_start["trial"] for t in study.trials] == [1, 2, 0]
+    assert plan_warm_start(url, config) is None  # done: a resume plans nothing
 
 
 def test_a_parameter_the_source_lacks_is_left_to_the_sampler(tmp_path):
