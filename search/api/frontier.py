@@ -7,10 +7,18 @@ and pruning is most of a search's speed; each budget's study is also an ordinary
 frontier's name, and each winner's retraining (on all training images, one run per seed) is kept in
 its study, so the same call resumes: searches continue to their trials, retraining is redone only
 for a budget whose winner changed.
+
+Budgets are searched in increasing order, and each new budget's study is warm-started (search/study/warm.py)
+from the nearest budget below it that completed a trial: a shape found at one budget is the same form at the
+next, so each budget's best is where the next one begins, and what the lower budgets found reaches it through
+that one (its warm trials came from them). One source, not all below, so that `warm_start_top` of the
+study's trials are warm and the rest are left to the sampler. `warm_start=False` (`--no-warm-start`)
+searches every budget cold, to compare. A budget's study that already ran trials keeps the start it had.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -22,7 +30,7 @@ from search.api.options import DATA_OPTIONS, SEARCH_OPTIONS
 from search.api.reading import MAX_RETRAIN_SEEDS, retrain_trial
 from search.api.running import DEFAULT_PACK, PackSize, check_run_options, storage_url
 from search.api.studies import run_search, search_config
-from search.checks import check_int, check_ints
+from search.checks import check_int, check_ints, shown
 from search.errors import UsageError
 from search.results.plots import Plot, Skipped, frontier_plot
 from search.results.tables import BestTrial, FrontierRow, completed, frontier_rows
@@ -30,8 +38,10 @@ from search.study.config import MAX_TOLERANCE, StudyConfig, check_study_name, to
 from search.study.lifecycle import best_trial, check_new_run, load_study, study_names
 from search.study.record import StudyRecord, write_study
 from search.study.storage import open_storage, public_url
+from search.study.warm import can_warm_start
 
-FRONTIER_OPTIONS = tuple(option for option in SEARCH_OPTIONS if option.dest != "budget")
+# The frontier sets each study's budget and warm-start sources itself (warm_start_top still applies).
+FRONTIER_OPTIONS = tuple(option for option in SEARCH_OPTIONS if option.dest not in ("budget", "warm_start"))
 DEFAULT_SEEDS = 3
 
 
@@ -70,21 +80,28 @@ def frontier(
     data_dir: str | None = None,
     artifacts: str | None = None,
     quiet: bool = False,
+    warm_start: bool = True,
     **settings,
 ) -> Frontier:
-    """Search every budget of `budgets` (`archsearch frontier`), then retrain each winner with `seeds`
-    seeds on all training images; `config` and the settings (trials, epochs, ...) apply to every budget."""
+    """Search every budget of `budgets` (`archsearch frontier`) in increasing order, each warm-started from
+    the budgets below it unless `warm_start` is False, then retrain each winner with `seeds` seeds on all
+    training images; `config` and the settings (trials, epochs, ...) apply to every budget."""
     with stops_handled():
         return _frontier(
-            config, name, budgets, seeds, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, settings
-        )
+            config, name, budgets, seeds, storage, workers, pack, timeout, device, data_dir, artifacts, quiet,
+            warm_start, settings,
+        )  # fmt: skip
 
 
 frontier.__signature__ = settings_signature(frontier, (*FRONTIER_OPTIONS, *DATA_OPTIONS))
 
 
-def _frontier(config, name, budgets, seeds, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, given):
+def _frontier(
+    config, name, budgets, seeds, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, warm, given
+):
     check_study_name(name)
+    if not isinstance(warm, bool):
+        raise UsageError(f"warm_start must be True or False, got {shown(warm)}")
     budgets = tuple(budgets)
     check_ints("budgets", budgets, MIN_BUDGET, MAX_BUDGET, f"{MIN_BUDGET} parameters is the smallest MLP")
     check_int("seeds", seeds, 1, MAX_RETRAIN_SEEDS)
@@ -99,15 +116,18 @@ def _frontier(config, name, budgets, seeds, storage, workers, pack, timeout, dev
         check_new_run(url, chosen.name, "search", {k: v for k, v in to_dict(chosen).items() if k != "name"})
     deadline = None if timeout is None else time.monotonic() + timeout
     stopped = False
+    searched: list[str] = []  # the studies of the budgets below the next one, nearest first
     for budget in sorted(budgets):
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             stopped = True
             break
+        member = member_name(name, budget)
+        chosen_settings = {**settings[budget], **_warm_setting(url, member, searched, warm)}
         run = run_search(
-            config, member_name(name, budget), url, workers, pack, left, device, data_dir, artifacts, quiet,
-            settings[budget],
+            config, member, url, workers, pack, left, device, data_dir, artifacts, quiet, chosen_settings
         )  # fmt: skip
+        searched.insert(0, member)
         study = load_study(open_storage(url), run.study)
         if StudyRecord.of(study).frontier != name:
             write_study(study, frontier=name)
@@ -131,6 +151,21 @@ def _budget_settings(config: str | None, name: str, url: str, given: dict, budge
         return settings, chosen
     settings["tolerance"] = min(grain, MAX_TOLERANCE)
     return settings, search_config(config, member_name(name, budget), url, settings)
+
+
+def _warm_setting(url: str, member: str, searched: list[str], warm: bool) -> dict:
+    """The warm_start setting of a budget's study: the nearest study below it (`searched`, nearest first)
+    that completed a trial; none with the warm start off; left as stored for a study that already started."""
+    try:
+        storage = open_storage(url, read_only=True)
+    except UsageError:
+        return {"warm_start": ()}  # nothing stored yet: the first budget, which has nothing below it
+    if not can_warm_start(storage, member):
+        return {}
+    if not warm:
+        return {"warm_start": ()}
+    done = (s for s in searched if completed(load_study(storage, s).get_trials(deepcopy=False)))
+    return {"warm_start": tuple(itertools.islice(done, 1))}
 
 
 def _retrain_winner(url: str, study_name: str, seeds: int, device: str, data_dir: str | None, quiet: bool) -> None:

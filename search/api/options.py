@@ -30,7 +30,7 @@ from search.api.args import (
     trial_count,
 )
 from search.engine.config import OPTIMIZERS
-from search.study.config import DATASET_NAMES, PRUNERS, SAMPLERS
+from search.study.config import DATASET_NAMES, DEFAULT_WARM_START_TOP, PRUNERS, SAMPLERS
 
 
 def name_list(text: str) -> tuple[str, ...]:
@@ -66,6 +66,16 @@ SEARCH_OPTIONS = (
     ConfigOption("sampler", choices=SAMPLERS),
     ConfigOption("pruner", choices=PRUNERS),
     ConfigOption("seed", seed),
+    ConfigOption(
+        "warm_start",
+        name_list,
+        "comma-separated search studies of this storage, at any budget, whose best trials this new study tries first",
+    ),
+    ConfigOption(
+        "warm_start_top",
+        trial_count,
+        f"best trials a warm start takes from each source study (default {DEFAULT_WARM_START_TOP})",
+    ),
 )
 
 GRID_OPTIONS = (

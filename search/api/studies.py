@@ -30,6 +30,7 @@ from search.study.config import StudyConfig, load_toml, replace, study_from_dict
 from search.study.lifecycle import best_trial, check_new_run, create_study, make_pruner, make_sampler, stored_settings
 from search.study.record import StudyRecord, TrialRecord, write_study
 from search.study.storage import describe, open_storage, public_url
+from search.study.warm import plan_warm_start, queue_warm_start
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ def search(
     """Search layer-width profiles and hyperparameters under a parameter budget (`archsearch search`).
 
     `config`: a study file's path or a preset's name (profiles-50k, profiles-100k); the settings
-    (budget, trials, epochs, max_depth, data_limit, ...) override it. `timeout` is in seconds."""
+    (budget, trials, epochs, max_depth, data_limit, ...) override it. `warm_start`: stored search studies
+    whose best trials (`warm_start_top` of each) a new study runs first. `timeout` is in seconds."""
     with stops_handled():
         return run_search(config, study, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, settings)
 
@@ -113,6 +115,7 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
     url = chosen.storage
     study_settings = {k: v for k, v in to_dict(chosen).items() if k != "name"}
     check_new_run(url, chosen.name, "search", study_settings)
+    warm = plan_warm_start(url, chosen)
     # torch loads only now: a settings or storage mistake is reported without its two seconds of import.
     from search.engine.data import load_data
     from search.engine.trainer import resolve_device
@@ -133,6 +136,7 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
         make_sampler(chosen.sampler, chosen.seed),
         make_pruner(chosen.pruner, chosen.epochs),
     )
+    queued = warm is not None and queue_warm_start(study, warm)
     folder = artifacts_dir(artifacts, study, url).resolve()
     objective = SearchObjective(chosen, data, folder)
     if StudyRecord.of(study).artifacts != str(folder):
@@ -146,6 +150,8 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
             f"budget {chosen.budget} ±{chosen.tolerance:.0%}, {chosen.epochs} epochs, "
             f"{max(workers, 1)} worker(s), training on {torch_device}"
         )
+        if queued:
+            print(warm.summary())
     resume = ["search", "--study", chosen.name, *_resume_flags(workers, pack, data_dir, device)]
     finished = run_study(
         study, objective, chosen.trials, resume, url, workers, worker_args, timeout, pack, opened, quiet

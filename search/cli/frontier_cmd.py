@@ -41,6 +41,12 @@ def add_arguments(parser) -> None:
         default=DEFAULT_SEEDS,
         help=f"seeds each winner is retrained with on all training images (default {DEFAULT_SEEDS})",
     )
+    parser.add_argument(
+        "--no-warm-start",
+        dest="warm_start",
+        action="store_false",
+        help="search every budget cold (default: each budget starts from the best trials of the nearest budget below)",
+    )
     parser.add_argument("--out", help="folder for the frontier's plot (default exports/NAME)")
     parser.add_argument("--format", type=formats, default=list(FORMATS), help="html, png or html,png (default)")
     add_config_options(parser, FRONTIER_OPTIONS)
@@ -61,6 +67,7 @@ def run(args) -> int:
         budgets=args.budgets,
         seeds=args.seeds,
         artifacts=args.artifacts,
+        warm_start=args.warm_start,
         **options,
         **given_settings(args, (*FRONTIER_OPTIONS, *DATA_OPTIONS)),
     )
@@ -88,7 +95,10 @@ def write_figure(plot: Plot, out: str, chosen: list[str]) -> None:
 
 def print_table(done: api.Frontier) -> None:
     print(f"frontier {done.name!r}: best by validation loss at each budget, retrained on all training images")
-    print(f"{'budget':>8} {'params':>8} {'trials':>6}  {'winner':<36} {'val loss':>8}  {'test error (mean ± std)':<24}")
+    print(
+        f"{'budget':>8} {'params':>8} {'trials':>6}  {'winner':<36} {'val loss':>8}  {'test error (mean ± std)':<32}"
+        "  warm start"
+    )
     for row in done.rows:
         winner = f"{row.profile} {list(row.widths)}" if row.widths else "-"
         loss = f"{row.val_loss:.4f}" if row.val_loss is not None else "-"
@@ -96,4 +106,5 @@ def print_table(done: api.Frontier) -> None:
         if row.retrained is not None:
             done_seeds = len(row.retrained.seeds)
             error = f"{row.retrained.test_error:.2%} ± {row.retrained.test_error_std:.2%} ({done_seeds} seeds)"
-        print(f"{row.budget:>8} {row.params or '-':>8} {row.trials:>6}  {winner:<36} {loss:>8}  {error}")
+        warm = f"from {row.warm_start}" if row.warm_start else "-"
+        print(f"{row.budget:>8} {row.params or '-':>8} {row.trials:>6}  {winner:<36} {loss:>8}  {error:<32}  {warm}")

@@ -466,6 +466,10 @@ LITERATURE = (
 )
 
 
+def _warm_note(source: str | None) -> str:
+    return f"warm start from {source}" if source else "sampled by this study (not a warm start)"
+
+
 def frontier_plot(rows: Sequence[FrontierRow], name: str) -> Plot | Skipped:
     """Test error of each budget's retrained winner against its parameters (log x), mean and standard
     deviation over seeds, the winner's widths beside it, and the classic MLP results as labelled markers.
@@ -485,6 +489,7 @@ def frontier_plot(rows: Sequence[FrontierRow], name: str) -> Plot | Skipped:
             "seeds": len(row.retrained.seeds) if row.retrained else 0,
             "test_error_mean": row.retrained.test_error if row.retrained else None,
             "test_error_std": row.retrained.test_error_std if row.retrained else None,
+            "warm_start": row.warm_start,
         }
         for row in rows
     ] + [
@@ -517,14 +522,22 @@ def frontier_figure(rows: Sequence[Mapping[str, Any]], name: str, quick: str = "
             y=[100 * _number(row["test_error_mean"]) for row in done],
             error_y={"type": "data", "array": [100 * (_number(row.get("test_error_std")) or 0) for row in done]},
             mode="lines+markers+text",
-            text=[str(row["widths"]) for row in done],
+            text=[str(row["widths"]) + (" (warm)" if row.get("warm_start") else "") for row in done],
             textposition="top center",
             name=f"{name}: best by validation, retrained ({'/'.join(map(str, sorted(seeds)))} seeds)"
-            + (f", {quick}" if quick else ""),
-            marker={"size": 9, "color": qualitative.Plotly[0]},
-            customdata=[[int(_number(row["budget"])), row.get("profile"), row.get("study")] for row in done],
+            + (f", {quick}" if quick else "")
+            + ("; a star: the winner came from a warm start" if any(row.get("warm_start") for row in done) else ""),
+            marker={
+                "size": 9,
+                "color": qualitative.Plotly[0],
+                "symbol": ["star" if row.get("warm_start") else "circle" for row in done],
+            },
+            customdata=[
+                [int(_number(row["budget"])), row.get("profile"), row.get("study"), _warm_note(row.get("warm_start"))]
+                for row in done
+            ],
             hovertemplate="budget %{customdata[0]}<br>%{customdata[1]} %{text}<br>%{x} parameters"
-            "<br>test error %{y:.2f}%<br>study %{customdata[2]}<extra></extra>",
+            "<br>test error %{y:.2f}%<br>study %{customdata[2]}<br>%{customdata[3]}<extra></extra>",
         )
     )
     targets = [row for row in done if _number(row.get("target_error")) is not None]

@@ -436,7 +436,7 @@ def _frontiers(searches: Sequence[optuna.Study]) -> str:
         parts.append(f"<h3>Frontier {html.escape(name)}</h3>")
         parts.append(
             _table(
-                ["budget", "winner", "parameters", "trials", "validation loss", "test error", "seeds"],
+                ["budget", "winner", "parameters", "trials", "validation loss", "test error", "seeds", "warm start"],
                 [
                     [
                         f"{row.budget:,}",
@@ -446,6 +446,7 @@ def _frontiers(searches: Sequence[optuna.Study]) -> str:
                         f"{row.val_loss:.4f}" if row.val_loss is not None else "",
                         f"{row.retrained.test_error:.2%} ± {row.retrained.test_error_std:.2%}" if row.retrained else "",
                         str(len(row.retrained.seeds)) if row.retrained else "",
+                        f"from {row.warm_start}" if row.warm_start else "",
                     ]
                     for row in rows
                 ],

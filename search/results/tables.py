@@ -103,6 +103,7 @@ def shape_rows(trials: Iterable[FrozenTrial]) -> list[dict]:
                 "weight_decay": record.weight_decay,
                 "val_loss": trial.value,
                 "val_accuracy": record.val_accuracy,
+                "warm_start": record.warm_source,
             }
         )
     return rows
@@ -134,6 +135,8 @@ class TrialRow:
     test_accuracy: float | None
     seconds: float | None
     reason: str | None  # why a pruned or failed trial stopped
+    warm_start_study: str | None = None  # queued by a warm start: the study and trial it came from
+    warm_start_trial: int | None = None
 
 
 def trial_rows(trials: Iterable[FrozenTrial]) -> list[TrialRow]:
@@ -167,6 +170,8 @@ def trial_rows(trials: Iterable[FrozenTrial]) -> list[TrialRow]:
                 test_accuracy=record.test_accuracy,
                 seconds=trial.duration.total_seconds() if trial.duration else None,
                 reason=None if done or trial.state == TrialState.RUNNING else record.reason,
+                warm_start_study=(record.warm_start or {}).get("study"),
+                warm_start_trial=(record.warm_start or {}).get("trial"),
             )
         )
     return rows
@@ -266,6 +271,7 @@ class FrontierRow:
     val_loss: float | None
     retrained: Retrained | None  # None until the winner was retrained (and again once a better one is found)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # the study's: a quick run's plot says so
+    warm_start: str | None = None  # the winner came from a warm start: its source, STUDY#TRIAL
 
 
 def frontier_rows(studies: Iterable, name: str) -> list[FrontierRow]:
@@ -294,6 +300,7 @@ def frontier_rows(studies: Iterable, name: str) -> list[FrontierRow]:
                 val_loss=best.value if best else None,
                 retrained=retrained,
                 settings=record.settings,
+                warm_start=winner.warm_source if winner else None,
             )
         )
     return sorted(rows, key=lambda row: row.budget)

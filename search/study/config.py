@@ -46,6 +46,10 @@ MAX_HEARTBEAT_SECONDS = 3_600  # a trial silent for an hour is surely gone
 MAX_GRACE_SECONDS = 86_400  # a day: longer would leave a dead worker's trial blocking its point
 MAX_STUDY_NAME_LENGTH = 200  # room for any sensible name, and short enough for file names derived from it
 MAX_STUDY_FILE_BYTES = 1_000_000  # a study file is about 1 KB; this refuses /dev/zero and stray data files
+DEFAULT_WARM_START_TOP = 8  # best trials a warm start takes from each source study
+# Settings that act only before a study's first trial (search/study/warm.py): a resume may leave them out or
+# change them without making another experiment; what was done is the study's record (StudyRecord.warm_start).
+WARM_START_SETTINGS = ("warm_start", "warm_start_top")
 
 STUDY_NAME_EXAMPLE = "choose another, e.g. profiles-50k"
 BUDGET_ADVICE = (
@@ -111,6 +115,8 @@ class StudyConfig:
     storage: str = DEFAULT_STORAGE
     heartbeat_seconds: int = 5
     grace_seconds: int = 20
+    warm_start: tuple[str, ...] = ()  # stored search studies whose best trials this one tries first
+    warm_start_top: int = DEFAULT_WARM_START_TOP
     space: SearchSpace = field(default_factory=SearchSpace)
 
     def __post_init__(self) -> None:
@@ -124,6 +130,11 @@ class StudyConfig:
         check_choice("pruner", self.pruner, PRUNERS)
         check_int("seed", self.seed, 0, MAX_SEED)
         check_run_settings(self.dataset, self.data_limit, self.heartbeat_seconds, self.grace_seconds)
+        if not isinstance(self.warm_start, tuple):
+            raise UsageError(f"warm_start must be a list of study names, got {shown(self.warm_start)}")
+        for source in self.warm_start:
+            check_study_name(source)
+        check_int("warm_start_top", self.warm_start_top, 1, MAX_TRIALS)
         if not isinstance(self.storage, str):
             raise UsageError(f"storage must be a URL, got {shown(self.storage)}")
         if not isinstance(self.space, SearchSpace):

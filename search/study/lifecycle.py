@@ -11,6 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UsageError
+from search.study.config import WARM_START_SETTINGS
 from search.study.record import StudyRecord, write_study
 from search.study.storage import SCHEMA_ATTEMPTS, check_storage, open_storage, public_url
 
@@ -97,7 +98,8 @@ def with_added_settings(stored: dict, added: dict = ADDED_SETTINGS) -> dict:
 def _differences(stored: dict, config: dict) -> str:
     """The settings that make two configurations different experiments ('' if none)."""
     wanted, stored = with_added_settings(stored_form(config)), with_added_settings(stored)
-    changed = sorted(k for k in wanted if k not in ("trials", "storage") and stored.get(k) != wanted[k])
+    same_experiment = ("trials", "storage", *WARM_START_SETTINGS)
+    changed = sorted(k for k in wanted if k not in same_experiment and stored.get(k) != wanted[k])
     return "; ".join(f"{k}: stored {stored.get(k)!r}, asked {wanted[k]!r}" for k in changed)
 
 

@@ -50,6 +50,7 @@ class TrialRecord:
     fail_reason: str | None = None
     pack_size: int | None = None  # trained with --pack: the size of the pack it joined (1: alone)
     worker: dict[str, Any] | None = None  # host, pid and start time of the process that ran it
+    warm_start: dict[str, Any] | None = None  # queued by a warm start: {"study": source study, "trial": its number}
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialRecord:
@@ -72,6 +73,13 @@ class TrialRecord:
         return self.pruned_reason or self.fail_reason or "failed"
 
     @property
+    def warm_source(self) -> str | None:
+        """Where a warm-started trial's parameters came from, as `STUDY#TRIAL`; None for a sampled trial."""
+        if not self.warm_start:
+            return None
+        return f"{self.warm_start.get('study')}#{self.warm_start.get('trial')}"
+
+    @property
     def dropout(self) -> float:
         return self.train_config.get("dropout", 0.0)  # trained without dropout before it was searched
 
@@ -91,6 +99,7 @@ class StudyRecord:
     init_study: dict[str, Any] | None = None  # the initialization study, where one was kept
     frontier: str | None = None  # search studies of a frontier: its name (one study per budget)
     retrained: dict[str, Any] | None = None  # the winner retrained on all images, one run per seed
+    warm_start: dict[str, Any] | None = None  # set once its warm start is queued: sources, queued, dropped
 
     @classmethod
     def of(cls, study: optuna.Study) -> StudyRecord:
@@ -125,8 +134,16 @@ def write_trial(trial: optuna.Trial, **values: Any) -> None:
     _write(trial.set_user_attr, TRIAL_FIELDS, values)
 
 
+def trial_attrs(**values: Any) -> dict[str, Any]:
+    """Fields of a trial's record as the user attributes of a trial not yet created (`enqueue_trial`)."""
+    attrs: dict[str, Any] = {}
+    _write(attrs.__setitem__, TRIAL_FIELDS, values)
+    return attrs
+
+
 def write_study(study: optuna.Study, **values: Any) -> None:
-    """Store fields of the study's record (kind, config, artifacts, baseline, init_study, frontier, retrained)."""
+    """Store fields of the study's record (kind, config, artifacts, baseline, init_study, frontier, retrained,
+    warm_start)."""
     _write(study.set_user_attr, STUDY_FIELDS, values)
 
 
