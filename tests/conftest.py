@@ -19,11 +19,15 @@ from tests.forked_cli import ForkedProcess, Server
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINT = Path(sys.executable).with_name("archsearch")
 
-# pytest-xdist runs one test process per core: torch in each (and the commands they start) gets its share of
-# the cores, not all of them, or their thread pools spin against each other (a packed test ran 200x slower).
-# Set before any test module imports torch; a test that needs another count sets its own.
-_TEST_PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _TEST_PROCESSES)))
+
+def pytest_configure(config) -> None:
+    """pytest-xdist runs one test process per core: torch in each (and the commands they start) gets its share
+    of the cores, not all of them, or their thread pools spin against each other (a packed test ran 200x
+    slower). Set here, where a worker knows the count (its environment says it only later), and before any
+    test module imports torch; a test that needs another count sets its own."""
+    processes = getattr(config, "workerinput", {}).get("workercount")  # only in a worker: the controller's
+    if processes:  # environment is every worker's, and a run without workers keeps torch's default
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
 
 
 def real_data_root() -> Path | None:
@@ -69,7 +73,7 @@ _forked_cli: Server | None = None
 _forked_cli_lock = threading.Lock()
 
 
-def archsearch(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300):
+def archsearch(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 900):
     """Run a command as a user would, in a process of its own, and return its CompletedProcess.
 
     The process is forked from one that has imported the CLI and torch already (tests/forked_cli.py) and

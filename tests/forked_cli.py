@@ -187,7 +187,7 @@ class Server:
             request = {"id": ident, "argv0": self.argv0, "argv": list(args), "cwd": str(cwd or os.getcwd()),
                        "env": env, "stdout": str(stdout), "stderr": str(stderr), "session": new_session}  # fmt: skip
             self._send(request)
-        return ident, pid.result(timeout=60), status
+        return ident, pid.result(timeout=300), status
 
     def kill(self, ident: str) -> None:
         with self.lock:
@@ -204,7 +204,7 @@ class Server:
                 status = future.result(timeout=timeout)
             except TimeoutError:
                 self.kill(ident)
-                status = future.result(timeout=30)
+                status = future.result(timeout=300)
                 raise subprocess.TimeoutExpired(args, timeout) from None
             encoding = locale.getpreferredencoding(False)
             return subprocess.CompletedProcess(

@@ -209,7 +209,7 @@ def test_a_kernel_interrupt_fails_the_running_trial_and_the_same_call_resumes_to
         assert time.monotonic() < deadline and worker.poll() is None, states
         time.sleep(0.1)
     worker.send_signal(signal.SIGINT)
-    out, _ = worker.communicate(timeout=60)
+    out, _ = worker.communicate(timeout=300)
     assert out.startswith("INTERRUPTED interrupted; the running trials were marked failed. Resume with:"), out
     states = _states(url)
     assert TrialState.RUNNING not in states and states.count(TrialState.FAIL) == 1

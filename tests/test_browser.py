@@ -48,7 +48,7 @@ def dump_dom(chromium: str, url: str, profile) -> str:
 
 
 def get_json(url: str):
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with urllib.request.urlopen(url, timeout=300) as response:
         return json.load(response)
 
 
@@ -80,7 +80,7 @@ def dashboard(tmp_path):
         yield storage, base
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        server.wait(timeout=300)
 
 
 def study_id(base: str, name: str) -> int:
@@ -166,7 +166,7 @@ def test_bad_dashboard_input_is_one_line(tmp_path, args, message):
         args = [a.format(tmp=tmp_path, busy=busy.getsockname()[1]) for a in args]
         if "--storage" not in args:
             args += ["--storage", storage]
-        result = archsearch("dashboard", *args, timeout=60)
+        result = archsearch("dashboard", *args, timeout=300)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "error: " in lines[0] and message in lines[0] and "Traceback" not in result.stderr

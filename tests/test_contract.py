@@ -493,11 +493,11 @@ def run_entry_point(world: World, argv: list[str | bytes], serve: bool = False) 
                 outcome.stopped = "a serving dashboard"
                 process.send_signal(signal.SIGTERM)
         try:
-            stdout, stderr = process.communicate(timeout=60)
+            stdout, stderr = process.communicate(timeout=300)
         except subprocess.TimeoutExpired:
             process.kill()
             stdout, stderr = process.communicate()
-            outcome.escaped = "did not stop within 60 s"
+            outcome.escaped = "did not stop within 300 s"
         outcome.status = process.returncode
     stdout = started + stdout
     outcome.stdout, outcome.stderr = (s.decode("utf-8", "backslashreplace") for s in (stdout, stderr))

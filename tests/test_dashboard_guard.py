@@ -106,7 +106,7 @@ def request(method: str, url: str, body: dict | None = None) -> tuple[int, bytes
     data = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"} if data is not None else {}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data, headers, method=method), timeout=10) as answer:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers, method=method), timeout=300) as answer:
             return answer.status, answer.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -137,7 +137,7 @@ def dashboard(url: str, log: Path, *flags: str):
         yield base
     finally:
         server.kill()
-        server.wait(timeout=30)
+        server.wait(timeout=300)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -203,7 +203,7 @@ def test_listening_beyond_this_machine_needs_public(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     add_study(url, "guarded")
     before = sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir())
-    result = archsearch("dashboard", "--storage", url, "--host", "0.0.0.0", "--port", str(free_port()), timeout=60)
+    result = archsearch("dashboard", "--storage", url, "--host", "0.0.0.0", "--port", str(free_port()), timeout=300)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("archsearch: error: "), result.stderr
@@ -232,7 +232,7 @@ def test_public_start_up_line_warns(tmp_path, flags, rights):
         line = log.read_text().splitlines()[0]
     finally:
         server.kill()
-        server.wait(timeout=30)
+        server.wait(timeout=300)
     assert f"anyone who can reach port {port} on 0.0.0.0 {rights} in the storage" in line, line
 
 
@@ -251,7 +251,7 @@ def test_sigterm_stops_the_dashboard_even_in_the_middle_of_a_request(storage_url
             assert server.wait(timeout=300) in (0, 128 + signal.SIGTERM), log.read_text()[-2000:]
         finally:
             server.kill()
-            server.wait(timeout=30)
+            server.wait(timeout=300)
 
 
 def stop_under_load(server: subprocess.Popen, base: str) -> None:

@@ -170,7 +170,7 @@ def test_a_pack_killed_mid_training_loses_only_its_trials_and_resumes_to_exactly
     try:
         wait_for(lambda: mid_trial(tmp_path) == 4, search, err_path)  # the whole pack, part-way
         search.send_signal(signal.SIGKILL)
-        search.wait(timeout=60)
+        search.wait(timeout=300)
     finally:
         search.kill()
     killed = [t.number for t in trials_of(tmp_path, "pack") if t.state == TrialState.RUNNING]

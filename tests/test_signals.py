@@ -56,7 +56,7 @@ except KeyboardInterrupt as stop:
 
 def run_script(name: str, handled: bool) -> subprocess.CompletedProcess:
     script = textwrap.dedent(FINALIZER_SCRIPT).format(name=name, handled=handled)
-    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_python_alone_loses_a_stop_raised_in_a_finalizer():
@@ -206,7 +206,7 @@ def test_a_stop_after_the_command_is_done_ends_nothing_and_prints_nothing():
         from search.cli import run
         run()
     """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0
     assert "5000" in result.stdout
     assert result.stderr == ""

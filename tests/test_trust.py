@@ -30,7 +30,7 @@ from search.study.lifecycle import create_study
 from search.study.record import TrialRecord
 from search.study.storage import open_storage
 from search.study.workers import owner_is_gone
-from tests.conftest import ENTRY_POINT, archsearch, children_of, start_archsearch, wait_for
+from tests.conftest import ENTRY_POINT, archsearch, children_of, free_port, start_archsearch, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PG = os.environ.get("ARCHSEARCH_TEST_PG")
@@ -135,21 +135,18 @@ def test_a_database_password_is_found_nowhere(tmp_path, mnist_root, pg_schema_ur
 
 def dashboard_api(url: str, folder: Path, env: dict[str, str]) -> str:
     """Everything the dashboard's API says about the storage's studies, as text."""
-    import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [str(ENTRY_POINT), "dashboard", "--storage", url, "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=folder,
     )  # fmt: skip
     try:
         text = ""
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 600  # a hang guard
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=300) as response:
                     text = response.read().decode()
                 break
             except OSError:
@@ -157,11 +154,11 @@ def dashboard_api(url: str, folder: Path, env: dict[str, str]) -> str:
                 time.sleep(0.3)
         assert text, "the dashboard never answered"
         for study in json.loads(text)["study_summaries"]:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=10) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=300) as r:
                 text += r.read().decode()
     finally:
         server.terminate()
-        out, err = server.communicate(timeout=30)
+        out, err = server.communicate(timeout=300)
     return text + out + err
 
 
@@ -309,7 +306,7 @@ def test_journal_resume_after_sigkill_ends_within_the_grace_period(tmp_path, mni
     try:
         wait_for(lambda: running_trials(url, "journal") >= 1, search, err)
         search.send_signal(signal.SIGKILL)
-        search.wait(timeout=30)
+        search.wait(timeout=300)
     finally:
         search.kill()
     study = optuna.load_study(
@@ -353,7 +350,7 @@ def test_sigterm_fails_running_trials_stops_workers_and_says_how_to_resume(tmp_p
         workers = descendants(search.pid)
         assert workers
         search.send_signal(signal.SIGTERM)  # to the main process only, as `kill PID` or systemd would
-        assert search.wait(timeout=60) == 143, err.read_text()
+        assert search.wait(timeout=300) == 143, err.read_text()
     finally:
         search.kill()
     text = err.read_text()
@@ -377,7 +374,7 @@ def test_workers_end_when_their_parent_is_killed(tmp_path, mnist_root):
         wait_for(lambda: len(children_of(search.pid)) == 2 and running_trials(url, "orphans") >= 1, search, err)
         workers = children_of(search.pid)
         search.send_signal(signal.SIGKILL)
-        search.wait(timeout=30)
+        search.wait(timeout=300)
     finally:
         search.kill()
     deadline = time.monotonic() + 30
