@@ -19,6 +19,7 @@ import kaleido
 from kaleido.errors import ChromeNotFoundError
 
 from search.errors import UsageError
+from search.files import write_bytes_atomically
 from search.results.plots import Plot
 
 FORMATS = ("html", "png")
@@ -109,12 +110,9 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
 
 def write_text(path: Path, text: str) -> None:
     """Replace `path` in one step, so a reader never sees half a file, and a full disk leaves none."""
-    partial = path.with_name(f".{path.name}.partial")
     try:
-        partial.write_text(text)
-        os.replace(partial, path)
+        write_bytes_atomically(path, text.encode())
     except OSError as error:
-        partial.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {error.strerror}") from None
 
 
