@@ -25,7 +25,18 @@ from search.engine.config import DEVICES
 from search.errors import Interrupted, Terminated, UsageError
 from search.study.config import DEFAULT_STORAGE
 from search.study.record import StudyRecord, TrialRecord
-from search.study.storage import STORAGE_ENV, STORAGE_FAILURES, describe, has_password, public_url, scrub
+from search.study.storage import (
+    JOURNAL_PREFIX,
+    STORAGE_ENV,
+    STORAGE_FAILURES,
+    describe,
+    disk_full,
+    has_password,
+    is_disk_full,
+    public_url,
+    scrub,
+    sqlite_path,
+)
 from search.study.workers import AUTO_PACK, MAX_PACK, PackSize, count_trials, run_until
 
 MAX_WORKERS = 32  # each worker holds its own copy of torch and the data (about 0.5 GB)
@@ -154,6 +165,9 @@ def storage_failure(error: Exception, url: str) -> UsageError:
     could still mark is failed, so the same command resumes once the cause is gone."""
     cause = getattr(error.__cause__, "orig", None) or error.__cause__ or getattr(error, "orig", None) or error
     reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    path = None if url.startswith(JOURNAL_PREFIX) else sqlite_path(url)
+    if path is not None and is_disk_full(reason):
+        return disk_full(path.resolve().parent)
     return UsageError(f"storage {describe(url)} failed: {scrub(reason, url)}; the study resumes with the same command")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -13,6 +14,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from search.errors import UsageError
+from search.study.storage import disk_full
 
 if TYPE_CHECKING:
     from torch import nn
@@ -41,6 +43,8 @@ def upload_model(
             return upload_artifact(artifact_store=_WholeWrites(store), file_path=str(path), study_or_trial=trial)
         except OSError as error:  # a full disk, say: the trial fails and the study resumes once there is room
             folder = getattr(store, "_base_path", "the artifact folder")  # private in Optuna: only named in a message
+            if error.errno in (errno.ENOSPC, errno.EDQUOT) and isinstance(folder, str | Path):
+                raise disk_full(Path(folder)) from None
             raise UsageError(f"cannot save the model in {folder}: {error.strerror or error}") from None
 
 

@@ -11,11 +11,14 @@ even be marked failed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
+import json
 import os
 import re
 import sqlite3
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -27,7 +30,7 @@ from urllib.parse import quote
 import optuna
 import sqlalchemy
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from search.errors import UsageError
 
@@ -246,36 +249,47 @@ def open_storage(
     Optuna would quietly add its tables to, say, a mistyped path of some other SQLite file."""
     must_exist = must_exist or read_only
     if url.startswith(JOURNAL_PREFIX):
-        return _open_journal(Path(url[len(JOURNAL_PREFIX) :]), must_exist)
+        return _open_journal(Path(url[len(JOURNAL_PREFIX) :]), must_exist, read_only)
     parsed, engine_kwargs, path = _target(url, must_exist)
     if path is not None and not must_exist:
         _check_folder(path)
-    with _one_line_errors(url, parsed):
-        if must_exist and path is None:
-            _check_optuna_tables(parsed, engine_kwargs)
-        for attempt in range(1, SCHEMA_ATTEMPTS + 1):
-            try:
-                with _calls_within():  # tables created and WAL switched on whole, never cut off half-way
-                    storage = _RDBStorage(
-                        parsed.render_as_string(hide_password=False),
-                        engine_kwargs=engine_kwargs,
-                        heartbeat_interval=heartbeat_seconds,
-                        grace_period=grace_seconds,
-                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                        skip_table_creation=must_exist,
-                    )
-                    if path is not None and not read_only:
-                        # WAL lets readers (the dashboard, other workers) proceed while one worker writes.
-                        with storage.engine.connect() as connection:
-                            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
-                        _begin_immediate(storage.engine)
-                break
-            except sqlalchemy.exc.DBAPIError as error:
-                # Processes that open a new database at once all create Optuna's tables (and SQLite's
-                # WAL mode), and the slower ones trip over the first one's; opening again then works.
-                if attempt == SCHEMA_ATTEMPTS or not any(text in str(error.orig) for text in RACES):
-                    raise
-                time.sleep(0.5 * attempt)
+    if path is not None and read_only and on_read_only_media(path):
+        uri = reader_uri(path)  # what _target's check just opened
+        engine_kwargs["creator"] = lambda: sqlite3.connect(
+            uri, uri=True, timeout=SQLITE_TIMEOUT_SECONDS, check_same_thread=False
+        )
+    created = path is not None and not must_exist and not path.exists()
+    try:
+        with _one_line_errors(url, parsed, path):
+            if must_exist and path is None:
+                _check_optuna_tables(parsed, engine_kwargs)
+            for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+                try:
+                    with _calls_within():  # tables created and WAL switched on whole, never cut off half-way
+                        storage = _RDBStorage(
+                            parsed.render_as_string(hide_password=False),
+                            engine_kwargs=engine_kwargs,
+                            heartbeat_interval=heartbeat_seconds,
+                            grace_period=grace_seconds,
+                            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                            skip_table_creation=must_exist,
+                        )
+                        if path is not None and not read_only:
+                            # WAL lets readers (the dashboard, other workers) proceed while one worker writes.
+                            with storage.engine.connect() as connection:
+                                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+                            _begin_immediate(storage.engine)
+                    break
+                except sqlalchemy.exc.DBAPIError as error:
+                    # Processes that open a new database at once all create Optuna's tables (and SQLite's
+                    # WAL mode), and the slower ones trip over the first one's; opening again then works.
+                    if attempt == SCHEMA_ATTEMPTS or not any(text in str(error.orig) for text in RACES):
+                        raise
+                    time.sleep(0.5 * attempt)
+    except BaseException:
+        if created:  # a full disk, say, while Optuna made its tables: no half-made database stays behind
+            _remove_unused_database(path)
+        raise
     return storage
 
 
@@ -328,8 +342,8 @@ def _target(url: str, must_exist: bool) -> tuple[sqlalchemy.engine.URL, dict[str
 
 
 @contextlib.contextmanager
-def _one_line_errors(url: str, parsed: sqlalchemy.engine.URL):
-    """A missing driver, an unknown dialect, a refused connection: one line that says what to do."""
+def _one_line_errors(url: str, parsed: sqlalchemy.engine.URL, path: Path | None = None):
+    """A missing driver, an unknown dialect, a refused connection, a full disk: one line that says what to do."""
     try:
         yield
     except ImportError as error:  # optuna re-raises the driver's ModuleNotFoundError as a plain ImportError
@@ -342,10 +356,12 @@ def _one_line_errors(url: str, parsed: sqlalchemy.engine.URL):
         ) from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as error:
         reason = (str(getattr(error, "orig", None) or error).strip().splitlines() or [type(error).__name__])[0]
+        if path is not None and is_disk_full(reason):
+            raise disk_full(path.resolve().parent) from None
         raise UsageError(f"cannot use storage {describe(url)}: {scrub(reason, url)}") from None
 
 
-def _open_journal(path: Path, must_exist: bool) -> JournalStorage:
+def _open_journal(path: Path, must_exist: bool, read_only: bool = False) -> JournalStorage:
     if path.is_dir():
         raise UsageError(f"journal storage {path} is a folder; give a file, e.g. journal:{path / 'studies.log'}")
     if must_exist and not path.is_file():
@@ -353,26 +369,202 @@ def _open_journal(path: Path, must_exist: bool) -> JournalStorage:
     if not must_exist:
         _check_folder(path)
     try:
-        return _JournalStorage(JournalFileBackend(str(path)))
+        backend = _WholeRecordJournal(path)
+        if not read_only:
+            backend.drop_cut_off_record()  # before anything is appended after it
+        return _JournalStorage(backend)
     except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise disk_full(path.parent) from None
         raise UsageError(f"cannot use journal {path}: {error.strerror}") from None
+    except UsageError:
+        raise
     except Exception as error:  # a file that is not a journal fails in many ways while its log is replayed
         raise UsageError(
             f"{path} is not an Optuna journal ({type(error).__name__} while reading it); check --storage"
         ) from None
 
 
+def is_disk_full(reason: str) -> bool:
+    """Whether a storage's error text says its disk is full (SQLite's wording, or the system's)."""
+    return "database or disk is full" in reason or "No space left on device" in reason
+
+
+def _remove_unused_database(path: Path) -> None:
+    """Remove a SQLite file this process began and that holds no study yet, with its side files."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+            studies = connection.execute("SELECT COUNT(*) FROM studies").fetchone()[0]
+    except sqlite3.Error:
+        studies = 0  # no tables yet, or none readable: nothing of a study is in it
+    if studies:
+        return  # another process made a study in it meanwhile: it is theirs
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm", f"{path.name}-journal"):
+        with contextlib.suppress(OSError):
+            path.with_name(name).unlink()
+
+
+def disk_full(folder: Path) -> UsageError:
+    """The one line for a full disk: it names the disk (by a folder on it) and how to go on."""
+    return UsageError(
+        f"the disk holding {folder} is full (No space left on device); free space on it, "
+        "then run the same command again: the study resumes"
+    )
+
+
+class _WholeRecordJournal(JournalFileBackend):
+    """Optuna's journal file, of which every record is written whole or not at all.
+
+    Optuna appends a record with buffered writes: a full disk can leave part of it in the file (and
+    the journal then fails later with "Should not reach."), and every record appended after a cut-off
+    one is unreadable. Here a failed append is cut back to where it began, under the journal's lock,
+    and a full disk is the one line `disk_full` makes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._journal = path
+        self._journal_lock = JournalFileSymlinkLock(str(path))
+        super().__init__(str(path), lock_obj=self._journal_lock)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        record = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode()
+        try:
+            with _held(self._journal_lock):
+                descriptor = os.open(self._journal, os.O_WRONLY | os.O_APPEND)
+                try:
+                    start = os.fstat(descriptor).st_size
+                    try:
+                        written = 0
+                        while written < len(record):
+                            written += os.write(descriptor, record[written:])
+                        os.fsync(descriptor)
+                    except BaseException:
+                        os.ftruncate(descriptor, start)  # a cut-off record would spoil every later one
+                        raise
+                finally:
+                    os.close(descriptor)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(self._journal.parent) from None
+            raise UsageError(f"cannot write journal {self._journal}: {error.strerror or error}") from None
+
+    def drop_cut_off_record(self) -> None:
+        """Drop a last record cut off by a crash, keeping its bytes in a side file; done before any append.
+
+        Repaired, not refused, because that is what a user wants: the cut-off record was never
+        whole, so no reader ever saw it (Optuna's reader skips it) and the study is exactly as every
+        command showed it, and appending after it would make the whole journal unreadable. Nothing
+        is thrown away: the dropped bytes go to `JOURNAL.cut-off-N`, named in a note on stderr. It is
+        done under the journal's lock, so no live writer is half-way through a record; readers
+        (best, export, report) never change the file."""
+        if not self._journal.is_file() or self._ends_whole():
+            return
+        with _held(self._journal_lock), open(self._journal, "r+b") as journal:
+            data = journal.read()
+            if not data or data.endswith(b"\n"):
+                return  # a writer finished it while the lock was awaited
+            keep = data.rfind(b"\n") + 1
+            side = _keep_aside(self._journal, data[keep:])
+            journal.truncate(keep)
+            journal.flush()
+            os.fsync(journal.fileno())
+        print(
+            f"archsearch: note: {self._journal} ended with a cut-off record ({len(data) - keep:,} bytes, left by a "
+            f"crash or a full disk); it was dropped and its bytes kept in {side}",
+            file=sys.stderr,
+        )
+
+    def _ends_whole(self) -> bool:
+        with open(self._journal, "rb") as journal:
+            size = journal.seek(0, os.SEEK_END)
+            if size == 0:
+                return True
+            journal.seek(size - 1)
+            return journal.read(1) == b"\n"
+
+
+def _keep_aside(journal: Path, data: bytes) -> Path:
+    """`data` in a new side file beside the journal, created exclusively: never through a planted link."""
+    for number in range(1, 10_000):
+        side = journal.with_name(f"{journal.name}.cut-off-{number}")
+        try:
+            descriptor = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            continue
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return side
+    raise UsageError(f"cannot keep the cut-off record of {journal}: remove old {journal.name}.cut-off-* files")
+
+
+@contextlib.contextmanager
+def _held(lock: JournalFileSymlinkLock) -> Iterator[None]:
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _check_sqlite_study_file(path: Path) -> None:
     """An existing SQLite file with Optuna's tables, checked through a read-only connection."""
     if not path.is_file():
         raise UsageError(f"no study database at {path}; check --storage")
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
-            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as error:
-        raise UsageError(f"{path} is not a study database ({error}); check --storage") from None
+    tables = _sqlite_tables(path, reader_uri(path))
     if not set(OPTUNA_TABLES) <= tables:
         raise UsageError(f"{path} is not an Optuna study database (it has no Optuna tables); check --storage")
+
+
+def reader_uri(path: Path) -> str:
+    """The SQLite URI a reader opens `path` through: read-only, and `immutable` on read-only media.
+
+    A database in WAL mode needs its `-shm` file even to be read, which a read-only mount (an
+    archived study) or a folder we may not write cannot hold; `immutable=1` reads it without one.
+    That skips the `-wal` file, so it is used only where there is none with content, which on
+    read-only media no one can be adding to; otherwise the study is refused with what to do."""
+    plain = f"{path.resolve().as_uri()}?mode=ro"
+    if not on_read_only_media(path):
+        return plain
+    try:
+        with contextlib.closing(sqlite3.connect(plain, uri=True)) as connection:
+            connection.execute("SELECT name FROM sqlite_master").fetchall()
+        return plain
+    except sqlite3.OperationalError:
+        pass  # a WAL database without its -shm file: unreadable but as immutable
+    wal = path.with_name(f"{path.name}-wal")
+    if wal.is_file() and wal.stat().st_size > 0:
+        raise UsageError(
+            f"{path} is on read-only media and its last changes are still in {wal.name}, which SQLite cannot "
+            "read there; copy the database with its -wal and -shm files to a writable folder and read it there"
+        )
+    return f"{plain}&immutable=1"
+
+
+def on_read_only_media(path: Path) -> bool:
+    """Whether the database's folder cannot take the side files SQLite makes: a read-only mount or folder."""
+    folder = path.resolve().parent
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY) or not os.access(folder, os.W_OK | os.X_OK)
+    except OSError:
+        return False
+
+
+def _sqlite_tables(path: Path, uri: str) -> set[str]:
+    """The tables of a SQLite file, read through `uri`; a file that cannot be read is one line.
+
+    Only SQLite's "not a database" makes a file "not a study database": a valid database that cannot
+    be read now (a full disk, a lock, a read error) is named as such, never as another program's."""
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
+            return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.OperationalError as error:
+        if is_disk_full(str(error)):
+            raise disk_full(path.resolve().parent) from None
+        raise UsageError(f"cannot read the database {path}: {error}; check --storage") from None
+    except sqlite3.DatabaseError as error:
+        raise UsageError(f"{path} is not a study database ({error}); check --storage") from None
 
 
 def _check_not_foreign(path: Path) -> None:
@@ -381,11 +573,7 @@ def _check_not_foreign(path: Path) -> None:
         raise UsageError(f"{path} is a folder; give a database file, e.g. sqlite:///{path / 'studies.db'}")
     if not path.is_file() or path.stat().st_size == 0:
         return
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
-            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as error:
-        raise UsageError(f"{path} is not a study database ({error}); check --storage") from None
+    tables = _sqlite_tables(path, f"{path.resolve().as_uri()}?mode=ro")
     if tables and not tables & {"studies", "version_info"}:
         raise UsageError(f"{path} is another program's SQLite database, not a study database; check --storage")
 
