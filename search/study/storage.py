@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus
 
 import optuna
 import sqlalchemy
@@ -102,6 +102,7 @@ _SECRET_SETTING = re.compile(
     re.IGNORECASE,
 )
 MASK = "***"
+_QUERY_PAIR = r"([?&;])([^=&;#]*)=([^&;#]*)"
 
 
 def is_secret_key(key: str) -> bool:
@@ -159,8 +160,12 @@ def _mask_unparsed(url: str) -> str:
     setting; hide them all."""
     masked = re.sub(r"(//[^/@]*?:)[^/@]*@", rf"\1{MASK}@", url)
     masked = re.sub(
-        r"([?&;])([^=&;#]*)=([^&;#]*)",
-        lambda m: f"{m[1]}{m[2]}={MASK}" if is_secret_key(m[2]) else m[0],
+        _QUERY_PAIR,
+        lambda m: (
+            f"{m[1]}{m[2]}={MASK}"
+            if is_secret_key(unquote_plus(m[2])) or _has_secret_setting(unquote_plus(m[3]))
+            else m[0]
+        ),
         masked,
     )
     return _mask_settings(masked)
@@ -191,8 +196,13 @@ def _secret_values(url: str) -> list[str]:
     found = [m["value"].strip("'\"") for m in _SECRET_SETTING.finditer(url) if is_secret_key(m["key"])]
     try:
         parsed = sqlalchemy.engine.make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        return [v for v in found if v]
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # found as _mask_unparsed finds them
+        found += re.findall(r"//[^/@]*?:([^/@]*)@", url)
+        for _, key, value in re.findall(_QUERY_PAIR, url):
+            key, value = unquote_plus(key), unquote_plus(value)
+            found += [value] if is_secret_key(key) else []
+            found += [m["value"].strip("'\"") for m in _SECRET_SETTING.finditer(value) if is_secret_key(m["key"])]
+        return sorted({v for v in found if v}, key=len, reverse=True)
     if parsed.password:
         found.append(str(parsed.password))
     for key, value in parsed.query.items():
