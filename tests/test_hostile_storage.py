@@ -373,17 +373,33 @@ def test_a_full_disk_is_one_line_naming_the_disk_and_leaves_nothing_half_made(tm
                 assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-def test_a_search_on_a_full_disk_with_a_journal_is_one_line(tmp_path, tiny_mnist):
-    with tmpfs(tmp_path / "disk", "1m") as disk:
-        fill(disk, 1_000)
+@pytest.mark.parametrize("leave", [1_000, 100_000, 150_000, 600_000])
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_search_on_a_full_disk_is_one_line_and_leaves_only_whole_files(tmp_path, mnist_root, kind, leave):
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        fill(disk, leave)
+        url = f"journal:{disk / 'studies.log'}" if kind == "journal" else f"sqlite:///{disk / 'studies.db'}"
         result = archsearch(
-            "search", "--study", "s", "--storage", f"journal:{disk / 'studies.log'}", "--trials", "3",
-            "--budget", "20000", "--max-depth", "2", *QUICK, env={"ARCHSEARCH_DATA": str(tiny_mnist)}, cwd=tmp_path,
+            "search", "--study", "s", "--storage", url, "--trials", "40", "--budget", "20000", "--max-depth", "2",
+            "--epochs", "1", "--data-limit", "2000", "--device", "cpu", env={"ARCHSEARCH_DATA": str(mnist_root)},
+            cwd=tmp_path,
         )  # fmt: skip
         line = one_line_refusal(result)
-        assert DISK_FULL.format(folder=disk) in line and "Should not reach" not in line
-        data = (disk / "studies.log").read_bytes()
-        assert not data or data.endswith(b"\n")
+        assert line.startswith("archsearch: error: the disk holding ") and str(disk) in line, line
+        assert "Should not reach" not in line and "not a study database" not in line
+        names = {p.name for p in disk.iterdir()} - {".filler"}
+        assert not {n for n in names if n.endswith(("-wal", "-shm", "-journal"))}, names
+        if (disk / "studies.log").exists():
+            data = (disk / "studies.log").read_bytes()
+            assert not data or data.endswith(b"\n")
+        if (disk / "studies.db").exists():
+            with contextlib.closing(sqlite3.connect(disk / "studies.db")) as connection:
+                assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+                assert connection.execute("SELECT COUNT(*) FROM studies").fetchone()[0] == 1  # never an empty shell
+        import torch
+
+        for model in (disk / "artifacts").glob("*") if (disk / "artifacts").is_dir() else []:
+            assert "state_dict" in torch.load(model, weights_only=True)  # whole, or not there at all
 
 
 # 6. Another tool's SQLite file keeps its journal mode ----------------------------------------------------------

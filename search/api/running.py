@@ -31,6 +31,7 @@ from search.study.storage import (
     STORAGE_FAILURES,
     describe,
     disk_full,
+    failure_reason,
     has_password,
     is_disk_full,
     public_url,
@@ -163,8 +164,7 @@ def run_study(
 def storage_failure(error: Exception, url: str) -> UsageError:
     """A storage that stopped working mid-run (a full disk, a lost server) as one line; the trial it
     could still mark is failed, so the same command resumes once the cause is gone."""
-    cause = getattr(error.__cause__, "orig", None) or error.__cause__ or getattr(error, "orig", None) or error
-    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    reason = failure_reason(error)
     path = None if url.startswith(JOURNAL_PREFIX) else sqlite_path(url)
     if path is not None and is_disk_full(reason):
         return disk_full(path.resolve().parent)

@@ -10,6 +10,7 @@ even be marked failed.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import functools
@@ -21,6 +22,7 @@ import sqlite3
 import sys
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -300,7 +302,23 @@ def open_storage(
         if created:  # a full disk, say, while Optuna made its tables: no half-made database stays behind
             _remove_unused_database(path)
         raise
+    storage.source_url, storage.created_file = url, path if created else None
+    if path is not None:
+        _engines_to_close.add(storage.engine)
     return storage
+
+
+# SQLite engines this process opened. Closed at exit, so that SQLite folds each WAL back into its
+# database and removes the -wal and -shm files even when a failure (a full disk) ended the run early,
+# rather than leaving that to the interpreter's teardown, which a fork or os._exit skips.
+_engines_to_close: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_engines() -> None:
+    for engine in list(_engines_to_close):
+        with contextlib.suppress(Exception):
+            engine.dispose()
 
 
 def check_storage(url: str) -> None:
@@ -382,7 +400,9 @@ def _open_journal(path: Path, must_exist: bool, read_only: bool = False) -> Jour
         backend = _WholeRecordJournal(path)
         if not read_only:
             backend.drop_cut_off_record()  # before anything is appended after it
-        return _JournalStorage(backend)
+        storage = _JournalStorage(backend)
+        storage.source_url, storage.created_file = f"{JOURNAL_PREFIX}{path}", None
+        return storage
     except OSError as error:
         if error.errno == errno.ENOSPC:
             raise disk_full(path.parent) from None
@@ -393,6 +413,24 @@ def _open_journal(path: Path, must_exist: bool, read_only: bool = False) -> Jour
         raise UsageError(
             f"{path} is not an Optuna journal ({type(error).__name__} while reading it); check --storage"
         ) from None
+
+
+def failure_reason(error: BaseException) -> str:
+    """The first line of the deepest error behind a storage's failure: the driver's own words (SQLite's
+    "database or disk is full"), which Optuna's and SQLAlchemy's wrappers hide as a cause or context."""
+    chain, seen = [error], {id(error)}
+    while (inner := chain[-1].__cause__ or chain[-1].__context__) is not None and id(inner) not in seen:
+        chain.append(inner)
+        seen.add(id(inner))
+    texts = [str(getattr(link, "orig", None) or link).strip() for link in chain]
+    said = [text.splitlines()[0] for text in texts if text]
+    driver = [
+        text.splitlines()[0]
+        for link, text in zip(chain, texts, strict=True)
+        if text and (getattr(link, "orig", None) is not None or isinstance(link, OSError | sqlite3.Error))
+    ]
+    full = [text for text in said if is_disk_full(text)]
+    return (full or driver[-1:] or said or [type(error).__name__])[0]
 
 
 def is_disk_full(reason: str) -> bool:
@@ -412,6 +450,23 @@ def _remove_unused_database(path: Path) -> None:
     for name in (path.name, f"{path.name}-wal", f"{path.name}-shm", f"{path.name}-journal"):
         with contextlib.suppress(OSError):
             path.with_name(name).unlink()
+
+
+def failed_write(storage: optuna.storages.BaseStorage, error: BaseException) -> UsageError:
+    """A write that the storage refused (a full disk, a lost server) as one line; a SQLite file that
+    open_storage made for this run and that holds no study yet is removed, so nothing half-made stays."""
+    url = getattr(storage, "source_url", None) or ""
+    reason = failure_reason(error)
+    created = getattr(storage, "created_file", None)
+    if created is not None:
+        with contextlib.suppress(Exception):
+            storage.engine.dispose()  # its connections closed first, so the file goes with its side files
+        _remove_unused_database(created)
+    path = None if not url or url.startswith(JOURNAL_PREFIX) else sqlite_path(url)
+    if path is not None and is_disk_full(reason):
+        return disk_full(path.resolve().parent)
+    where = describe(url) if url else "the storage"
+    return UsageError(f"storage {where} failed: {scrub(reason, url)}; run the same command again once it works")
 
 
 def disk_full(folder: Path) -> UsageError:

@@ -209,7 +209,7 @@ def _run_one(study: optuna.Study, objective: Callable[[optuna.Trial], float], ca
         # When the storage fails while a trial's end is recorded, Optuna 5 asserts ("Should not reach")
         # and hides the failure as the assertion's context: report the failure itself.
         if isinstance(error.__context__, (*STORAGE_FAILURES, UsageError)):  # UsageError: a journal's full disk
-            raise error.__context__ from None
+            raise error.__context__ from error.__context__.__cause__  # its cause (the driver's words) kept
         raise
 
 
