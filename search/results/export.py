@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -102,10 +103,11 @@ def _write_staged(plots: Sequence[Plot], out: Path, formats: Sequence[str]) -> t
 
 
 def write_csv(path: Path, rows: Sequence[dict]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [])
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else [])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_bytes_atomically(path, text.getvalue().encode())
 
 
 def write_text(path: Path, text: str) -> None:
