@@ -421,6 +421,20 @@ def test_refusing_another_tools_sqlite_file_leaves_its_journal_mode_and_bytes(tm
     assert sha256(path) == before and [p.name for p in tmp_path.iterdir()] == ["tool.db"]
 
 
+def test_a_valid_database_that_cannot_be_read_now_is_not_called_another_programs(tmp_path):
+    path = tmp_path / "studies.db"
+    optuna.create_study(study_name="s", storage=f"sqlite:///{path}")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing: reading must wait, then fail, for now
+    try:
+        for read_only in (True, False):
+            with pytest.raises(UsageError) as refused:
+                open_storage(f"sqlite:///{path}", read_only=read_only)
+            assert "cannot read the database" in str(refused.value) and "not a study database" not in str(refused.value)
+    finally:
+        holder.close()
+
+
 # 10 and 11. In-memory storages and URLs that do not parse ------------------------------------------------------
 
 IN_MEMORY = [

@@ -1,7 +1,9 @@
 """Storages: any Optuna storage URL or journal file, opened so that bad input is one line.
 
-Passwords stay out of what is printed or stored (`describe`, `public_url`); readers open a
-storage without creating, migrating or switching anything. Every call into a storage runs inside
+Secrets stay out of what is printed or stored: `without_secrets` alone knows where a URL carries
+one (`describe` masks, `public_url` drops). Readers open a storage without creating, migrating or
+switching anything, also on read-only media. A journal's records are written whole, and a full disk
+is one line that names the disk. Every call into a storage runs inside
 `storage_calls_within`'s context, which the CLI and the API set to hold Ctrl-C and SIGTERM back
 until the call returns: a stop raised inside SQLAlchemy's session bookkeeping leaves a session that
 fails every later call of the process (IllegalStateChangeError), so the trial it stopped could not
