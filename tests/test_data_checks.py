@@ -124,7 +124,7 @@ CASES = {
     "trailing-data": Damage(
         TEST_LABELS,
         gz(idx(labels(TEST_COUNT)) + b"\x01" * 7),
-        "7 bytes of trailing data after the 200 bytes its header declares",
+        "trailing data after the 200 bytes its header declares",
     ),
     "empty-gzip-file": Damage(TEST_IMAGES, lambda: b"", "the file is empty"),
     "empty-uncompressed-file": Damage(TEST_IMAGES.removesuffix(".gz"), lambda: b"", "the file is empty"),

@@ -17,7 +17,7 @@ from tests.conftest import REPO, archsearch
 # Lower layers first; a module may import its own layer and any earlier one, never a later one.
 LAYERS = [
     ("models", ("models",)),
-    ("shared", ("search.errors", "search.checks")),
+    ("shared", ("search.errors", "search.checks", "search.files")),
     ("engine", ("search.engine",)),
     ("study", ("search.study",)),
     ("results", ("search.results",)),

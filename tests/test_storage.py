@@ -281,3 +281,20 @@ def _contents(engine: sqlalchemy.engine.Engine) -> dict[str, list]:
     with engine.connect() as connection:
         names = sqlalchemy.inspect(connection).get_table_names()
         return {name: connection.execute(sqlalchemy.text(f"SELECT * FROM {name}")).all() for name in sorted(names)}
+
+
+def test_a_heartbeat_that_fails_is_skipped_and_the_next_one_tries_again(tmp_path, monkeypatch):
+    """Optuna beats from a thread of its own, where an error would print a traceback and end the beats."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'beats.db'}")
+    study = create_study(storage, "beats", "search", SETTINGS, None, None)
+    trial = study.ask()
+    calls = []
+
+    def full_disk(self, trial_id):
+        calls.append(trial_id)
+        raise optuna.exceptions.StorageInternalError("database or disk is full")
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "record_heartbeat", full_disk)
+    storage.record_heartbeat(trial._trial_id)
+    storage.record_heartbeat(trial._trial_id)
+    assert calls == [trial._trial_id] * 2

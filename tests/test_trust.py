@@ -86,12 +86,20 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.postgres
-def test_a_database_password_is_found_nowhere(tmp_path, mnist_root, pg_schema_url):
-    from sqlalchemy.engine import make_url
+@pytest.mark.parametrize("form", ["userinfo", "query"])
+def test_a_database_password_is_found_nowhere(tmp_path, mnist_root, pg_schema_url, form):
+    from sqlalchemy.engine import URL, make_url
 
-    url = pg_schema_url
-    secret = make_url(url).password
+    parsed = make_url(pg_schema_url)
+    secret = parsed.password
     assert secret and len(secret) >= 12
+    url = pg_schema_url
+    if form == "query":  # postgresql://USER@HOST/DB?password=SECRET: the password as a query parameter
+        url = URL.create(
+            parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database,
+            {**parsed.query, "password": secret},
+        ).render_as_string(hide_password=False)  # fmt: skip
+        assert secret in url and f":{secret}@" not in url
     name = f"secret-{uuid.uuid4().hex[:8]}"
     env = env_for(mnist_root)
     seen: list[str] = []

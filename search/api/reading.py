@@ -7,7 +7,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from search.api.progress import progress
 from search.api.running import artifacts_dir, check_device, storage_url
 from search.checks import check_int
 from search.errors import UsageError
+from search.files import replaced_atomically
 from search.results.plots import Plot, Skipped, study_plots
 from search.results.tables import BestTrial, Retrained, TrialRow, trial_rows
 from search.study.lifecycle import best_trial, load_study, study_names
@@ -144,11 +144,11 @@ def _export_retrained(path: str, record: BestTrial, model) -> None:
 
     metadata = {k: v for k, v in record.to_json().items() if k not in ("retrained", "train_config", "exported")}
     metadata |= {"trained_on": record.retrained.trained_on, "test_accuracy": record.retrained.test_accuracy}
-    target = Path(path)
-    with tempfile.TemporaryDirectory(dir=target.resolve().parent) as folder:
-        staged = Path(folder) / "model.pt"
-        save_model(model, record.train_config["activation"], staged, {"metadata": metadata})
-        staged.replace(target)
+    try:
+        with replaced_atomically(path) as handle:
+            save_model(model, record.train_config["activation"], handle, {"metadata": metadata})
+    except OSError as error:  # a full disk, say: nothing half-written is left
+        raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 @dataclass(frozen=True)

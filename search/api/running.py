@@ -25,7 +25,19 @@ from search.engine.config import DEVICES
 from search.errors import Interrupted, Terminated, UsageError
 from search.study.config import DEFAULT_STORAGE
 from search.study.record import StudyRecord, TrialRecord
-from search.study.storage import STORAGE_ENV, STORAGE_FAILURES, describe, has_password, public_url
+from search.study.storage import (
+    JOURNAL_PREFIX,
+    STORAGE_ENV,
+    STORAGE_FAILURES,
+    describe,
+    disk_full,
+    failure_reason,
+    has_password,
+    is_disk_full,
+    public_url,
+    scrub,
+    sqlite_path,
+)
 from search.study.workers import AUTO_PACK, MAX_PACK, PackSize, count_trials, run_until
 
 MAX_WORKERS = 32  # each worker holds its own copy of torch and the data (about 0.5 GB)
@@ -152,9 +164,11 @@ def run_study(
 def storage_failure(error: Exception, url: str) -> UsageError:
     """A storage that stopped working mid-run (a full disk, a lost server) as one line; the trial it
     could still mark is failed, so the same command resumes once the cause is gone."""
-    cause = getattr(error.__cause__, "orig", None) or error.__cause__ or getattr(error, "orig", None) or error
-    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    return UsageError(f"storage {describe(url)} failed: {reason}; the study resumes with the same command")
+    reason = failure_reason(error)
+    path = None if url.startswith(JOURNAL_PREFIX) else sqlite_path(url)
+    if path is not None and is_disk_full(reason):
+        return disk_full(path.resolve().parent)
+    return UsageError(f"storage {describe(url)} failed: {scrub(reason, url)}; the study resumes with the same command")
 
 
 def spawn_workers(count: int, args: list[str], url: str) -> list[subprocess.Popen]:

@@ -61,7 +61,8 @@ def run(args) -> int:
     end_with_parent()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     url = storage_url(args.storage)
-    storage = open_storage(url, must_exist=True)
+    # Read-only until the study is known to be ours: refusing another tool's file leaves it as it was.
+    storage = open_storage(url, read_only=True)
     study = load_study(storage, args.study)
     kind = StudyRecord.of(study).kind
     if kind not in KINDS:

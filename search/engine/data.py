@@ -62,13 +62,34 @@ def _read_idx(path: Path, kind: str) -> np.ndarray:
     archives into the root first, which fails on a read-only root such as ../shared/data.
     Every header field is checked, because a wrong one otherwise surfaces as a numpy traceback or,
     worse, as an index error inside a training trial.
+
+    Reading stops at the length the header declares plus one byte: a small archive that inflates to
+    gigabytes (a gzip bomb) is refused after that much, never inflated in full.
     """
     opener = gzip.open if path.suffix == ".gz" else open
+    dims = IDX_DIMS[kind]
+    header_size = 4 + 4 * dims
     try:
         with opener(path, "rb") as handle:
-            raw = bytearray(handle.read())  # writable, so torch can wrap the pixels without a copy or a warning
+            raw = bytearray(handle.read(header_size))
+            shape, declared = _checked_header(raw, kind)
+            raw += _read_at_most(handle, declared + 1)  # writable, so torch can wrap the pixels without a copy
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise _DamagedFile(f"it is not a complete gzip archive ({_one_line(error)})") from None
+    payload = len(raw) - header_size
+    described = f"{'x'.join(map(str, shape))} = {declared:,} bytes" if dims > 1 else f"{declared:,} bytes"
+    if payload < declared:
+        raise _DamagedFile(f"it is truncated: its header declares {described} of data, the file holds {payload:,}")
+    if payload > declared:
+        raise _DamagedFile(f"it has trailing data after the {described} its header declares")
+    array = np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
+    if kind == "labels" and len(array) and array.max() >= CLASSES:
+        raise _DamagedFile(f"it holds labels outside 0..{CLASSES - 1} (found {array.max()})")
+    return array
+
+
+def _checked_header(raw: bytearray, kind: str) -> tuple[tuple[int, ...], int]:
+    """The shape an IDX header of `kind` declares and its data's length in bytes, once every field is checked."""
     if not raw:
         raise _DamagedFile("the file is empty")
     if len(raw) < 4:
@@ -88,17 +109,18 @@ def _read_idx(path: Path, kind: str) -> np.ndarray:
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
     if kind == "images" and shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
         raise _DamagedFile(f"it holds images of {shape[1]}x{shape[2]} pixels, not {IMAGE_SIDE}x{IMAGE_SIDE}")
-    declared, payload = math.prod(shape), len(raw) - header_size
-    described = f"{'x'.join(map(str, shape))} = {declared:,} bytes" if dims > 1 else f"{declared:,} bytes"
-    if payload < declared:
-        raise _DamagedFile(f"it is truncated: its header declares {described} of data, the file holds {payload:,}")
-    if payload > declared:
-        extra = payload - declared
-        raise _DamagedFile(f"it has {extra:,} bytes of trailing data after the {described} its header declares")
-    array = np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
-    if kind == "labels" and len(array) and array.max() >= CLASSES:
-        raise _DamagedFile(f"it holds labels outside 0..{CLASSES - 1} (found {array.max()})")
-    return array
+    return shape, math.prod(shape)
+
+
+def _read_at_most(handle, limit: int, chunk: int = 1 << 20) -> bytearray:
+    """Up to `limit` bytes, read a chunk at a time: a header may declare terabytes the file does not hold."""
+    data = bytearray()
+    while len(data) < limit:
+        piece = handle.read(min(chunk, limit - len(data)))
+        if not piece:
+            break
+        data += piece
+    return data
 
 
 def _one_line(error: BaseException) -> str:

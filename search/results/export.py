@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -19,6 +20,7 @@ import kaleido
 from kaleido.errors import ChromeNotFoundError
 
 from search.errors import UsageError
+from search.files import write_bytes_atomically
 from search.results.plots import Plot
 
 FORMATS = ("html", "png")
@@ -101,20 +103,18 @@ def _write_staged(plots: Sequence[Plot], out: Path, formats: Sequence[str]) -> t
 
 
 def write_csv(path: Path, rows: Sequence[dict]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [])
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else [])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_bytes_atomically(path, text.getvalue().encode())
 
 
 def write_text(path: Path, text: str) -> None:
     """Replace `path` in one step, so a reader never sees half a file, and a full disk leaves none."""
-    partial = path.with_name(f".{path.name}.partial")
     try:
-        partial.write_text(text)
-        os.replace(partial, path)
+        write_bytes_atomically(path, text.encode())
     except OSError as error:
-        partial.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {error.strerror}") from None
 
 

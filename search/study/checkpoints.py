@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from search.errors import UsageError
+from search.study.storage import disk_full
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,10 +40,34 @@ def upload_model(
         path = Path(folder) / MODEL_FILE
         save_model(model, activation, path, {"metadata": metadata})
         try:
-            return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+            return upload_artifact(artifact_store=_WholeWrites(store), file_path=str(path), study_or_trial=trial)
         except OSError as error:  # a full disk, say: the trial fails and the study resumes once there is room
             folder = getattr(store, "_base_path", "the artifact folder")  # private in Optuna: only named in a message
+            if error.errno in (errno.ENOSPC, errno.EDQUOT) and isinstance(folder, str | Path):
+                raise disk_full(Path(folder)) from None
             raise UsageError(f"cannot save the model in {folder}: {error.strerror or error}") from None
+
+
+class _WholeWrites:
+    """An artifact store whose failed write (a full disk, say) leaves no truncated model file behind:
+    Optuna's store writes into the artifact's final name, and a cut-off file there would be kept."""
+
+    def __init__(self, store: FileSystemArtifactStore) -> None:
+        self._store = store
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self._store.open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        try:
+            self._store.write(artifact_id, content_body)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._store.remove(artifact_id)
+            raise
+
+    def remove(self, artifact_id: str) -> None:
+        self._store.remove(artifact_id)
 
 
 def download_model(

@@ -13,7 +13,14 @@ from optuna.trial import FrozenTrial, TrialState
 from search.errors import UsageError
 from search.study.config import WARM_START_SETTINGS
 from search.study.record import StudyRecord, write_study
-from search.study.storage import SCHEMA_ATTEMPTS, check_storage, open_storage, public_url
+from search.study.storage import (
+    SCHEMA_ATTEMPTS,
+    STORAGE_FAILURES,
+    check_storage,
+    failed_write,
+    open_storage,
+    public_url,
+)
 
 
 def study_names(storage) -> list[str]:
@@ -116,7 +123,16 @@ def create_study(storage, name: str, kind: str, config: dict, sampler, pruner) -
 
     All or nothing as the user sees it: Optuna creates a study and its attributes in separate
     writes, so a run killed in between leaves a study without settings, which the next run of
-    the same kind completes. Two runs that create one study at once both end up working on it."""
+    the same kind completes. Two runs that create one study at once both end up working on it.
+    A storage that fails meanwhile (a full disk) is one line, and a database file this run began
+    and that holds no study yet is removed."""
+    try:
+        return _create_or_resume(storage, name, kind, config, sampler, pruner)
+    except STORAGE_FAILURES as error:
+        raise failed_write(storage, error) from None
+
+
+def _create_or_resume(storage, name: str, kind: str, config: dict, sampler, pruner) -> optuna.Study:
     stored = stored_form(config)
     for _attempt in range(SCHEMA_ATTEMPTS):
         if name in study_names(storage):

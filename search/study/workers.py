@@ -24,6 +24,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from search.errors import UsageError
 from search.study.config import StudyConfig
 from search.study.record import SURPLUS, TrialRecord, finite, write_trial
 from search.study.storage import STORAGE_FAILURES
@@ -207,8 +208,8 @@ def _run_one(study: optuna.Study, objective: Callable[[optuna.Trial], float], ca
     except AssertionError as error:
         # When the storage fails while a trial's end is recorded, Optuna 5 asserts ("Should not reach")
         # and hides the failure as the assertion's context: report the failure itself.
-        if isinstance(error.__context__, STORAGE_FAILURES):
-            raise error.__context__ from None
+        if isinstance(error.__context__, (*STORAGE_FAILURES, UsageError)):  # UsageError: a journal's full disk
+            raise error.__context__ from error.__context__.__cause__  # its cause (the driver's words) kept
         raise
 
 
