@@ -1,4 +1,4 @@
-"""Trials per hour of packed training (search/engine/packed.py) against the trainer's one trial per core.
+"""Trials per hour of packed training (search/engine/packed/) against the trainer's one trial per core.
 
 Run as `.venv/bin/python bench/packing.py [--quick] [--budgets 50000,200000] [--packs 4,8,16,32]
 [--device cpu|cuda] [--data-dir DIR]`; `--quick` is a smoke run (one budget, one shape, small packs, part of

@@ -1,4 +1,4 @@
-"""Packed training (search/engine/packed.py): every member trains as it would alone, padded units stay zero,
+"""Packed training (search/engine/packed/): every member trains as it would alone, padded units stay zero,
 and a member that is pruned or diverges leaves the pack without changing the others' training."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from models.mlp import build_mlp, hidden_widths
 from search.engine import packed
 from search.engine.config import TrainConfig
 from search.engine.data import load_data
-from search.engine.packed import Pack, center_pixels, pixel_bytes, scale_pixels, train_pack
+from search.engine.packed import Pack, center_pixels, graphs, pixel_bytes, scale_pixels, sizing, train_pack
+from search.engine.packed import pack as pack_module
 from search.engine.trainer import Diverged, train
 
 RELATIVE = 1e-4  # training alone and in a pack differ by float rounding only
@@ -243,7 +244,7 @@ def test_each_adam_path_trains_the_same(data, monkeypatch, case, path):
     widths, member_configs = CASES[case]
     members = list(zip(widths, member_configs, strict=True))[:4]
     grouped, _ = run_pack(members, data)
-    monkeypatch.setattr(packed, *ADAM_PATHS[path])
+    monkeypatch.setattr(pack_module, *ADAM_PATHS[path])
     other, _ = run_pack(members, data)
     for first, second in zip(grouped, other, strict=True):
         assert losses(first) == pytest.approx(losses(second), rel=1e-5)
@@ -276,7 +277,7 @@ def test_inputs_gathered_as_pixel_bytes_train_as_the_inputs(data, monkeypatch, d
     widths, member_configs = CASES["eight-adamw-onecycle-depth1"]
     members = [(width[:depth], config) for width, config in zip(widths[:3], member_configs[:3], strict=True)]
     from_bytes, _ = run_pack(members, data)
-    monkeypatch.setattr(packed, "pixel_bytes", lambda _: None)
+    monkeypatch.setattr(pack_module, "pixel_bytes", lambda _: None)
     from_floats, _ = run_pack(members, data)
     for first, second in zip(from_bytes, from_floats, strict=True):
         assert losses(first) == pytest.approx(losses(second), rel=1e-5)
@@ -373,8 +374,8 @@ def test_a_refill_is_checked_like_the_pack_it_joins(data):
 def test_pack_timings_grow_while_doubling_pays_and_give_the_smallest_near_fastest_pack(
     data, monkeypatch, per_member, largest, tried, sizes
 ):
-    monkeypatch.setattr(packed, "alone_step_timer", lambda *_: Rounds([per_member[1]]))
-    monkeypatch.setattr(packed, "pack_step_timer", lambda model, config, split, k: Rounds([per_member[k] * k]))
+    monkeypatch.setattr(sizing, "alone_step_timer", lambda *_: Rounds([per_member[1]]))
+    monkeypatch.setattr(sizing, "pack_step_timer", lambda model, config, split, k: Rounds([per_member[k] * k]))
     model, _ = build([8], TrainConfig())
     timings = packed.fitting_pack_size(model, TrainConfig(), data.train, largest)
     assert list(timings.step_seconds) == tried
@@ -396,8 +397,8 @@ class Rounds:
 
 def test_each_size_keeps_its_fastest_round_and_every_size_is_timed_in_turn(data, monkeypatch):
     timers = {1: Rounds([3.0, 1.0, 1.2]), 2: Rounds([1.6, 1.8, 1.4]), 4: Rounds([4.0])}  # per step of the pack
-    monkeypatch.setattr(packed, "alone_step_timer", lambda *_: timers[1])
-    monkeypatch.setattr(packed, "pack_step_timer", lambda model, config, split, k: timers[k])
+    monkeypatch.setattr(sizing, "alone_step_timer", lambda *_: timers[1])
+    monkeypatch.setattr(sizing, "pack_step_timer", lambda model, config, split, k: timers[k])
     model, _ = build([8], TrainConfig())
     timings = packed.fitting_pack_size(model, TrainConfig(), data.train, 8)
     # The first rounds grow the pack to 4, whose members' steps cost no less than at 2; the fastest rounds
@@ -466,25 +467,25 @@ def graph_members(data):
 def test_a_replayed_step_trains_as_the_step_itself(data, monkeypatch, kind):
     members = graph_members(data)[kind]
     as_is, _ = run_pack(members, data)
-    graphs = []
+    made = []
 
     def new_graph(device):
-        graphs.append(EagerGraph())
-        return graphs[-1]
+        made.append(EagerGraph())
+        return made[-1]
 
-    monkeypatch.setattr(packed, "captures_steps", lambda device: True)
-    monkeypatch.setattr(packed, "new_graph", new_graph)
+    monkeypatch.setattr(graphs, "captures_steps", lambda device: True)
+    monkeypatch.setattr(graphs, "new_graph", new_graph)
     replayed, _ = run_pack(members, data)
     for first, second in zip(as_is, replayed, strict=True):
         assert losses(first) == pytest.approx(losses(second), rel=1e-5)
     full_batches = len(data.train) // 128
-    assert len(graphs) == 1  # one layout, captured once
-    assert graphs[0].replays == 2 * full_batches - packed.GRAPH_WARM_UP_STEPS
+    assert len(made) == 1  # one layout, captured once
+    assert made[0].replays == 2 * full_batches - packed.GRAPH_WARM_UP_STEPS
 
 
 def test_no_step_is_captured_with_dropout(data, monkeypatch):
-    monkeypatch.setattr(packed, "captures_steps", lambda device: True)
-    monkeypatch.setattr(packed, "new_graph", lambda device: pytest.fail("a pack with dropout was captured"))
+    monkeypatch.setattr(graphs, "captures_steps", lambda device: True)
+    monkeypatch.setattr(graphs, "new_graph", lambda device: pytest.fail("a pack with dropout was captured"))
     widths, member_configs = CASES["three-adam-cosine-relu-dropout-depth3"]
     results, _ = run_pack(list(zip(widths, member_configs, strict=True)), data)
     assert all(len(result.history) == 2 for result in results)
@@ -495,7 +496,7 @@ def test_on_cuda_a_replayed_step_trains_as_the_step_itself(mnist_root, monkeypat
     cuda_data = load_data(str(mnist_root), device="cuda", limit=2000)
     members = [(widths, dataclasses.replace(config, device="cuda")) for widths, config in graph_members(None)["adam"]]
     replayed, _ = run_pack(members, cuda_data)
-    monkeypatch.setattr(packed, "captures_steps", lambda device: False)
+    monkeypatch.setattr(graphs, "captures_steps", lambda device: False)
     as_is, _ = run_pack(members, cuda_data)
     for first, second in zip(as_is, replayed, strict=True):
         assert losses(first) == pytest.approx(losses(second), rel=1e-4)
