@@ -22,8 +22,9 @@ reads the batch as a transposed operand, which the CPU BLAS runs faster at these
 batch-major product MLPStep uses, and the logits come out with classes as rows, as MLPStep's log-softmax
 wants them.
 
-On CUDA a pack without dropout captures its step, the batch's gather included, as a CUDA graph once per
-layout and replays it for every full batch (StepGraph): one launch per step instead of dozens of tiny ones.
+On CUDA a pack captures its step, the batch's gather included, as a CUDA graph once per layout and replays
+it for every full batch (StepGraph): one launch per step instead of dozens of tiny ones. A pack with dropout
+registers each member's own generator with the graph, so its masks are still the ones it would draw alone.
 
 Modules: layout (the members and what they share), inputs (pixel bytes), step (forward and backward), update
 (the optimizers' steps), graphs (CUDA graphs), pack (the Pack), train (train_pack), sizing (`--pack auto`).
@@ -39,6 +40,7 @@ from search.engine.packed.layout import (
     Member,
     MemberShape,
     check_pack,
+    default_generator_state,
     dropout_generator,
     schedule_key,
 )
@@ -97,6 +99,7 @@ __all__ = [
     "check_finite",
     "check_pack",
     "copies_pack",
+    "default_generator_state",
     "dropout_generator",
     "final_scores",
     "fitting_pack_size",

@@ -106,10 +106,27 @@ class Member:
     schedule: ScheduleValues | None = None
 
 
+def default_generator_state(device: torch.device | str) -> torch.Tensor:
+    """The state of `device`'s default generator, where a model trained alone there draws its dropout masks."""
+    device = torch.device(device)
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
 def dropout_generator(device: torch.device, seed: int, state: torch.Tensor | None) -> torch.Generator:
+    """A member's own generator on `device`: from `state` (default_generator_state), else seeded with `seed`.
+
+    ValueError for a state of another device's kind: a CPU generator's state is 5,056 bytes and a CUDA
+    generator's 16, and set_state's own error names neither device."""
     generator = torch.Generator(device=device)
     if state is None:
         return generator.manual_seed(seed)
+    expected = generator.get_state()
+    if state.dtype != expected.dtype or state.numel() != expected.numel():
+        source = "torch.cuda.get_rng_state()" if device.type == "cuda" else "torch.get_rng_state()"
+        raise ValueError(
+            f"a dropout state on {device.type} is a generator state of {expected.numel():,} bytes, not "
+            f"{state.numel():,} {state.dtype} values: pass {source}, the state of the generator it trains with"
+        )
     generator.set_state(state)
     return generator
 

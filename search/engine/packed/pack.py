@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -73,6 +73,7 @@ class Pack(PackStep, PackUpdate, PackGraphs):
         grouped = self.optimizer != "sgd" and kernel_per_member_group(device) and kernel_takes(kernel, ADAM_ARGUMENTS)
         self.group_kernel = getattr(torch, kernel) if grouped else None  # what adam_update calls per KernelGroup
         self.step_index = 0  # the step within the current epoch
+        self.side_stream: torch.cuda.Stream | None = None  # made at the first warm-up step on CUDA
 
     def enter(self, entrants: Sequence[Entrant], first_index: int, train_split: Split) -> list[Member]:
         """Members for these models, numbered from `first_index`, checked against the pack; not yet in it."""
@@ -127,21 +128,16 @@ class Pack(PackStep, PackUpdate, PackGraphs):
         elementwise = self.group_kernel is None or graphs.captures_steps(self.device)  # Adam's elementwise form may run
         self.scratch = torch.empty_like(self.param) if self.optimizer != "sgd" and elementwise else None
         with torch.no_grad():
-            for new, old in zip((self.param, *self.state), old_tensors, strict=True) if staying else ():
-                for layer, ((weight, bias), (old_weight, old_bias)) in enumerate(
-                    zip(self.views(new), self.views(old, old_spans), strict=True)
-                ):
-                    for row, (old_row, member) in enumerate(staying):
-                        fan_in, fan_out = member.shape.sizes[layer], member.shape.sizes[layer + 1]
-                        weight[row, :fan_out, :fan_in] = old_weight[old_row, :fan_out, :fan_in]
-                        bias[row, :fan_out] = old_bias[old_row, :fan_out]
+            if staying:
+                self.copy_staying(staying, old_spans, old_tensors)
             for row, member in enumerate(joining, start=len(staying)):
                 for (weight, bias), linear in zip(self.views(self.param), member.shape.linears, strict=True):
                     weight[row, : linear.out_features, : linear.in_features] = linear.weight
                     bias[row, : linear.out_features] = linear.bias
         self.layers = self.bind()
+        self.shape_groups = shape_groups(members, self.device)
         self.keep = torch.tensor([1 - m.shape.dropout for m in members], device=self.device).view(count, 1, 1)
-        self.graph: StepGraph | None = None  # captured for this layout (graph_epoch)
+        self.graph: StepGraph | None = None  # captured for this layout (graph_steps)
         self.warm_steps = 0  # steps run since this layout, before a capture
         self.input_buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.masks: dict[int, list[torch.Tensor]] = {}
@@ -150,6 +146,27 @@ class Pack(PackStep, PackUpdate, PackGraphs):
         self.minus_ones = self.param.new_full((count, 1, 0), -1.0)
         self.refresh_flags()
         self.start_update()
+
+    def copy_staying(
+        self, staying: list[tuple[int, Member]], old_spans: list[tuple[int, int, int]], old_tensors: list[torch.Tensor]
+    ) -> None:
+        """The staying members' rows of the old parameters and optimizer state into the first rows of the
+        new ones: per tensor one gather of their rows, and per layer one copy of the block both layouts hold
+        (each member's own units lie within it), its units beyond the member's own zeroed."""
+        old_rows = torch.tensor([old_row for old_row, _ in staying], device=self.device)
+        kept = len(staying)
+        sizes = torch.tensor([member.shape.sizes for _, member in staying], device=self.device)  # (kept, layers + 1)
+        for new, old in zip((self.param, *self.state), old_tensors, strict=True):
+            taken = old.index_select(0, old_rows)
+            for layer, ((weight, bias), (old_weight, old_bias)) in enumerate(
+                zip(self.views(new), self.views(taken, old_spans), strict=True)
+            ):
+                fan_out, fan_in = min(weight.shape[1], old_weight.shape[1]), min(weight.shape[2], old_weight.shape[2])
+                outs = torch.arange(fan_out, device=self.device) < sizes[:, layer + 1 : layer + 2]  # (kept, out)
+                ins = torch.arange(fan_in, device=self.device) < sizes[:, layer : layer + 1]  # (kept, in)
+                own = outs.unsqueeze(2) & ins.unsqueeze(1)
+                weight[:kept, :fan_out, :fan_in] = torch.where(own, old_weight[:, :fan_out, :fan_in], 0.0)
+                bias[:kept, :fan_out] = torch.where(outs, old_bias[:, :fan_out], 0.0)
 
     def views(self, flat: torch.Tensor, spans: list | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each layer's (K, out, in) weights and (K, out) biases in a (K, n) tensor laid out as self.param
@@ -176,24 +193,31 @@ class Pack(PackStep, PackUpdate, PackGraphs):
         self.uses_decay = any(m.config.weight_decay for m in self.members)
 
     @torch.no_grad()
-    def evaluate(self, split: Split) -> list[Scores]:
-        """Every member's mean cross-entropy and accuracy on `split`, as trainer.evaluate takes them, in one pass.
+    def evaluate(self, split: Split, positions: Sequence[int] | None = None) -> list[Scores]:
+        """Every member's (or those at `positions`') mean cross-entropy and accuracy on `split`, as
+        trainer.evaluate takes them, in one pass, read back from the device at once.
 
         The members share the inputs, so the first layer is one product of all their weights, stacked
         (K x out, in), with each chunk of inputs: a product wide enough to run near the BLAS's peak, where
         evaluating each model alone runs K narrow ones."""
-        count, first = len(self.members), self.layers[0]
-        stacked = first.weight.reshape(count * self.sizes[1], self.sizes[0])
+        layers: list[Layer] | list[tuple[torch.Tensor, torch.Tensor]] = self.layers
+        if positions is not None:
+            chosen = torch.tensor(list(positions), device=self.device)
+            layers = [(layer.weight.index_select(0, chosen), layer.bias.index_select(0, chosen)) for layer in layers]
+        weights = [layer[0] if isinstance(layer, tuple) else layer.weight for layer in layers]
+        biases = [layer[1] if isinstance(layer, tuple) else layer.bias for layer in layers]
+        count = len(weights[0])
+        stacked = weights[0].reshape(count * self.sizes[1], self.sizes[0])
         loss_sum = self.param.new_zeros(count)
         correct = torch.zeros(count, dtype=torch.long, device=self.device)
         low, high = EVAL_ROWS
         rows = min(max(EVAL_ACTIVATIONS // (count * max(self.sizes[1:])), low), high)
         for start in range(0, len(split), rows):
             x, labels = split.x[start : start + rows], split.y[start : start + rows]
-            h = torch.mm(stacked, x.t()).view(count, self.sizes[1], len(x)).add_(first.bias.unsqueeze(2))
-            for layer in self.layers[1:]:
+            h = torch.mm(stacked, x.t()).view(count, self.sizes[1], len(x)).add_(biases[0].unsqueeze(2))
+            for weight, bias in zip(weights[1:], biases[1:], strict=True):
                 h = self.activate(h)
-                h = torch.baddbmm(layer.bias.unsqueeze(2), layer.weight, h)
+                h = torch.baddbmm(bias.unsqueeze(2), weight, h)
             targets = labels.expand(count, 1, len(labels))
             predicted = h.max(dim=1, keepdim=True).indices  # the first of tied maxima, as argmax; faster here
             correct += (predicted == targets).sum(dim=(1, 2))
@@ -213,28 +237,47 @@ class Pack(PackStep, PackUpdate, PackGraphs):
 
     @torch.no_grad()
     def write_back(self) -> None:
-        """Copy every member's weights into its own model, unpadded."""
-        for row, member in enumerate(self.members):
-            for layer, linear in zip(self.layers, member.shape.linears, strict=True):
-                linear.weight.copy_(layer.weight[row, : linear.out_features, : linear.in_features])
-                linear.bias.copy_(layer.bias[row, : linear.out_features])
+        """Copy every member's weights into its own model, unpadded: per group of members of one shape and
+        per layer, one gather of their rows and one copy into all of their models (copy_all)."""
+        for rows, members in self.shape_groups:
+            sizes = members[0].shape.sizes
+            for index, layer in enumerate(self.layers):
+                fan_in, fan_out = sizes[index], sizes[index + 1]
+                weights = layer.weight.index_select(0, rows)[:, :fan_out, :fan_in].contiguous()
+                biases = layer.bias.index_select(0, rows)[:, :fan_out].contiguous()
+                linears = [member.shape.linears[index] for member in members]
+                copy_all(
+                    [t for linear in linears for t in (linear.weight, linear.bias)],
+                    [t for pair in zip(weights.unbind(0), biases.unbind(0), strict=True) for t in pair],
+                )
 
     def train_epoch(self, split: Split) -> list[float]:
         """One epoch of every member on its own batches: their mean training losses, as train() takes them."""
         count = math.ceil(len(split) / self.batch)
-        self.load_coefficients(count)
-        if self.replays_steps(split):
-            totals = self.graph_epoch(split)
-        else:
-            losses = []
-            for batch in self.batches(split):
-                losses.append(self.step(*batch))
-                self.step_index += 1
-            totals = torch.stack(losses).sum(dim=0)
+        steps = self.epoch_steps(split)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as end:
+                totals = end.value
+                break
         for member in self.members:
             member.steps += count
         self.epochs_trained += 1
         return [total / count for total in totals.tolist()]
+
+    def epoch_steps(self, split: Split) -> Generator[None, None, torch.Tensor]:
+        """One epoch's steps as training runs them (replayed as a graph where replays_steps), yielding after
+        each: returns the summed training losses, (K,). fitting_pack_size times these very steps."""
+        self.load_coefficients(math.ceil(len(split) / self.batch))
+        if self.replays_steps(split):
+            return (yield from self.graph_steps(split))
+        losses = []
+        for batch in self.batches(split):
+            losses.append(self.step(*batch))
+            self.step_index += 1
+            yield
+        return torch.stack(losses).sum(dim=0)
 
     def batches(self, split: Split) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
         """One epoch of every member's batches, stacked: (K, B, features) inputs, (K, B) labels, and the
@@ -281,3 +324,22 @@ class Pack(PackStep, PackUpdate, PackGraphs):
         if gathered is not x:
             center_pixels(gathered, x)
         return x.view(*shape, -1)
+
+
+def shape_groups(members: Sequence[Member], device: torch.device) -> list[tuple[torch.Tensor, list[Member]]]:
+    """The members grouped by their sizes, each group's rows of the pack as an index tensor (write_back)."""
+    grouped: dict[tuple[int, ...], list[int]] = {}
+    for row, member in enumerate(members):
+        grouped.setdefault(tuple(member.shape.sizes), []).append(row)
+    return [(torch.tensor(rows, device=device), [members[row] for row in rows]) for rows in grouped.values()]
+
+
+def copy_all(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    """targets[i].copy_(sources[i]) for every i: in one call of torch._foreach_copy_ where this torch has it
+    (on CUDA one launch for tensors of one shape), else one copy each."""
+    foreach = getattr(torch, "_foreach_copy_", None)  # private: looked up, with the public copy as the fallback
+    if foreach is not None:
+        foreach(targets, sources)
+        return
+    for target, source in zip(targets, sources, strict=True):
+        target.copy_(source)

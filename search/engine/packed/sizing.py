@@ -6,7 +6,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +14,7 @@ from torch import nn
 
 from search.engine.config import TrainConfig
 from search.engine.data import Split
+from search.engine.packed.graphs import GRAPH_WARM_UP_STEPS
 from search.engine.packed.pack import Pack
 
 # Measuring stops at the first doubling that makes a member's step less than this much cheaper, and the
@@ -22,10 +23,10 @@ from search.engine.packed.pack import Pack
 DOUBLING_GAIN = 0.05
 NEAR_FASTEST = 0.1
 SIZING_ROUNDS = 3  # timed rounds of steps for each size, the fastest taken,
-SIZING_SECONDS = 0.05  # each at least this long
-SIZING_STEPS = (3, 1000)  # and at least this many steps; all rounds and the warm-up within the second number
+SIZING_SECONDS = 0.05  # each at least this long, or one step where a step takes longer
+SIZING_STEPS = 1000  # all rounds and the warm-up of one size within this many steps
 WARM_UP_SECONDS = 0.05
-WARM_UP_STEPS = 2
+WARM_UP_STEPS = 2  # at least, and a pack that replays its step warms up until it has replayed it (GRAPH_WARM_UP_STEPS)
 
 
 @dataclass(frozen=True)
@@ -72,26 +73,29 @@ def fitting_pack_size(model: nn.Module, config: TrainConfig, train_split: Split,
 class StepTimer:
     """Rounds of timed training steps of one model or pack: the first round warms up first."""
 
-    def __init__(self, step: Callable[[], object], steps: int, device: torch.device):
+    def __init__(
+        self, step: Callable[[], object], steps: int, device: torch.device, warm_up_steps: int = WARM_UP_STEPS
+    ):
         self.step, self.steps, self.device, self.taken = step, steps, device, 0
+        self.warm_up_steps = warm_up_steps
 
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     def round(self) -> float:
-        """Seconds per step of a round of at least SIZING_SECONDS and SIZING_STEPS[0] steps (inf once the
-        epoch's steps are used up); before the first, WARM_UP_SECONDS and WARM_UP_STEPS of steps."""
+        """Seconds per step of a round of at least SIZING_SECONDS, or of one step that takes longer (inf once
+        `steps` are used up); before the first, WARM_UP_SECONDS and `warm_up_steps` of steps."""
         if self.taken == 0:
             started = time.perf_counter()
             while self.taken < self.steps - 1 and (
-                self.taken < WARM_UP_STEPS or time.perf_counter() - started < WARM_UP_SECONDS
+                self.taken < self.warm_up_steps or time.perf_counter() - started < WARM_UP_SECONDS
             ):
                 self.step()
                 self.taken += 1
             self.sync()
         started, timed = time.perf_counter(), 0
-        while self.taken < self.steps and (timed < SIZING_STEPS[0] or time.perf_counter() - started < SIZING_SECONDS):
+        while self.taken < self.steps and (timed == 0 or time.perf_counter() - started < SIZING_SECONDS):
             self.step()
             self.taken, timed = self.taken + 1, timed + 1
             if timed % 4 == 0:
@@ -102,32 +106,50 @@ class StepTimer:
 
 def copies_pack(model: nn.Module, config: TrainConfig, train_split: Split, size: int) -> Pack:
     """A pack of `size` copies of `model`, member k with seed config.seed + k, its update coefficients loaded
-    for the steps a timing may take."""
+    for the steps of an epoch (bench/pack_ceiling.py steps it on its own)."""
     configs = [dataclasses.replace(config, seed=config.seed + index) for index in range(size)]
     pack = Pack.build([copy.deepcopy(model) for _ in configs], configs, train_split)
-    pack.load_coefficients(min(pack.steps_per_epoch, SIZING_STEPS[1]))
+    pack.load_coefficients(min(pack.steps_per_epoch, SIZING_STEPS))
     return pack
 
 
 def pack_step_timer(model: nn.Module, config: TrainConfig, train_split: Split, size: int) -> StepTimer:
-    """The packed step of `size` copies of `model` (copies_pack), on their own batches of `train_split`."""
+    """The steps training runs for `size` copies of `model` (copies_pack) on their own batches of
+    `train_split`, epoch after epoch (Pack.epoch_steps: on CUDA, replays of the captured step), warmed up
+    until the step has been captured and replayed where it will be."""
     pack = copies_pack(model, config, train_split, size)
-    steps = min(pack.steps_per_epoch, SIZING_STEPS[1])
-    batches = pack.batches(train_split)
+    epoch: Iterator[None] = iter(())
 
     def step() -> None:
-        pack.step(*next(batches))
-        pack.step_index += 1
+        nonlocal epoch
+        if next(epoch, EPOCH_END) is EPOCH_END:
+            epoch = pack.epoch_steps(train_split)
+            next(epoch)
 
-    return StepTimer(step, steps, train_split.x.device)
+    replays = pack.replays_steps(train_split)
+    warm_up = max(WARM_UP_STEPS, GRAPH_WARM_UP_STEPS + 2) if replays else WARM_UP_STEPS  # + the capture, a replay
+    return StepTimer(step, SIZING_STEPS, train_split.x.device, warm_up)
 
 
 def alone_step_timer(model: nn.Module, config: TrainConfig, train_split: Split) -> StepTimer:
-    """The step trainer.train takes for a copy of `model` alone, on its batches of `train_split`."""
+    """The step trainer.train takes for a copy of `model` alone, on its batches of `train_split`, epoch after
+    epoch (a full-batch epoch is one step)."""
     from search.engine.trainer import batches, make_step
 
     device = train_split.x.device
     step, _, batch = make_step(copy.deepcopy(model), train_split, config)
-    loader = iter(batches(train_split, batch, torch.Generator(device=device).manual_seed(config.seed)))
-    steps = min(math.ceil(len(train_split) / batch), SIZING_STEPS[1])
-    return StepTimer(lambda: step(*next(loader)), steps, device)
+    order = torch.Generator(device=device).manual_seed(config.seed)
+    loader: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(())
+
+    def next_step() -> None:
+        nonlocal loader
+        inputs = next(loader, None)
+        if inputs is None:
+            loader = batches(train_split, batch, order)
+            inputs = next(loader)
+        step(*inputs)
+
+    return StepTimer(next_step, SIZING_STEPS, device)
+
+
+EPOCH_END = object()  # what next() gives for an epoch's generator of steps that has run out

@@ -13,7 +13,7 @@ from search.engine.config import TrainConfig
 from search.engine.data import Split
 from search.engine.packed.layout import Entrant, Member
 from search.engine.packed.pack import Pack
-from search.engine.trainer import Diverged, EpochRecord, Scores, TrainResult, evaluate
+from search.engine.trainer import Diverged, EpochRecord, Scores, TrainResult
 
 OnPackEpoch = Callable[[int, EpochRecord], None]
 
@@ -39,7 +39,8 @@ def train_pack(
     training: Diverged where train() would raise it, or whatever `on_epoch(index, record)` raised for it
     (an Optuna prune), `index` being the model's position in `models`. Each model holds its trained
     weights at the end, or at its last epoch for one that left early. The epochs' validation scores come
-    from one pass for the whole pack (Pack.evaluate), the final scores from trainer.evaluate.
+    from one pass for the whole pack (Pack.evaluate), and so do the final scores of the members that end
+    together (final_scores).
 
     Each model must be a stack as build_mlp makes it, built by the caller (after torch.manual_seed, as
     train_trial does), and `configs[i]` its settings. `dropout_states[i]` is the state of the device's
@@ -75,7 +76,7 @@ def train_pack(
         pack.write_back()  # on_epoch sees each model as train() would show it: as of this epoch
         scores = pack.evaluate(validation) if validation is not None else [None] * len(pack.members)
         seconds = time.perf_counter() - epoch_start
-        leaving = []
+        leaving, finishing = [], []
         for position, (member, loss, score) in enumerate(zip(pack.members, train_losses, scores, strict=True)):
             member.epochs += 1
             try:
@@ -91,9 +92,12 @@ def train_pack(
                 leaving.append(position)
                 continue
             if member.epochs == member.config.epochs:
-                elapsed = time.perf_counter() - member.started
-                end(member, final_scores(member, elapsed, train_split, validation, test))
-                leaving.append(position)
+                member.result.seconds = time.perf_counter() - member.started
+                member.result.validation = score  # of the weights it ends with: train() takes it again
+                finishing.append(position)
+        for position, outcome in zip(finishing, final_scores(pack, finishing, train_split, test), strict=True):
+            end(pack.members[position], outcome)
+        leaving = sorted(leaving + finishing)
         free = slots - len(pack.members) + len(leaving)
         entrants = list(refill(free)) if refill is not None and free > 0 else []
         if len(entrants) > free:
@@ -113,14 +117,23 @@ def check_finite(epoch: int, train_loss: float, validation: Scores | None) -> No
 
 
 def final_scores(
-    member: Member, seconds: float, train_split: Split, validation: Split | None, test: Split | None
-) -> TrainResult | Exception:
-    """The scores train() takes after its last epoch, or the Diverged it would raise there."""
-    result = member.result
-    result.seconds = seconds
-    result.train = evaluate(member.model, train_split)
-    if not math.isfinite(result.train.loss):
-        return Diverged(member.config.epochs, result.train.loss)
-    result.validation = evaluate(member.model, validation) if validation is not None else None
-    result.test = evaluate(member.model, test) if test is not None else None
-    return result
+    pack: Pack, positions: list[int], train_split: Split, test: Split | None
+) -> list[TrainResult | Exception]:
+    """The scores train() takes after its last epoch for the members at these positions, or the Diverged it
+    would raise there: each split evaluated once for all of them (Pack.evaluate), not once per member with a
+    wait for the device each. Their validation scores are their last epoch's, of the same weights."""
+    if not positions:
+        return []
+    train_scores = pack.evaluate(train_split, positions)
+    test_scores = pack.evaluate(test, positions) if test is not None else [None] * len(positions)
+    outcomes: list[TrainResult | Exception] = []
+    for position, train_score, test_score in zip(positions, train_scores, test_scores, strict=True):
+        member = pack.members[position]
+        result = member.result
+        result.train = train_score
+        if not math.isfinite(train_score.loss):
+            outcomes.append(Diverged(member.config.epochs, train_score.loss))
+            continue
+        result.test = test_score
+        outcomes.append(result)
+    return outcomes

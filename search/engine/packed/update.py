@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -94,30 +93,38 @@ class PackUpdate:
         elsewhere Adam's moments go through the kernel in epochs where every member has the same beta1 at
         every step (all but packs mixing one-cycle with other schedules, or one-cycle members that joined at
         other epochs)."""
-        columns, rates_by_member, firsts_by_member = [], [], []
+        # Members that joined together with one config share their values (ScheduleValues.take): taken once.
+        unique: dict[tuple[int, int], int] = {}
+        taken: list[tuple[list[float], list[float]]] = []
+        which = []
         for member in self.members:
-            config, start = member.config, member.steps
-            rates, firsts = member.schedule.take(start, count)
-            decay = config.weight_decay
-            if self.optimizer == "sgd":
-                columns.append([[-lr for lr in rates], firsts, [decay] * count])
-            else:
-                steps = range(start + 1, start + count + 1)
-                columns.append(
-                    [
-                        [1 - beta1 for beta1 in firsts],
-                        [math.sqrt(1 - self.beta2**step) for step in steps],
-                        [-lr / (1 - beta1**step) for step, lr, beta1 in zip(steps, rates, firsts, strict=True)],
-                        [1 - lr * decay for lr in rates] if self.optimizer == "adamw" else [decay] * count,
-                        [-lr for lr in rates],
-                    ]
-                )
-            rates_by_member.append(rates)
-            firsts_by_member.append(firsts)
-        table = torch.tensor(columns, dtype=torch.float64).permute(2, 1, 0).unsqueeze(3)
+            key = (id(member.schedule), member.steps)
+            if key not in unique:
+                unique[key] = len(taken)
+                taken.append(member.schedule.take(member.steps, count))
+            which.append(unique[key])
+        index = torch.tensor(which)
+        rates = torch.tensor([values[0] for values in taken], dtype=torch.float64)[index]  # (K, steps)
+        firsts = torch.tensor([values[1] for values in taken], dtype=torch.float64)[index]
+        decay = torch.tensor([m.config.weight_decay for m in self.members], dtype=torch.float64).unsqueeze(1)
+        if self.optimizer == "sgd":
+            columns = [-rates, firsts, decay.expand_as(rates)]
+        else:
+            started = torch.tensor([m.steps for m in self.members], dtype=torch.float64).unsqueeze(1)
+            steps = started + torch.arange(1, count + 1, dtype=torch.float64)  # each member's own step numbers
+            columns = [
+                1 - firsts,
+                torch.sqrt(1 - torch.pow(self.beta2, steps)),
+                -rates / (1 - torch.pow(firsts, steps)),
+                1 - rates * decay if self.optimizer == "adamw" else decay.expand_as(rates),
+                -rates,
+            ]
+        table = torch.stack(columns).permute(2, 0, 1).unsqueeze(3)  # (steps, columns, K, 1)
         self.table = table.to(device=self.device, dtype=self.param.dtype).contiguous()
+        rates_by_member = [taken[k][0] for k in which]
+        firsts_by_member = [taken[k][1] for k in which]
         self.step_index = 0
-        shared = all(firsts == firsts_by_member[0] for firsts in firsts_by_member)
+        shared = all(values[1] == taken[0][1] for values in taken)
         self.fused_betas = firsts_by_member[0] if self.fused_kernel and shared else None
         # the fused kernel's steps, floats as Adam keeps them, one per member
         self.step_counts = torch.tensor([float(m.steps) for m in self.members], device=self.device)
