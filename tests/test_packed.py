@@ -630,3 +630,14 @@ def test_the_engine_benchmarks_start_without_optuna(name):
         return
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+def test_without_foreach_copies_the_write_back_copies_each_tensor(data, monkeypatch):
+    """torch._foreach_copy_ is private: write_back falls back to one copy per tensor, to the same weights."""
+    widths, member_configs = CASES["three-adam-cosine-relu-dropout-depth3"]
+    members = list(zip(widths, member_configs, strict=True))
+    _, with_foreach = run_pack(members, data)
+    monkeypatch.delattr(torch, "_foreach_copy_")
+    _, without = run_pack(members, data)
+    for first, second in zip(with_foreach, without, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True))
