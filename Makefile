@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install install-test demo test lint clean
+.PHONY: install install-test demo test lint clean gpu-bundle
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test: install-test
 
 lint: install-test
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# gpu-bundle/: MNIST and the wheels bench/gpu_checks.sh needs on a GPU machine without Optuna (carry it there).
+gpu-bundle: install
+	PYTHON=$(PY) bash bench/gpu_bundle.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info
