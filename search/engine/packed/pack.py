@@ -200,12 +200,12 @@ class Pack(PackStep, PackUpdate, PackGraphs):
         The members share the inputs, so the first layer is one product of all their weights, stacked
         (K x out, in), with each chunk of inputs: a product wide enough to run near the BLAS's peak, where
         evaluating each model alone runs K narrow ones."""
-        layers: list[Layer] | list[tuple[torch.Tensor, torch.Tensor]] = self.layers
+        weights = [layer.weight for layer in self.layers]
+        biases = [layer.bias for layer in self.layers]
         if positions is not None:
             chosen = torch.tensor(list(positions), device=self.device)
-            layers = [(layer.weight.index_select(0, chosen), layer.bias.index_select(0, chosen)) for layer in layers]
-        weights = [layer[0] if isinstance(layer, tuple) else layer.weight for layer in layers]
-        biases = [layer[1] if isinstance(layer, tuple) else layer.bias for layer in layers]
+            weights = [weight.index_select(0, chosen) for weight in weights]
+            biases = [bias.index_select(0, chosen) for bias in biases]
         count = len(weights[0])
         stacked = weights[0].reshape(count * self.sizes[1], self.sizes[0])
         loss_sum = self.param.new_zeros(count)
