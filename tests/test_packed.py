@@ -571,6 +571,14 @@ def test_a_pack_step_timer_times_replays_after_its_capture(data, stand_in_graphs
     assert stand_in_graphs[0].replays >= warm_up_replays + 1  # a timed step at least, after the warm-up's
 
 
+def test_a_pack_step_timer_takes_epochs_longer_than_its_steps(data):
+    """An epoch of more steps than a timer takes (SIZING_STEPS) loads its coefficients as the timer's pack did."""
+    config = TrainConfig(epochs=2, batch_size=1, optimizer="adam", lr=1e-3, seed=1, device="cpu")
+    assert len(data.train) > packed.SIZING_STEPS
+    timer = packed.pack_step_timer(build([8], config)[0], config, data.train, 2)
+    assert 0 < timer.round() < float("inf")
+
+
 @pytest.mark.parametrize("size", [1, 2])
 def test_full_batch_steps_are_timed_over_epochs_after_a_warm_up(data, size):
     config = TrainConfig(epochs=2, batch_size=0, optimizer="sgd", lr=0.1, seed=1, device="cpu")

@@ -106,10 +106,10 @@ class StepTimer:
 
 def copies_pack(model: nn.Module, config: TrainConfig, train_split: Split, size: int) -> Pack:
     """A pack of `size` copies of `model`, member k with seed config.seed + k, its update coefficients loaded
-    for the steps of an epoch (bench/pack_ceiling.py steps it on its own)."""
+    for the steps of an epoch, as Pack.epoch_steps loads them (bench/pack_ceiling.py steps it on its own)."""
     configs = [dataclasses.replace(config, seed=config.seed + index) for index in range(size)]
     pack = Pack.build([copy.deepcopy(model) for _ in configs], configs, train_split)
-    pack.load_coefficients(min(pack.steps_per_epoch, SIZING_STEPS))
+    pack.load_coefficients(pack.steps_per_epoch)
     return pack
 
 
