@@ -17,13 +17,13 @@ packages=(optuna alembic mako colorlog sqlalchemy optuna-dashboard bottle plotly
     choreographer logistro platformdirs simplejson)
 platforms=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64)
 
-rm -rf "$bundle"
-mkdir -p "$bundle/data/MNIST/raw" "$bundle/wheels"
+# Everything checked before the first write: a bad input leaves an existing bundle as it was.
+sources=()
 for name in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
     source="$data/MNIST/raw/$name.gz"
     [ -e "$source" ] || source="$data/MNIST/raw/$name"
     [ -e "$source" ] || { echo "gpu-bundle: no $data/MNIST/raw/$name(.gz): set ARCHSEARCH_DATA to MNIST's root" >&2; exit 2; }
-    cp --dereference "$source" "$bundle/data/MNIST/raw/"
+    sources+=("$source")
 done
 pins=()
 for package in "${packages[@]}"; do
@@ -33,8 +33,18 @@ for package in "${packages[@]}"; do
     }
     pins+=("$package==$version")
 done
+building="$bundle.partial"  # filled first, then put in place: a failed download leaves the old bundle
+rm -rf "$building"
+mkdir -p "$building/data/MNIST/raw" "$building/wheels"
+cp --dereference "${sources[@]}" "$building/data/MNIST/raw/"
 "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    "${platforms[@]/#/--platform=}" -d "$bundle/wheels" "${pins[@]}"
-find "$bundle" -type l -print -quit | grep -q . && { echo "gpu-bundle: a link in $bundle" >&2; exit 1; }
+    "${platforms[@]/#/--platform=}" -d "$building/wheels" "${pins[@]}" || {
+    rm -rf "$building"
+    echo "gpu-bundle: pip could not download the wheels (above); $bundle/ is unchanged" >&2
+    exit 1
+}
+find "$building" -type l -print -quit | grep -q . && { echo "gpu-bundle: a link in $building" >&2; exit 1; }
+rm -rf "$bundle"
+mv "$building" "$bundle"
 du -sh "$bundle"
 ls "$bundle/wheels"
