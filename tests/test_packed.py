@@ -531,7 +531,7 @@ def test_this_torch_takes_generators_in_its_cuda_graphs():
     assert graphs.graphs_take_generators()
 
 
-def test_a_capture_that_fails_leaves_no_graph_and_the_next_epoch_captures_anew(data, monkeypatch):
+def test_a_capture_that_fails_leaves_the_pack_without_a_graph(data, monkeypatch):
     failing = []
 
     class FailingGraph(EagerGraph):
