@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install install-test install-docs demo test docs figures lint clean
+.PHONY: install install-test install-docs demo test docs figures lint clean gpu-bundle
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ figures: install
 
 lint: install-test
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# gpu-bundle/: MNIST and the wheels bench/gpu_checks.sh needs on a GPU machine without Optuna (carry it there).
+gpu-bundle: install
+	PYTHON=$(PY) bash bench/gpu_bundle.sh
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

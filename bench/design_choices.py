@@ -19,7 +19,7 @@ trains it:
   (g) log-softmax with classes as rows, as MLPStep computes it, vs the usual classes as columns;
   (h) tanh in place as 2 sigmoid(2z) - 1 (trainer.tanh_) vs torch's tanh_, for one batch-128 layer, a
       pack of 8 such layers and a 60,000-row full batch;
-  (i) a pack's Adam update (search/engine/packed.py) for 8 members with their own learning rates: torch's
+  (i) a pack's Adam update (search/engine/packed/) for 8 members with their own learning rates: torch's
       fused kernel per group of members with the same values, as a CPU pack takes it, vs one kernel pass
       for the whole pack and a step along each member's rate, as a GPU pack takes it.
 Each time is the best of `--rounds` repeats after a warm-up; the variants of a case take turns within
@@ -396,7 +396,7 @@ def pack_adam_update(split: Split, rounds: int) -> None:
     section(f"(i) a pack's Adam update, {members} members of {size:,} parameters with their own learning rates")
     updates = []
     for per_group in (False, True):
-        with mock.patch.object(packed, "kernel_per_member_group", lambda device, per_group=per_group: per_group):
+        with mock.patch.object(packed.pack, "kernel_per_member_group", lambda device, per_group=per_group: per_group):
             models = [build_mlp(list(WIDTHS)) for _ in configs]
             pack = packed.Pack.build(models, configs, Split(split.x[:SMALL_BATCH], split.y[:SMALL_BATCH]))
         pack.load_coefficients(1)

@@ -4,7 +4,7 @@ Run as `.venv/bin/python bench/pack_size.py [--largest 8] [--threads 1] [--devic
 For each row (a budget, a uniform depth at the width models/budget.py solves for it, a batch size; tanh,
 Adam), it calls search.engine.packed.fitting_pack_size on the 50,000 training images, as `--pack auto` does
 for a pack's first trial, and prints the microseconds of one step per member for each size it tried (1: the
-trainer's own step, alone) and the size a search and a grid take from them (search/study/objective.py: a pack
+trainer's own step, alone) and the size a search and a grid take from them (search/engine/config.py: a pack
 at least SEARCH_PACK_SPEEDUP or GRID_PACK_SPEEDUP times as fast per member as alone, else 1). One thread by
 default, as each of 2 workers on this 2-core machine has. Nothing is asserted: the timings are a few tenths
 of a second each, so a busy machine moves them; the load average is printed.
@@ -26,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.stamp import command, markdown_table, write_table
 from models.budget import width_for_budget
 from models.mlp import build_mlp
-from search.engine.config import TrainConfig
+from search.engine.config import GRID_PACK_SPEEDUP, SEARCH_PACK_SPEEDUP, TrainConfig
 from search.engine.data import load_data
 from search.engine.packed import fitting_pack_size, pixel_bytes
-from search.study.objective import GRID_PACK_SPEEDUP, SEARCH_PACK_SPEEDUP
 
 ROWS = (  # budget, depth, batch size
     (20_000, 2, 16),

@@ -18,12 +18,19 @@ CONFIGS = [
 ]
 
 
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "config", CONFIGS, ids=lambda c: f"{c.optimizer}-m{c.momentum}-wd{c.weight_decay}-{c.schedule}"
 )
-def test_fused_update_equals_optimizer_step(config):
+def test_fused_update_equals_optimizer_step(config, device):
     torch.manual_seed(0)
-    start = torch.randn(500)
+    start = torch.randn(500, device=device)
     reference = torch.nn.Parameter(start.clone())
     direct = torch.nn.Parameter(start.clone())
     steps = 6
@@ -32,7 +39,7 @@ def test_fused_update_equals_optimizer_step(config):
     update = fused_update(optimizers[1])
     assert isinstance(update, _SGDUpdate if config.optimizer == "sgd" else _AdamUpdate)
     for _ in range(steps):
-        grad = torch.randn(500)
+        grad = torch.randn(500, device=device)
         reference.grad, direct.grad = grad.clone(), grad.clone()
         optimizers[0].step()
         update()

@@ -1,11 +1,13 @@
-"""Packed training (search/engine/packed.py): every member trains as it would alone, padded units stay zero,
+"""Packed training (search/engine/packed/): every member trains as it would alone, padded units stay zero,
 and a member that is pruned or diverges leaves the pack without changing the others' training."""
 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +18,18 @@ from models.mlp import build_mlp, hidden_widths
 from search.engine import packed
 from search.engine.config import TrainConfig
 from search.engine.data import load_data
-from search.engine.packed import Pack, center_pixels, pixel_bytes, scale_pixels, train_pack
-from search.engine.trainer import Diverged, train
+from search.engine.packed import (
+    Pack,
+    center_pixels,
+    default_generator_state,
+    graphs,
+    pixel_bytes,
+    scale_pixels,
+    sizing,
+    train_pack,
+)
+from search.engine.packed import pack as pack_module
+from search.engine.trainer import Diverged, resolve_device, train
 
 RELATIVE = 1e-4  # training alone and in a pack differ by float rounding only
 UNCHANGED = 1e-6  # a pack with or without another member runs the same ops on the same rows, but a kernel
@@ -30,10 +42,11 @@ def data(mnist_root):
 
 
 def build(widths: list[int], config: TrainConfig) -> tuple[nn.Sequential, torch.Tensor]:
-    """The model train_trial builds, and the global generator's state right after: where its dropout starts."""
+    """The model train_trial builds, and the state of its device's generator right after: where its dropout
+    starts (on CUDA the CUDA generator's, which torch.manual_seed seeds too)."""
     torch.manual_seed(config.seed)
     model = build_mlp(widths, config.activation, dropout=config.dropout, input_dropout=config.input_dropout)
-    return model, torch.get_rng_state()
+    return model, default_generator_state(resolve_device(config.device))
 
 
 def run_pack(members: list[tuple[list[int], TrainConfig]], data, on_epoch=None):
@@ -256,7 +269,7 @@ def test_each_adam_path_trains_the_same(data, monkeypatch, case, path):
     widths, member_configs = CASES[case]
     members = list(zip(widths, member_configs, strict=True))[:4]
     grouped, _ = run_pack(members, data)
-    monkeypatch.setattr(packed, *ADAM_PATHS[path])
+    monkeypatch.setattr(pack_module, *ADAM_PATHS[path])
     other, _ = run_pack(members, data)
     for first, second in zip(grouped, other, strict=True):
         assert losses(first) == pytest.approx(losses(second), rel=1e-5)
@@ -289,7 +302,7 @@ def test_inputs_gathered_as_pixel_bytes_train_as_the_inputs(data, monkeypatch, d
     widths, member_configs = CASES["eight-adamw-onecycle-depth1"]
     members = [(width[:depth], config) for width, config in zip(widths[:3], member_configs[:3], strict=True)]
     from_bytes, _ = run_pack(members, data)
-    monkeypatch.setattr(packed, "pixel_bytes", lambda _: None)
+    monkeypatch.setattr(pack_module, "pixel_bytes", lambda _: None)
     from_floats, _ = run_pack(members, data)
     for first, second in zip(from_bytes, from_floats, strict=True):
         assert losses(first) == pytest.approx(losses(second), rel=1e-5)
@@ -386,8 +399,8 @@ def test_a_refill_is_checked_like_the_pack_it_joins(data):
 def test_pack_timings_grow_while_doubling_pays_and_give_the_smallest_near_fastest_pack(
     data, monkeypatch, per_member, largest, tried, sizes
 ):
-    monkeypatch.setattr(packed, "alone_step_timer", lambda *_: Rounds([per_member[1]]))
-    monkeypatch.setattr(packed, "pack_step_timer", lambda model, config, split, k: Rounds([per_member[k] * k]))
+    monkeypatch.setattr(sizing, "alone_step_timer", lambda *_: Rounds([per_member[1]]))
+    monkeypatch.setattr(sizing, "pack_step_timer", lambda model, config, split, k: Rounds([per_member[k] * k]))
     model, _ = build([8], TrainConfig())
     timings = packed.fitting_pack_size(model, TrainConfig(), data.train, largest)
     assert list(timings.step_seconds) == tried
@@ -409,8 +422,8 @@ class Rounds:
 
 def test_each_size_keeps_its_fastest_round_and_every_size_is_timed_in_turn(data, monkeypatch):
     timers = {1: Rounds([3.0, 1.0, 1.2]), 2: Rounds([1.6, 1.8, 1.4]), 4: Rounds([4.0])}  # per step of the pack
-    monkeypatch.setattr(packed, "alone_step_timer", lambda *_: timers[1])
-    monkeypatch.setattr(packed, "pack_step_timer", lambda model, config, split, k: timers[k])
+    monkeypatch.setattr(sizing, "alone_step_timer", lambda *_: timers[1])
+    monkeypatch.setattr(sizing, "pack_step_timer", lambda model, config, split, k: timers[k])
     model, _ = build([8], TrainConfig())
     timings = packed.fitting_pack_size(model, TrainConfig(), data.train, 8)
     # The first rounds grow the pack to 4, whose members' steps cost no less than at 2; the fastest rounds
@@ -434,7 +447,7 @@ def test_a_step_timer_warms_up_then_times_rounds_within_the_epoch(monkeypatch):
 
     timer = packed.StepTimer(step, 120, torch.device("cpu"))
     first = timer.round()
-    assert len(calls) >= packed.WARM_UP_STEPS + packed.SIZING_STEPS[0]
+    assert len(calls) >= packed.WARM_UP_STEPS + 1
     assert first == pytest.approx(0.002)
     seconds = [timer.round() for _ in range(60)]
     assert timer.taken == len(calls) == 120  # never past the epoch's steps
@@ -455,9 +468,15 @@ def test_measuring_pack_sizes_changes_neither_the_model_nor_the_random_streams(d
 
 
 class EagerGraph:
-    """Stands in for a CUDA graph on the CPU: capture keeps the step without running it, replay runs it."""
+    """Stands in for a CUDA graph on the CPU: capture keeps the step without running it, replay runs it, and
+    the generators registered with it are kept."""
 
-    replays = 0
+    def __init__(self):
+        self.replays = 0
+        self.generators = []
+
+    def register_generator(self, generator):
+        self.generators.append(generator)
 
     def capture(self, step):
         self.step = step
@@ -467,8 +486,23 @@ class EagerGraph:
         self.step()
 
 
+@pytest.fixture
+def stand_in_graphs(monkeypatch):
+    """Packs on the CPU capture and replay their steps as on CUDA, through EagerGraphs: the list of them."""
+    made = []
+
+    def new_graph(device):
+        made.append(EagerGraph())
+        return made[-1]
+
+    monkeypatch.setattr(graphs, "captures_steps", lambda device: True)
+    monkeypatch.setattr(graphs, "new_graph", new_graph)
+    return made
+
+
 def graph_members(data):
-    """Adam and SGD with momentum, a schedule and weight decay: every coefficient a captured step reads."""
+    """Adam and SGD with momentum, a schedule and weight decay: every coefficient a captured step reads;
+    and Adam with dropout and input dropout, on, off and mixed: every member's own masks."""
     return {
         "adam": list(zip([[24, 16], [16, 32], [8, 8]], configs(
             {"optimizer": "adam", "schedule": "cosine"},
@@ -477,43 +511,158 @@ def graph_members(data):
         "sgd-onecycle": list(zip([[16], [24]], configs(
             {"optimizer": "sgd", "momentum": 0.9, "schedule": "onecycle"},
             {"lr": 0.05, "seed": 4}, {"lr": 0.02, "seed": 5, "weight_decay": 1e-4}), strict=True)),
+        "adam-dropout": list(zip([[24, 16], [16, 32], [8, 8]], configs(
+            {"optimizer": "adam", "schedule": "cosine"},
+            {"lr": 1e-3, "seed": 1, "dropout": 0.2}, {"lr": 3e-3, "seed": 2, "input_dropout": 0.1, "dropout": 0.1},
+            {"lr": 2e-3, "seed": 3}), strict=True)),
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["adam", "sgd-onecycle"])
-def test_a_replayed_step_trains_as_the_step_itself(data, monkeypatch, kind):
+@pytest.mark.parametrize("kind", ["adam", "sgd-onecycle", "adam-dropout"])
+def test_a_replayed_step_trains_as_the_step_itself(data, stand_in_graphs, kind):
     members = graph_members(data)[kind]
-    as_is, _ = run_pack(members, data)
-    graphs = []
-
-    def new_graph(device):
-        graphs.append(EagerGraph())
-        return graphs[-1]
-
-    monkeypatch.setattr(packed, "captures_steps", lambda device: True)
-    monkeypatch.setattr(packed, "new_graph", new_graph)
     replayed, _ = run_pack(members, data)
-    for first, second in zip(as_is, replayed, strict=True):
-        assert losses(first) == pytest.approx(losses(second), rel=1e-5)
     full_batches = len(data.train) // 128
-    assert len(graphs) == 1  # one layout, captured once
-    assert graphs[0].replays == 2 * full_batches - packed.GRAPH_WARM_UP_STEPS
+    assert len(stand_in_graphs) == 1  # one layout, captured once
+    assert stand_in_graphs[0].replays == 2 * full_batches - packed.GRAPH_WARM_UP_STEPS
+    # the members that draw masks, and only they, have their generators registered with the graph
+    assert len(stand_in_graphs[0].generators) == sum(bool(c.dropout or c.input_dropout) for _, c in members)
+    for (widths, config), result in zip(members, replayed, strict=True):
+        alone_model, _ = build(widths, config)
+        alone = train(alone_model, data.train, config, data.validation, data.test)
+        assert losses(result) == pytest.approx(losses(alone), rel=RELATIVE)
 
 
-def test_no_step_is_captured_with_dropout(data, monkeypatch):
-    monkeypatch.setattr(packed, "captures_steps", lambda device: True)
-    monkeypatch.setattr(packed, "new_graph", lambda device: pytest.fail("a pack with dropout was captured"))
-    widths, member_configs = CASES["three-adam-cosine-relu-dropout-depth3"]
-    results, _ = run_pack(list(zip(widths, member_configs, strict=True)), data)
+def test_without_generators_in_graphs_a_dropout_pack_runs_its_steps_as_they_are(data, stand_in_graphs, monkeypatch):
+    monkeypatch.setattr(graphs, "graphs_take_generators", lambda: False)
+    members = graph_members(data)
+    results, _ = run_pack(members["adam-dropout"], data)
     assert all(len(result.history) == 2 for result in results)
+    assert stand_in_graphs == []
+    run_pack(members["adam"], data)
+    assert len(stand_in_graphs) == 1  # a pack without dropout still replays
+
+
+def test_this_torch_takes_generators_in_its_cuda_graphs():
+    """The real check behind the fallback above: torch 2.9 and later have CUDAGraph.register_generator_state."""
+    assert graphs.graphs_take_generators()
+
+
+def test_a_capture_that_fails_leaves_the_pack_without_a_graph(data, monkeypatch):
+    failing = []
+
+    class FailingGraph(EagerGraph):
+        def capture(self, step):
+            failing.append(self)
+            raise RuntimeError("capture failed")
+
+    monkeypatch.setattr(graphs, "captures_steps", lambda device: True)
+    monkeypatch.setattr(graphs, "new_graph", lambda device: FailingGraph())
+    (widths, config), *_ = graph_members(data)["adam"]
+    pack = Pack.build([build(widths, config)[0]], [config], data.train)
+    with pytest.raises(RuntimeError, match="capture failed"):
+        pack.train_epoch(data.train)
+    assert pack.graph is None and len(failing) == 1
+
+
+def test_a_graph_replays_only_on_the_inputs_it_was_captured_on(data, stand_in_graphs):
+    (widths, config), *_ = graph_members(data)["adam"]
+    pack = Pack.build([build(widths, config)[0]], [config], data.train)
+    pack.train_epoch(data.train)
+    graph = pack.graph
+    assert graph is not None and graph.source is pixel_bytes(data.train.x)
+    other = type(data.train)(data.train.x.clone(), data.train.y)  # the same values in another tensor
+    with pytest.raises(RuntimeError, match="inputs it gathered from"):
+        graph.run(pixel_bytes(other.x), graph.rows, graph.labels)
+    pack.train_epoch(other)  # captured again, on the other inputs
+    assert len(stand_in_graphs) == 2 and pack.graph.source is pixel_bytes(other.x)
+
+
+def test_a_pack_step_timer_times_replays_after_its_capture(data, stand_in_graphs):
+    (widths, config), *_ = graph_members(data)["adam"]
+    timer = packed.pack_step_timer(build(widths, config)[0], config, data.train, 2)
+    assert timer.warm_up_steps > packed.GRAPH_WARM_UP_STEPS
+    timer.round()
+    assert len(stand_in_graphs) == 1
+    warm_up_replays = timer.warm_up_steps - packed.GRAPH_WARM_UP_STEPS
+    assert stand_in_graphs[0].replays >= warm_up_replays + 1  # a timed step at least, after the warm-up's
+
+
+def test_a_pack_step_timer_takes_epochs_longer_than_its_steps(data):
+    """An epoch of more steps than a timer takes (SIZING_STEPS) loads its coefficients as the timer's pack did."""
+    config = TrainConfig(epochs=2, batch_size=1, optimizer="adam", lr=1e-3, seed=1, device="cpu")
+    assert len(data.train) > packed.SIZING_STEPS
+    timer = packed.pack_step_timer(build([8], config)[0], config, data.train, 2)
+    assert 0 < timer.round() < float("inf")
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_full_batch_steps_are_timed_over_epochs_after_a_warm_up(data, size):
+    config = TrainConfig(epochs=2, batch_size=0, optimizer="sgd", lr=0.1, seed=1, device="cpu")
+    split = type(data.train)(data.train.x[:256], data.train.y[:256])
+    model, _ = build([16], config)
+    timer = (
+        packed.alone_step_timer(model, config, split) if size == 1 else packed.pack_step_timer(model, config, split, 2)
+    )
+    seconds = [timer.round() for _ in range(packed.SIZING_ROUNDS)]
+    assert all(0 < s < float("inf") for s in seconds)  # each round a real step: an epoch of one
+    assert timer.taken >= timer.warm_up_steps + packed.SIZING_ROUNDS
+
+
+def test_a_dropout_state_of_another_device_is_refused(data):
+    (config,) = configs({"optimizer": "adam"}, {"lr": 1e-3, "seed": 1, "dropout": 0.2})
+    model, state = build([16], config)
+    assert state.numel() == torch.Generator().get_state().numel()
+    cuda_sized = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state: its seed and offset
+    with pytest.raises(ValueError, match=r"not 16 torch.uint8 values: pass torch.get_rng_state\(\)"):
+        train_pack([model], [config], data.train, dropout_states=[cuda_sized])
+    with pytest.raises(ValueError, match="generator state of 5,056 bytes"):
+        train_pack([model], [config], data.train, dropout_states=[state.float()])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-def test_on_cuda_a_replayed_step_trains_as_the_step_itself(mnist_root, monkeypatch):
+@pytest.mark.parametrize("kind", ["adam", "adam-dropout"])
+def test_on_cuda_a_replayed_step_trains_as_the_step_itself(mnist_root, monkeypatch, kind):
     cuda_data = load_data(str(mnist_root), device="cuda", limit=2000)
-    members = [(widths, dataclasses.replace(config, device="cuda")) for widths, config in graph_members(None)["adam"]]
+    members = [(widths, dataclasses.replace(config, device="cuda")) for widths, config in graph_members(None)[kind]]
     replayed, _ = run_pack(members, cuda_data)
-    monkeypatch.setattr(packed, "captures_steps", lambda device: False)
+    monkeypatch.setattr(graphs, "captures_steps", lambda device: False)
     as_is, _ = run_pack(members, cuda_data)
     for first, second in zip(as_is, replayed, strict=True):
         assert losses(first) == pytest.approx(losses(second), rel=1e-4)
+    for (widths, config), result in zip(members, replayed, strict=True):  # dropout masks too: each member's own
+        alone_model, _ = build(widths, config)
+        alone = train(alone_model, cuda_data.train, config, cuda_data.validation, cuda_data.test)
+        assert losses(result) == pytest.approx(losses(alone), rel=1e-3)  # a GPU's products round by their shapes
+
+
+REPO = Path(__file__).resolve().parent.parent
+ENGINE_BENCHMARKS = ("ablation", "pack_ceiling", "pack_size", "packing")  # bench/gpu_checks.sh runs these where
+# there is no Optuna
+
+
+@pytest.mark.parametrize("name", [*ENGINE_BENCHMARKS, "pack_search"])
+def test_the_engine_benchmarks_start_without_optuna(name):
+    code = (
+        "import importlib, sys\n"
+        "sys.modules['optuna'] = None  # importing it raises, as where it is not installed\n"
+        f"importlib.import_module('bench.{name}')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('search.study', 'search.api', 'search.cli'))))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    if name not in ENGINE_BENCHMARKS:  # a benchmark of the studies needs Optuna: the block above is real
+        assert run.returncode != 0 and "optuna" in run.stderr
+        return
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
+def test_without_foreach_copies_the_write_back_copies_each_tensor(data, monkeypatch):
+    """torch._foreach_copy_ is private: write_back falls back to one copy per tensor, to the same weights."""
+    widths, member_configs = CASES["three-adam-cosine-relu-dropout-depth3"]
+    members = list(zip(widths, member_configs, strict=True))
+    _, with_foreach = run_pack(members, data)
+    monkeypatch.delattr(torch, "_foreach_copy_")
+    _, without = run_pack(members, data)
+    for first, second in zip(with_foreach, without, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True))

@@ -8,7 +8,16 @@ from torch import nn
 from models.mlp import Init, build_mlp
 from search.engine.config import TrainConfig
 from search.engine.data import load_data
-from search.engine.trainer import Diverged, MLPStep, autograd_step, evaluate, make_optimizer, tanh_, train
+from search.engine.trainer import (
+    Diverged,
+    MLPStep,
+    autograd_step,
+    evaluate,
+    make_optimizer,
+    resolve_device,
+    tanh_,
+    train,
+)
 
 
 @pytest.fixture()
@@ -148,3 +157,22 @@ def test_cuda_path(tiny_mnist):
     data = load_data(str(tiny_mnist), "mnist", "cuda", limit=400)
     result, _ = fit(data, TrainConfig(epochs=2, device="cuda"))
     assert result.device.startswith("cuda")
+
+
+@pytest.mark.parametrize(
+    ("name", "worker", "expected"),
+    [("cuda", 0, "cuda"), ("cuda", 1, "cuda:1"), ("cuda", 5, "cuda:2"), ("auto", 3, "cuda"), ("cpu", 2, "cpu")],
+)
+def test_workers_spread_over_the_visible_gpus(monkeypatch, name, worker, expected):
+    """A CPU stand-in for a machine of three GPUs: worker k trains on GPU k mod 3 (0 keeps the current one)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert resolve_device(name, worker) == torch.device(expected)
+
+
+def test_the_full_training_set_reaches_the_device_only_when_used(tiny_mnist):
+    data = load_data(str(tiny_mnist), "mnist", "cpu", limit=300, split_seed=7)
+    assert "train_full" not in vars(data)  # a search reads train, validation and test alone
+    full = data.train_full
+    assert vars(data)["train_full"] is full and data.train_full is full  # made once
+    assert len(full) == 300 and full.x.shape == (300, 784)  # its values: tests/test_data.py

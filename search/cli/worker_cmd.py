@@ -71,7 +71,7 @@ def run(args) -> int:
     storage = open_storage(url, config.get("heartbeat_seconds", 5), config.get("grace_seconds", 20), must_exist=True)
     from search.engine.trainer import resolve_device  # torch loads only once the study is known good
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, args.worker_index)  # workers spread over the visible GPUs
     artifacts = artifacts_dir(args.artifacts, study, url)
     sampler, pruner, objective, target = importlib.import_module(KINDS[kind]).worker_setup(
         study, args, device, artifacts

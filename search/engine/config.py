@@ -19,6 +19,16 @@ MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds from 0 to 2**32
 MAX_BATCH_SIZE = 1_000_000  # above any split (MNIST's has 60,000 images); 0 asks for the full batch
 
 
+# `--pack auto` packs a search's trials only where a pack trains each of them at least this much faster than
+# alone: a search pack's trials share their structure for two generations and the sampler hears of them
+# later, which cost more than packs of 2 and 4 saving 10-25% of a step gave back, in two equal-time searches
+# at P = 100,000 on a 2-core CPU (README, "Packed training"). A grid's points are fixed: any real gain pays.
+# Here, with no torch, so the studies layer reads them without loading the engine, and the engine's
+# benchmarks without Optuna.
+SEARCH_PACK_SPEEDUP = 1.5
+GRID_PACK_SPEEDUP = 1.1
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. `batch_size` 0 means full batch.

@@ -7,7 +7,8 @@ import gzip
 import math
 import os
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +44,18 @@ class Split:
 
 @dataclass(frozen=True)
 class Data:
-    """The full training set (for the baseline), its train/validation split, and the test set."""
+    """The train/validation split of the training set, the test set, and the full training set (for the
+    baseline and a retrain), which goes to the device only when first used: a search never trains on it,
+    and on a GPU each worker would hold another copy of its 60,000 images."""
 
-    train_full: Split
     train: Split
     validation: Split
     test: Split
+    full: Callable[[], Split] = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def train_full(self) -> Split:
+        return self.full()
 
 
 class _DamagedFile(ValueError):
@@ -231,7 +238,7 @@ def load_data(
     full_index, train_index, validation_index, test_index = indices
     torch_device = torch.device(device)
     return Data(
-        train_full=_rows(*arrays["train"], full_index, torch_device),
+        full=functools.partial(_rows, *arrays["train"], full_index, torch_device),
         train=_rows(*arrays["train"], train_index, torch_device),
         validation=_rows(*arrays["train"], validation_index, torch_device),
         test=_rows(*arrays["test"], test_index, torch_device),

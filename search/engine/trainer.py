@@ -66,12 +66,19 @@ class TrainResult:
     device: str = "cpu"
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA where present, else the CPU; asking for CUDA where there is none is bad input."""
+def resolve_device(name: str, worker: int = 0) -> torch.device:
+    """`auto` is CUDA where present, else the CPU; asking for CUDA where there is none is bad input.
+
+    On CUDA, worker k of a run's processes (its --worker-index) trains on visible GPU k mod their number, so
+    workers spread over a machine's GPUs instead of all landing on the first; one GPU, or worker 0, keeps
+    torch's current device."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: torch finds no usable CUDA device here; use --device cpu (or auto)")
+    if name == "cuda":
+        index = worker % torch.cuda.device_count()
+        return torch.device("cuda", index) if index else torch.device("cuda")
     return torch.device(name)
 
 

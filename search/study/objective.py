@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from models.budget import count_parameters
-from search.engine.config import TrainConfig
+from search.engine.config import GRID_PACK_SPEEDUP, SEARCH_PACK_SPEEDUP, TrainConfig  # noqa: F401 (speed-ups: below)
 from search.study.checkpoints import artifact_store, upload_model
 from search.study.config import StudyConfig
 from search.study.record import write_trial
@@ -194,14 +194,10 @@ def train_packed(
     return [outcomes[index] for index in range(len(trials))]
 
 
-# `--pack auto` packs a search's trials only where a pack trains each of them at least this much faster than
-# alone: a search pack's trials share their structure for two generations and the sampler hears of them
-# later, which cost more than packs of 2 and 4 saving 10-25% of a step gave back, in two equal-time searches
-# at P = 100,000 on a 2-core CPU (README, "Packed training"). A grid's points are fixed: any real gain pays.
-SEARCH_PACK_SPEEDUP = 1.5
-GRID_PACK_SPEEDUP = 1.1
+# The pack speed-ups `--pack auto` asks for (GRID_PACK_SPEEDUP, SEARCH_PACK_SPEEDUP, imported above for the
+# worker loop) live in search/engine/config.py, so the engine's benchmarks read them without Optuna.
 
-# Step timings measured in this process (search/engine/packed.py, fitting_pack_size), by kind of network.
+# Step timings measured in this process (search/engine/packed/sizing.py, fitting_pack_size), by kind of network.
 _pack_timings: dict[tuple, PackTimings] = {}
 
 
