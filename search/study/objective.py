@@ -135,7 +135,7 @@ def train_packed(
     refill: Callable[[int], list[Prepared]] | None = None,
     tell: Callable[[Prepared, float | Exception], None] | None = None,
 ) -> list[float | Exception]:
-    """Train prepared trials of one pack key together (search/engine/packed.py) and record each; per trial,
+    """Train prepared trials of one pack key together (search/engine/packed/) and record each; per trial,
     those that joined through `refill(free)` after them included, its value or the exception that ended
     it (TrialPruned for a pruned or diverged one), which `tell` also hears as each trial ends."""
     import torch
