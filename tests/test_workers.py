@@ -43,20 +43,20 @@ def storage(request, tmp_path: Path):
 
 # Loaded at start-up by every Python process of a test that uses it (PYTHONPATH). The in-process worker starts
 # trials at once while the spawned ones take seconds to import torch (minutes on a busy machine), so with real
-# trials of a fraction of a second the first could finish the study alone. So each process's first training
+# trials of a fraction of a second the first could finish the study alone. So each process's first trial
 # waits until every worker has reached its own (a file per process in ARRIVALS is the barrier; ten minutes is
-# a hang guard, after which the overlap checks fail), and each training then lasts long enough to overlap
-# with the others' without taking the CPU they need.
+# a hang guard, after which the overlap checks fail), and each trial then lasts long enough to overlap with
+# the others' without taking the CPU they need. Only trials wait: a grid trains its linear baseline before
+# the workers start.
 SLOW_TRIALS = """
 import os
 import time
 from pathlib import Path
 
-import search.engine.packed
-import search.engine.trainer
+import search.study.objective
 
-_train = search.engine.trainer.train
-_train_pack = search.engine.packed.train_pack
+_train_alone = search.study.objective.train_alone
+_train_packed = search.study.objective.train_packed
 _ARRIVALS = Path(os.environ["ARCHSEARCH_TEST_ARRIVALS"])
 _WORKERS = int(os.environ["ARCHSEARCH_TEST_WORKERS"])
 
@@ -71,20 +71,20 @@ def wait_for_every_worker():
         time.sleep(0.05)
 
 
-def train(*args, **kwargs):
+def train_alone(*args, **kwargs):
     wait_for_every_worker()
     time.sleep(0.5)
-    return _train(*args, **kwargs)
+    return _train_alone(*args, **kwargs)
 
 
-def train_pack(*args, **kwargs):
+def train_packed(*args, **kwargs):
     wait_for_every_worker()
     time.sleep(2.0)  # a pack holds up to 4 trials here: long enough for the other worker's trials to overlap
-    return _train_pack(*args, **kwargs)
+    return _train_packed(*args, **kwargs)
 
 
-search.engine.trainer.train = train
-search.engine.packed.train_pack = train_pack
+search.study.objective.train_alone = train_alone
+search.study.objective.train_packed = train_packed
 """
 
 
