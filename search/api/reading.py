@@ -166,7 +166,11 @@ class Exported:
 
 @api_call
 def export(
-    study: str, *, storage: str | None = None, out: str | None = None, formats: Sequence[str] = ("html", "png")
+    study: str,
+    *,
+    storage: str | None = None,
+    out: str | None = None,
+    formats: Sequence[str] | str = ("html", "png"),
 ) -> Exported:
     """A study's figures as HTML and PNG, each with its data as CSV (`archsearch export`)."""
     from search.results.export import FORMATS, output_folder, safe_file_name, write_plots
