@@ -38,3 +38,25 @@ def test_the_cli_says_so_in_one_line_with_exit_2(command, mnist_root, monkeypatc
     err = capsys.readouterr().err
     assert status == 2, err
     assert err.startswith("archsearch: error: training diverged at epoch") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("lr", [1e308, 1e200])
+def test_retraining_a_configuration_that_diverges_is_one_usage_error(lr, mnist_root, tmp_path, monkeypatch):
+    """`best --retrain` trains the best trial's configuration on all training images: where that diverges,
+    it is the configuration's result, said in one line, and the study is left as it was."""
+    import dataclasses
+
+    from search.engine.config import TrainConfig
+    from tests.studies import add_search_study
+    from tests.test_damaged_records import damage
+
+    monkeypatch.setenv("ARCHSEARCH_DATA", str(mnist_root))
+    database = tmp_path / "s.db"
+    add_search_study(f"sqlite:///{database}", "s")
+    config = dataclasses.asdict(TrainConfig(lr=lr, epochs=1, batch_size=0, optimizer="sgd", device="cpu"))
+    damage(database, "trial", "train_config", config)
+    before = database.read_bytes()
+    with pytest.raises(api.UsageError, match="diverged") as raised:
+        api.best("s", storage=f"sqlite:///{database}", retrain=True, device="cpu", quiet=True)
+    assert "\n" not in str(raised.value) and "--retrain" in str(raised.value)
+    assert database.read_bytes() == before

@@ -158,17 +158,17 @@ def init_study(
 
 
 @contextmanager
-def divergence_refused(config: TrainConfig) -> Iterator[None]:
+def divergence_refused(config: TrainConfig, advice: str | None = None) -> Iterator[None]:
     """Training that diverges (a NaN or infinite loss) is the learning rate's doing, not a bug: one line
-    that says so and what to change. Nothing is stored by then (a baseline writes nothing)."""
+    that says so and what to change (`advice`; by default, the baseline's --lr). Nothing is stored by then."""
     from search.engine.trainer import Diverged
 
     try:
         yield
     except Diverged as error:
+        advice = advice or f"give a smaller --lr (the original study's is {BASELINE_TRAIN.lr:g})"
         raise UsageError(
-            f"training diverged at epoch {error.epoch} (loss {error.loss}) at lr {config.lr:g}; "
-            f"give a smaller --lr (the original study's is {BASELINE_TRAIN.lr:g})"
+            f"training diverged at epoch {error.epoch} (loss {error.loss}) at lr {config.lr:g}; {advice}"
         ) from None
 
 

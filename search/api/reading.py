@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 
+from search.api.basics import divergence_refused
 from search.api.calls import api_call
 from search.api.progress import progress
 from search.api.running import artifacts_dir, check_device, storage_url
@@ -129,7 +130,8 @@ def retrain_trial(
     )
     chosen = [first.seed + offset for offset in range(seeds)]
     runs, kept = [], None
-    with progress(first.epochs * seeds, "retrain", quiet) as bar:
+    advice = "this configuration diverges on all training images; retrain another trial, or run without --retrain"
+    with progress(first.epochs * seeds, "retrain", quiet) as bar, divergence_refused(first, advice):
         for seed in chosen:
             config = dataclasses.replace(first, seed=seed)
             model = build_model(record.widths, config)
