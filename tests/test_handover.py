@@ -135,3 +135,18 @@ def test_a_dash_study_at_the_top_seed_with_a_long_timeout_runs_its_workers(tmp_p
     states = [row.state for row in api.trials("-z", storage=url)]
     assert states.count(TrialState.COMPLETE.name.lower()) == 3
     assert math.isfinite(best["val_loss"])
+
+
+def test_a_data_folder_named_like_a_flag_reaches_the_initialization_study(tmp_path, mnist_root, monkeypatch):
+    """`report --init-study` runs `baseline` in a process of its own: its settings go as --flag=value too."""
+    from tests.studies import add_search_study
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-d").mkdir()
+    (tmp_path / "-d" / "MNIST").symlink_to(mnist_root / "MNIST")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    add_search_study(url, "s")
+    done = api.report(
+        storage=url, out=str(tmp_path / "r"), init_study=True, init_epochs=1, seeds=[0], data_dir="-d", data_limit=200
+    )
+    assert done.init_answered and done.path.is_file()
