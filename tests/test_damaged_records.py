@@ -28,6 +28,8 @@ WRONG = ["oops", "", 5, -1, 1.5, None, True, [], ["a"], [1, "x"], {}, {"a": 1}, 
 DAMAGED_SETTINGS = {
     "train_config": [{"lr": "x"}, {"optimizer": 5}, {"activation": "zigzag"}, {"epochs": -1}, {"unknown": 1}],
     "config": [{"budget": "x"}, {"data_limit": "x"}, {"trials": 0}, {"budgets": "x"}, {"unknown": 1}],
+    "baseline": [{"a": 1}, {"train_loss": "x", "test_loss": 0.4, "train_accuracy": 0.9, "test_accuracy": 0.9}],
+    "retrained": [{"a": 1}, {"trained_on": 5, "train_loss": 0.1, "test_loss": 0.1, "test_accuracy": 0.9}],
 }
 
 
@@ -100,8 +102,8 @@ def test_a_damaged_trial_record_is_one_line_naming_the_field(field, template, tm
     def check(value):
         check_refused(template, tmp_path, "trial", field, value, capsys)
 
-    if field == "params":
-        check = example(value="oops")(check)
+    for value in ["oops"] * (field == "params") + DAMAGED_SETTINGS.get(field, []):  # the issue's, and damaged tables
+        check = example(value=value)(check)
     check()
 
 
@@ -112,4 +114,6 @@ def test_a_damaged_study_record_is_one_line_naming_the_field(field, template, tm
     def check(value):
         check_refused(template, tmp_path, "study", field, value, capsys)
 
+    for value in DAMAGED_SETTINGS.get(field, []):
+        check = example(value=value)(check)
     check()

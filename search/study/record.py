@@ -163,8 +163,40 @@ def _study_config(value: dict[str, Any], values: dict[str, Any]) -> None:
         config_from_dict(value, "settings")
 
 
-# Fields whose contents are settings that other code reads key by key: checked as those settings are.
-_CONTENTS = {TrialRecord: {"train_config": _train_config}, StudyRecord: {"config": _study_config}}
+def _table(schema: dict[str, Any], required: tuple[str, ...], closed: bool = False):
+    """A check of a stored table: its `required` keys present, each key of `schema` of its type, and (`closed`)
+    no other key."""
+
+    def check(value: dict[str, Any], values: dict[str, Any]) -> None:
+        missing = [key for key in required if key not in value]
+        if missing:
+            raise UsageError(f"{', '.join(missing)} missing")
+        unknown = sorted(set(value) - set(schema)) if closed else []
+        if unknown:
+            raise UsageError(f"unknown key {', '.join(map(repr, unknown))}")
+        for key, hint in schema.items():
+            if key in value and not conforms(value[key], hint):
+                raise UsageError(f"{key} holds {shown(value[key])}, not {described(hint)}")
+
+    return check
+
+
+SCORES = {"train_loss": float, "test_loss": float, "test_accuracy": float}
+# The linear model a grid study keeps (search/study/grid.py reference_baseline), and a frontier winner's
+# retraining (search/results/tables.py Retrained, with its trial's number).
+_BASELINE = _table({**SCORES, "train_accuracy": float, "params": int, "train_images": int, "train_config": dict},
+                   (*SCORES, "train_accuracy"))  # fmt: skip
+_RETRAINED = _table(
+    {**SCORES, "trial": int, "trained_on": str, "seeds": tuple[int, ...], "test_accuracies": tuple[float, ...]},
+    (*SCORES, "trained_on"),
+    closed=True,
+)
+
+# Fields whose contents other code reads key by key: checked as those settings and tables are.
+_CONTENTS = {
+    TrialRecord: {"train_config": _train_config},
+    StudyRecord: {"config": _study_config, "baseline": _BASELINE, "retrained": _RETRAINED},
+}
 
 
 def conforms(value: Any, hint: Any) -> bool:
