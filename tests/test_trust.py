@@ -206,7 +206,7 @@ def test_resume_hint_is_quoted_and_printed_once(tmp_path, mnist_root):
     hints = [line for line in err.splitlines() if "Resume with:" in line]
     assert len(hints) == 1, err
     command = hints[0].split("Resume with: ", 1)[1]
-    assert shlex.split(command)[:4] == ["archsearch", "search", "--study", name]
+    assert shlex.split(command)[:3] == ["archsearch", "search", f"--study={name}"]
     # Pasted into a shell, it is one command: the shell sees no `;` outside quotes and creates no file.
     subprocess.run(["bash", "-c", f"archsearch() {{ :; }}; {command}"], cwd=tmp_path, check=True)
     assert not (tmp_path / "PWNED").exists()
@@ -403,7 +403,7 @@ def test_timeout_stops_cleanly_and_the_same_command_resumes_to_exactly_n(tmp_pat
     line = next(line for line in first.stdout.splitlines() if line.startswith("stopped at --timeout"))
     done = int(line.split(": ", 1)[1].split(" of ")[0])
     assert 0 <= done < asked
-    assert "Resume with: archsearch search --study timed" in line
+    assert "Resume with: archsearch search --study=timed" in line
     trials = load(url, "timed").get_trials(deepcopy=False)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     resumed = archsearch(*args, env=env_for(mnist_root), cwd=tmp_path)

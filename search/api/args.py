@@ -17,6 +17,7 @@ from search.checks import float_bounds, int_bounds, shown
 from search.engine.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED
 from search.errors import UsageError
 from search.study.config import MAX_DATA_LIMIT, MAX_SEED_COUNT, MAX_TRIALS, check_study_name
+from search.study.workers import AUTO_PACK, MAX_PACK, PackSize
 
 # The largest whole number any flag takes unless it has a tighter limit of its own: SQLite and
 # Optuna's storages keep integers in 64 bits, so anything larger can only be a typo.
@@ -126,6 +127,16 @@ def seed_list(text: str) -> list[int]:
     if len(values) > MAX_SEED_COUNT:
         raise argparse.ArgumentTypeError(f"must list at most {MAX_SEED_COUNT:,} seeds, got {len(values):,}")
     return values
+
+
+def pack_size(text: str) -> PackSize:
+    """Trials a process trains at once: 1 to MAX_PACK, or AUTO_PACK."""
+    if text == AUTO_PACK:
+        return AUTO_PACK
+    try:
+        return positive_int(text, high=MAX_PACK)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error}; or give {AUTO_PACK} to measure the size that pays") from None
 
 
 def study_name(text: str) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from models.budget import LINEAR_MODEL, LINEAR_PARAMETERS, MAX_BUDGET, MAX_DEPTH, MIN_BUDGET, BudgetRow, depth_range
@@ -101,7 +102,7 @@ def baseline(
     data = _data(config, data_dir, dataset, data_limit)
     from search.engine.baseline import run_baseline
 
-    with progress(config.epochs, "baseline", quiet) as bar:
+    with progress(config.epochs, "baseline", quiet) as bar, divergence_refused(config):
         result = run_baseline(data, config, Init(init, init_value), _advance(bar))
     return Baseline(
         model=LINEAR_MODEL,
@@ -150,9 +151,25 @@ def init_study(
     from search.engine.baseline import INIT_STUDY_INITS, conclude
     from search.engine.baseline import init_study as run_init_study
 
-    with progress(len(INIT_STUDY_INITS) * len(seeds) * config.epochs, "init study", quiet) as bar:
+    steps = len(INIT_STUDY_INITS) * len(seeds) * config.epochs
+    with progress(steps, "init study", quiet) as bar, divergence_refused(config):
         outcomes = run_init_study(data, config, seeds, on_epoch=_advance(bar))
     return InitStudy(dataclasses.asdict(config), outcomes, conclude(outcomes))
+
+
+@contextmanager
+def divergence_refused(config: TrainConfig, advice: str | None = None) -> Iterator[None]:
+    """Training that diverges (a NaN or infinite loss) is the learning rate's doing, not a bug: one line
+    that says so and what to change (`advice`; by default, the baseline's --lr). Nothing is stored by then."""
+    from search.engine.trainer import Diverged
+
+    try:
+        yield
+    except Diverged as error:
+        advice = advice or f"give a smaller --lr (the original study's is {BASELINE_TRAIN.lr:g})"
+        raise UsageError(
+            f"training diverged at epoch {error.epoch} (loss {error.loss}) at lr {config.lr:g}; {advice}"
+        ) from None
 
 
 def _advance(bar):

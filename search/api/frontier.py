@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from models.budget import INPUTS, MAX_BUDGET, MIN_BUDGET
 from search.api.calls import api_call, settings_signature, stops_handled
+from search.api.handover import flag, worker_args
 from search.api.options import DATA_OPTIONS, SEARCH_OPTIONS
 from search.api.reading import MAX_RETRAIN_SEEDS, retrain_trial
 from search.api.running import DEFAULT_PACK, PackSize, check_run_options, storage_url
@@ -34,7 +36,7 @@ from search.checks import check_int, check_ints, shown
 from search.errors import UsageError
 from search.results.plots import Plot, Skipped, frontier_plot
 from search.results.tables import BestTrial, FrontierRow, completed, frontier_rows
-from search.study.config import MAX_TOLERANCE, StudyConfig, check_study_name, to_dict
+from search.study.config import MAX_STUDY_NAME_LENGTH, MAX_TOLERANCE, StudyConfig, check_study_name, to_dict
 from search.study.lifecycle import best_trial, check_new_run, load_study, study_names
 from search.study.record import StudyRecord, write_study
 from search.study.storage import open_storage, public_url
@@ -48,6 +50,20 @@ DEFAULT_SEEDS = 3
 def member_name(frontier: str, budget: int) -> str:
     """The study of one budget of a frontier."""
     return f"{frontier}@{budget}"
+
+
+# A frontier's name leaves room for "@BUDGET" in each budget's study name, whatever the budget.
+MAX_FRONTIER_NAME_LENGTH = MAX_STUDY_NAME_LENGTH - len(member_name("", MAX_BUDGET))
+
+
+def check_frontier_name(name: str) -> None:
+    """A name the user typed, refused in terms of what they typed: its own length, not that of NAME@BUDGET."""
+    if isinstance(name, str) and len(name) > MAX_FRONTIER_NAME_LENGTH:
+        raise UsageError(
+            f"frontier name must be at most {MAX_FRONTIER_NAME_LENGTH} characters (each budget's study is "
+            f"NAME@BUDGET), got {len(name):,} ({shown(name)}); choose a shorter one"
+        )
+    check_study_name(name)
 
 
 @dataclass(frozen=True)
@@ -99,7 +115,7 @@ frontier.__signature__ = settings_signature(frontier, (*FRONTIER_OPTIONS, *DATA_
 def _frontier(
     config, name, budgets, seeds, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, warm, given
 ):
-    check_study_name(name)
+    check_frontier_name(name)
     if not isinstance(warm, bool):
         raise UsageError(f"warm_start must be True or False, got {shown(warm)}")
     budgets = tuple(budgets)
@@ -114,6 +130,8 @@ def _frontier(
     for budget in budgets:
         settings[budget], chosen = _budget_settings(config, name, url, given, budget)
         check_new_run(url, chosen.name, "search", {k: v for k, v in to_dict(chosen).items() if k != "name"})
+        if workers > 1:
+            worker_args(chosen.name, device, pack, timeout, data_dir)
     deadline = None if timeout is None else time.monotonic() + timeout
     stopped = False
     searched: list[str] = []  # the studies of the budgets below the next one, nearest first
@@ -187,10 +205,12 @@ def _retrain_winner(url: str, study_name: str, seeds: int, device: str, data_dir
 @api_call
 def frontier_of(name: str = "frontier", *, storage: str | None = None) -> Frontier:
     """A stored frontier, read only: its rows and figure."""
+    check_frontier_name(name)
     url = storage_url(storage)
     opened = open_storage(url, read_only=True)
     members = [load_study(opened, study) for study in study_names(opened) if study.startswith(f"{name}@")]
     rows = frontier_rows(members, name)
     if not rows:
-        raise UsageError(f"no frontier {name!r} in this storage; run `archsearch frontier --study {name}` first")
+        command = shlex.join(["archsearch", "frontier", flag("--study", name), "--budgets", "10000:1000000"])
+        raise UsageError(f"no frontier {name!r} in this storage; run `{command}` first")
     return Frontier(name, public_url(url), rows, False, frontier_plot(rows, name))

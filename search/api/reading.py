@@ -13,7 +13,9 @@ from pathlib import Path
 
 import optuna
 
+from search.api.basics import divergence_refused
 from search.api.calls import api_call
+from search.api.handover import flag
 from search.api.progress import progress
 from search.api.running import artifacts_dir, check_device, storage_url
 from search.checks import check_int
@@ -129,7 +131,8 @@ def retrain_trial(
     )
     chosen = [first.seed + offset for offset in range(seeds)]
     runs, kept = [], None
-    with progress(first.epochs * seeds, "retrain", quiet) as bar:
+    advice = "this configuration diverges on all training images; retrain another trial, or run without --retrain"
+    with progress(first.epochs * seeds, "retrain", quiet) as bar, divergence_refused(first, advice):
         for seed in chosen:
             config = dataclasses.replace(first, seed=seed)
             model = build_model(record.widths, config)
@@ -166,7 +169,11 @@ class Exported:
 
 @api_call
 def export(
-    study: str, *, storage: str | None = None, out: str | None = None, formats: Sequence[str] = ("html", "png")
+    study: str,
+    *,
+    storage: str | None = None,
+    out: str | None = None,
+    formats: Sequence[str] | str = ("html", "png"),
 ) -> Exported:
     """A study's figures as HTML and PNG, each with its data as CSV (`archsearch export`)."""
     from search.results.export import FORMATS, output_folder, safe_file_name, write_plots
@@ -279,8 +286,8 @@ def _check_init(data, what: str) -> dict:
 
 def _measure_init(init_epochs, seeds, device, data_dir, dataset, data_limit) -> dict:
     """Run the baseline command's own initialization study, so its settings stay in one place."""
-    command = [sys.executable, "-m", "search", "baseline", "--init-study", "--json", "--device", device]
-    for flag, value in (
+    command = [sys.executable, "-m", "search", "baseline", "--init-study", "--json", flag("--device", device)]
+    for name, value in (
         ("--epochs", init_epochs),
         ("--seeds", ",".join(map(str, seeds)) if seeds else None),
         ("--data-dir", data_dir),
@@ -288,7 +295,7 @@ def _measure_init(init_epochs, seeds, device, data_dir, dataset, data_limit) -> 
         ("--data-limit", data_limit),
     ):
         if value is not None:
-            command += [flag, str(value)]
+            command.append(flag(name, value))  # one word each: a data folder named "-x" stays a value
     print("running the initialization study of the linear baseline (archsearch baseline --init-study) ...", flush=True)
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:

@@ -8,7 +8,6 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.api import signals
 from search.api.args import MAX_DURATION_SECONDS
+from search.api.handover import flag, worker_command
 from search.api.progress import progress
 from search.checks import check_choice, check_float, check_int, shown
 from search.engine.config import DEVICES
@@ -51,7 +51,7 @@ def check_device(device: str) -> None:
 
 def check_run_options(workers: int, pack: PackSize, timeout: float | None, device: str) -> None:
     """How a study runs, checked as the flags of the same names are."""
-    check_int("workers", workers, 0, MAX_WORKERS)
+    check_int("workers", workers, 1, MAX_WORKERS, "1 runs the study in this process alone")
     if isinstance(pack, str) and pack != AUTO_PACK:
         raise UsageError(f'pack must be a whole number or "{AUTO_PACK}", got {shown(pack)}')
     if pack != AUTO_PACK:
@@ -131,15 +131,14 @@ def run_study(
 ) -> bool:
     """The run that `search` and `grid` share: spawn the extra workers, run one here, and on Ctrl-C or
     SIGTERM fail the running trials everywhere, then raise Interrupted with the one resume command.
+    `worker_args`: the workers' settings (search/api/handover.py), the timeout and pack among them.
 
     False when --timeout stopped it first (the message says how far it got)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     processes: list[subprocess.Popen] = []
     try:
-        if timeout is not None:
-            worker_args = [*worker_args, "--timeout", f"{timeout:g}s"]
         with cores_shared(workers):
-            processes = spawn_workers(workers, [*worker_args, "--pack", str(pack)], url)
+            processes = spawn_workers(workers, worker_args, url)
             finished = run_with_progress(study, objective, target, quiet, deadline, pack, storage)
     except STORAGE_FAILURES as error:
         stop_workers(processes, signal.SIGTERM)
@@ -183,12 +182,8 @@ def spawn_workers(count: int, args: list[str], url: str) -> list[subprocess.Pope
         return []
     threads = threads_per_worker(count)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), STORAGE_ENV: url, PARENT_ENV: str(os.getpid())}
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "search", "worker", *args, "--worker-index", str(index), "--quiet"], env=env
-        )
-        for index in range(1, count)
-    ]
+    commands = [worker_command(args, index) for index in range(1, count)]  # each read back before any starts
+    return [subprocess.Popen(command, env=env) for command in commands]
 
 
 def threads_per_worker(count: int) -> int:
@@ -245,8 +240,9 @@ def is_spawned() -> bool:
 
 
 def resume_hint(resume: list[str], url: str) -> str:
-    """The command that resumes, quoted so that it is safe to paste, with no password in it."""
-    command = shlex.join(["archsearch", *resume, "--storage", public_url(url)])
+    """The command that resumes, quoted so that it is safe to paste, with no password in it; each of
+    `resume`'s flags is one `--flag=value` word (search/api/handover.py's `flag`)."""
+    command = shlex.join(["archsearch", *resume, flag("--storage", public_url(url))])
     hint = f"Resume with: {command}"
     if has_password(url):
         hint += f" (the password is left out: put it in ~/.pgpass, or the full URL in ${STORAGE_ENV})"

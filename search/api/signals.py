@@ -102,6 +102,13 @@ def handled(then_ignore: bool = False) -> Iterator[None]:
         _State.active = False
 
 
+def raise_held(signum: int) -> None:
+    """A stop that arrived before `handled` began (the CLI holds them while it starts): raised now, inside
+    the block, as if it had arrived here; later copies of it are ignored."""
+    _State.delivered = True
+    raise _stop(signum)
+
+
 def _raise_pending() -> None:
     if _State.pending is not None and _State.raise_now:
         signum, _State.pending = _State.pending, None

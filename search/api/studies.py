@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from models.budget import depth_range
 from search.api.calls import api_call, settings_signature, stops_handled, with_settings
+from search.api.handover import flag, worker_args
 from search.api.options import DATA_OPTIONS, GRID_OPTIONS, SEARCH_OPTIONS
 from search.api.running import (
     DEFAULT_PACK,
@@ -115,6 +116,8 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
     url = chosen.storage
     study_settings = {k: v for k, v in to_dict(chosen).items() if k != "name"}
     check_new_run(url, chosen.name, "search", study_settings)
+    if workers > 1:  # what the workers will be handed reads back as given, before the first write
+        worker_args(chosen.name, device, pack, timeout, data_dir)
     warm = plan_warm_start(url, chosen)
     # torch loads only now: a settings or storage mistake is reported without its two seconds of import.
     from search.engine.data import load_data
@@ -141,21 +144,17 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
     objective = SearchObjective(chosen, data, folder)
     if StudyRecord.of(study).artifacts != str(folder):
         write_study(study, artifacts=str(folder))
-    worker_args = ["--study", chosen.name, "--artifacts", str(folder), "--device", device]
-    if data_dir:
-        worker_args += ["--data-dir", data_dir]
+    handed = worker_args(chosen.name, device, pack, timeout, data_dir, str(folder)) if workers > 1 else []
     if not quiet:
         print(
             f"study {chosen.name!r} in {describe(url)}: {chosen.trials} trials, "
             f"budget {chosen.budget} ±{chosen.tolerance:.0%}, {chosen.epochs} epochs, "
-            f"{max(workers, 1)} worker(s), training on {torch_device}"
+            f"{workers} worker(s), training on {torch_device}"
         )
         if queued:
             print(warm.summary())
-    resume = ["search", "--study", chosen.name, *_resume_flags(workers, pack, data_dir, device)]
-    finished = run_study(
-        study, objective, chosen.trials, resume, url, workers, worker_args, timeout, pack, opened, quiet
-    )
+    resume = ["search", flag("--study", chosen.name), *_resume_flags(workers, pack, data_dir, device)]
+    finished = run_study(study, objective, chosen.trials, resume, url, workers, handed, timeout, pack, opened, quiet)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
     best = best_trial(study) if complete else None
@@ -174,15 +173,16 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
 
 def _resume_flags(workers: int, pack: PackSize, data_dir: str | None, device: str) -> list[str]:
     """The flags of this run that the stored study does not remember."""
-    flags = []
-    for flag, value in (
-        ("--workers", workers if workers > 1 else None),
-        ("--pack", pack if pack != DEFAULT_PACK else None),
-        ("--data-dir", data_dir),
-    ):
-        if value is not None:
-            flags += [flag, str(value)]
-    return flags + (["--device", device] if device != "auto" else [])
+    return [
+        flag(name, value)
+        for name, value in (
+            ("--workers", workers if workers > 1 else None),
+            ("--pack", pack if pack != DEFAULT_PACK else None),
+            ("--data-dir", data_dir),
+            ("--device", device if device != "auto" else None),
+        )
+        if value is not None
+    ]
 
 
 def _finished(study: optuna.Study, target: int) -> int:
@@ -241,6 +241,7 @@ def _grid(config, study_name, storage, workers, pack, timeout, device, data_dir,
     url = chosen.storage
     points = grid_points(chosen)
     check_new_run(url, chosen.name, "grid", grid_settings(chosen))
+    handed = worker_args(chosen.name, device, pack, timeout, data_dir) if workers > 1 else []  # before any write
     from search.engine.data import load_data  # torch loads only once the settings and storage are known good
     from search.engine.trainer import resolve_device
     from search.study.grid import GridObjective
@@ -259,19 +260,13 @@ def _grid(config, study_name, storage, workers, pack, timeout, device, data_dir,
             f"grid study {chosen.name!r} in {describe(url)}: {len(chosen.budgets)} budgets x {len(chosen.depths)} "
             f"depths x {chosen.seeds} seeds = {len(points)} trials ({queued} queued now); {train.epochs} epochs of "
             f"{train.optimizer} at lr {train.lr:g}, batch {train.batch_size or 'full'}, {train.activation}; "
-            f"{max(workers, 1)} worker(s), training on {torch_device}"
+            f"{workers} worker(s), training on {torch_device}"
         )
-    worker_args = ["--study", chosen.name, "--device", device]
-    if data_dir:
-        worker_args += ["--data-dir", data_dir]
     if StudyRecord.of(study).baseline is None:
         write_study(study, baseline=reference_baseline(data))
-    resume = ["grid", "--study", chosen.name]
-    resume += ["--data-dir", data_dir] if data_dir else []
-    resume += ["--workers", str(workers)] if workers > 1 else []
-    resume += ["--pack", str(pack)] if pack != DEFAULT_PACK else []
+    resume = ["grid", flag("--study", chosen.name), *_resume_flags(workers, pack, data_dir, device)]
     objective = GridObjective(chosen, data)
-    finished = run_study(study, objective, len(points), resume, url, workers, worker_args, timeout, pack, opened, quiet)
+    finished = run_study(study, objective, len(points), resume, url, workers, handed, timeout, pack, opened, quiet)
     return GridRun(
         study=chosen.name,
         storage=public_url(url),

@@ -1,18 +1,15 @@
-"""The `archsearch` command: one module per subcommand, registered here."""
+"""The `archsearch` command: one module per subcommand, registered here.
+
+This module imports only the standard library when it loads: the console script (`run`) and a spawned
+worker's `python -m search` hold Ctrl-C and SIGTERM (`hold_stops`) before anything heavy is imported, so a
+stop during the start-up is one line (a spawned worker's, none: its parent says how to resume) and its exit
+status, never a traceback.
+"""
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import os
 import signal
 import sys
-import warnings
-
-from models.budget import BudgetError
-from search.api import signals
-from search.checks import printable
-from search.errors import Interrupted, Terminated, UsageError, as_usage_error
 
 DEBUG_ENV = "ARCHSEARCH_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
@@ -28,33 +25,34 @@ COMMANDS = (
     "report",
     "dashboard",
 )
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_held: list[int] = []  # the first stop that arrived before the command's own handling began
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line and exit status 2, no usage dump."""
-
-    def error(self, message: str):
-        print(f"{self.prog}: error: {printable(message)}", file=sys.stderr)
-        raise SystemExit(2)
-
-    def parse_known_args(self, args=None, namespace=None):
-        # Python 3.11's argparse reads `--flag=--` as the flag with no value at all (an empty list that
-        # no type check sees); no flag of ours takes "--", so it is refused here.
-        for arg in sys.argv[1:] if args is None else args:
-            if isinstance(arg, str) and arg.startswith("--") and arg.partition("=")[2] == "--":
-                self.error(f"argument {arg.partition('=')[0]}: expected a value, got '--'")
-        return super().parse_known_args(args, namespace)
+def hold_stops() -> None:
+    """From now until the command's own handling begins, a stop is noted, not raised: raised in the middle
+    of an import it would print a traceback; the command raises it as soon as its handling begins."""
+    for signum in HELD_SIGNALS:
+        signal.signal(signum, _hold)
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog="archsearch", description="Search MLP shapes and hyperparameters under a parameter budget.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
-    for name in COMMANDS:
-        module = importlib.import_module(f"search.cli.{name}_cmd")
-        sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(sub)
-        sub.set_defaults(handler=module.run)
-    return parser
+def _hold(signum: int, frame: object) -> None:
+    if not _held:
+        _held.append(signum)
+
+
+def __getattr__(name: str) -> type:
+    if name == "Parser":  # for the benches' own parsers; argparse loads only when asked for
+        from search.cli.parsing import Parser
+
+        return Parser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_parser():
+    from search.cli.parsing import build_parser as build
+
+    return build(COMMANDS)
 
 
 def main(argv: list[str] | None = None, exiting: bool = False) -> int:
@@ -63,6 +61,10 @@ def main(argv: list[str] | None = None, exiting: bool = False) -> int:
     2: bad input or an unusable environment (nothing was written); 130 and 143: Ctrl-C and SIGTERM
     (the running trials were marked failed, the study resumes); 1: a bug, said in one line.
     `exiting`: the process ends after this command (the console script), so stops are ignored after it."""
+    import warnings
+
+    from search.api import signals
+
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
     for stream in (sys.stdout, sys.stderr):  # names from non-UTF-8 argv must print, not raise
         if hasattr(stream, "reconfigure"):
@@ -72,7 +74,17 @@ def main(argv: list[str] | None = None, exiting: bool = False) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
+    import os
+
+    from models.budget import BudgetError
+    from search.api import signals
+    from search.api.running import is_spawned
+    from search.checks import printable
+    from search.errors import Interrupted, Terminated, UsageError, as_usage_error
+
     try:
+        if _held:
+            signals.raise_held(_held.pop())
         args = build_parser().parse_args(argv)
         return args.handler(args) or 0
     except (UsageError, BudgetError) as error:
@@ -81,12 +93,11 @@ def _run(argv: list[str] | None) -> int:
     except Interrupted as error:
         print(f"archsearch: {printable(str(error))}", file=sys.stderr)
         return error.status
-    except Terminated:
-        print("archsearch: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        print("archsearch: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
+    except KeyboardInterrupt as stop:  # Terminated is SIGTERM's
+        terminated = isinstance(stop, Terminated)
+        if not is_spawned():  # a spawned worker's parent prints the one line that says how to resume
+            print(f"archsearch: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
@@ -106,4 +117,5 @@ def _run(argv: list[str] | None) -> int:
 
 
 def run() -> None:
+    hold_stops()  # first, before anything heavy loads
     sys.exit(main(exiting=True))

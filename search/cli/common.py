@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from search.api.args import duration, non_negative_int, positive_int, storage, study_name
+from search.api.args import duration, pack_size, positive_int, storage, study_name
 from search.api.options import DATA_OPTIONS, ConfigOption
-from search.api.running import AUTO_PACK, DEFAULT_PACK, MAX_PACK, MAX_WORKERS, PackSize
+from search.api.running import AUTO_PACK, DEFAULT_PACK, MAX_PACK, MAX_WORKERS
 from search.engine.config import DEVICES
 from search.results.export import FORMATS
 from search.study.config import DEFAULT_STORAGE
@@ -34,7 +34,7 @@ def add_worker_options(parser) -> None:
         "--workers",
         type=worker_count,
         default=1,
-        help=f"processes working on the study (at most {MAX_WORKERS})",
+        help=f"processes working on the study: 1 (default) runs it in this process alone, at most {MAX_WORKERS}",
     )
     add_pack_option(parser)
     add_timeout_option(parser)
@@ -51,20 +51,9 @@ def add_pack_option(parser) -> None:
     )
 
 
-def pack_size(text: str) -> PackSize:
-    if text == AUTO_PACK:
-        return AUTO_PACK
-    try:
-        return positive_int(text, high=MAX_PACK)
-    except argparse.ArgumentTypeError as error:
-        raise argparse.ArgumentTypeError(f"{error}; or give {AUTO_PACK} to measure the size that pays") from None
-
-
 def worker_count(text: str) -> int:
-    value = non_negative_int(text)
-    if value > MAX_WORKERS:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_WORKERS}, got {text}")
-    return value
+    """1 to MAX_WORKERS processes: 1 runs the study in this process alone; 0 would run no worker at all."""
+    return positive_int(text, high=MAX_WORKERS)
 
 
 def add_timeout_option(parser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 
 from search import api
+from search.api.handover import flag
 from search.api.options import DATA_OPTIONS, SEARCH_OPTIONS
 from search.cli.common import (
     add_config_options,
@@ -45,6 +46,6 @@ def run(args) -> int:
     print(
         f"      test loss {done.best.test_loss:.4f}, test accuracy {done.best.test_accuracy:.2%} "
         "(for information; selection used validation). "
-        f"Details: {shlex.join(['archsearch', 'best', '--study', done.study, '--storage', done.storage])}"
+        f"Details: {shlex.join(['archsearch', 'best', flag('--study', done.study), flag('--storage', done.storage)])}"
     )
     return 0

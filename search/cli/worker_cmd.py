@@ -6,7 +6,8 @@ import importlib
 import signal
 import time
 
-from search.api.args import non_negative_int, trial_count
+from search.api.args import seed, trial_count
+from search.api.handover import flag
 from search.api.running import (
     artifacts_dir,
     end_with_parent,
@@ -38,7 +39,7 @@ KINDS = {"search": "search.cli.worker_cmd", "grid": "search.study.grid"}
 def add_arguments(parser) -> None:
     add_storage_options(parser, study_required=True)
     parser.add_argument("--trials", type=trial_count, help="finished trials wanted (default: the study's own)")
-    parser.add_argument("--worker-index", type=non_negative_int, default=0, help="varies the sampler seed per worker")
+    parser.add_argument("--worker-index", type=seed, default=0, help="varies the sampler seed per worker")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no per-trial lines")
     add_pack_option(parser)
     add_timeout_option(parser)
@@ -86,6 +87,6 @@ def run(args) -> int:
         signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
         if is_spawned():  # the process that spawned this worker prints the one resume command
             return 128 + signum
-        hint = resume_hint(["worker", "--study", args.study], url)
+        hint = resume_hint(["worker", flag("--study", args.study)], url)
         raise Interrupted(f"stopped; the running trial was marked failed. {hint}", signum) from None
     return 0

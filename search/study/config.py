@@ -185,6 +185,8 @@ def check_study_name(name: str) -> None:
         )
     if name in (".", ".."):
         raise UsageError(f"study name must not be {name!r}, which names a folder; {STUDY_NAME_EXAMPLE}")
+    if name == "--":  # `--study=--` is read as the flag without a value: no command line could name it
+        raise UsageError(f"study name must not be {name!r}, which no command line can give; {STUDY_NAME_EXAMPLE}")
     if "/" in name or "\\" in name:
         raise UsageError(f"study name must not contain / or \\, got {name!r}; use - or _ instead")
 

@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING
 import optuna
 
 from models.budget import count_parameters
-from search.engine.config import GRID_PACK_SPEEDUP, SEARCH_PACK_SPEEDUP, TrainConfig  # noqa: F401 (speed-ups: below)
+from search.engine.config import (  # noqa: F401 (the pack speed-ups: below)
+    GRID_PACK_SPEEDUP,
+    MAX_SEED,
+    SEARCH_PACK_SPEEDUP,
+    TrainConfig,
+)
 from search.study.checkpoints import artifact_store, upload_model
 from search.study.config import StudyConfig
 from search.study.record import write_trial
@@ -223,6 +228,12 @@ def measured_pack_size(prepared: Prepared, data: Data, largest: int, speedup: fl
     return _pack_timings[kind].size(speedup)
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """A search trial's seed: the study's seed plus its number, wrapped at MAX_SEED as the samplers' seeds
+    are, so a study seeded near MAX_SEED has valid seeds for every trial (and every trial a worker runs)."""
+    return (seed + number) % (MAX_SEED + 1)
+
+
 class SearchObjective:
     """Profile search: validation loss of a sampled architecture within the budget."""
 
@@ -238,7 +249,7 @@ class SearchObjective:
         """Sample the trial's network and settings and record them; TrialPruned if no widths fit."""
         config = self.config
         candidate = suggest(
-            trial, config.space, config.budget, config.tolerance, config.epochs, config.seed + trial.number
+            trial, config.space, config.budget, config.tolerance, config.epochs, trial_seed(config.seed, trial.number)
         )
         write_trial(trial, profile=candidate.profile, weight_decay=candidate.train.weight_decay)
         if candidate.widths is None:

@@ -7,15 +7,19 @@ defaults for studies made by older versions, which lack a field, live here and n
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import optuna
 from optuna.trial import FrozenTrial
 
 from models.catalog import TRAINING_IMAGES, VALIDATION_SIZE
 from models.profiles import UNIFORM
+from search.checks import printable, shown
+from search.errors import UsageError
 
 DEFAULT_PROFILE = UNIFORM  # grid trials, and search trials from before the profile was recorded
 SURPLUS = "surplus"  # how a fail reason starts for a trial failed unrun by the exactly-N guard
@@ -56,12 +60,11 @@ class TrialRecord:
     def of(cls, trial: FrozenTrial) -> TrialRecord:
         attrs = trial.user_attrs
         values = {name: attrs[name] for name in TRIAL_FIELDS if name in attrs}
-        for name in ("widths", "epoch_seconds", "val_accuracy_curve"):
-            if name in values:
-                values[name] = tuple(values[name])
-        if "weight_decay" not in values:  # recorded at the top level since profiles searched it
-            values["weight_decay"] = values.get("train_config", {}).get("weight_decay")
-        return cls(**values)
+        if "weight_decay" not in values and isinstance(values.get("train_config"), dict):
+            values["weight_decay"] = values["train_config"].get("weight_decay")  # at the top level since searched
+        record = _checked(cls, values, f"trial {trial.number}")
+        lists = {name: tuple(values[name]) for name in LIST_FIELDS if name in values}  # stored as JSON lists
+        return dataclasses.replace(record, **lists) if lists else record
 
     @property
     def is_surplus(self) -> bool:
@@ -104,7 +107,8 @@ class StudyRecord:
     @classmethod
     def of(cls, study: optuna.Study) -> StudyRecord:
         attrs = study.user_attrs
-        return cls(**{name: attrs[name] for name in STUDY_FIELDS if name in attrs})
+        values = {name: attrs[name] for name in STUDY_FIELDS if name in attrs}
+        return _checked(cls, values, f"study {study.study_name!r}")
 
     @property
     def ours(self) -> bool:
@@ -117,6 +121,121 @@ class StudyRecord:
 
 TRIAL_FIELDS = tuple(f.name for f in fields(TrialRecord))
 STUDY_FIELDS = tuple(f.name for f in fields(StudyRecord))
+FIELD_TYPES = {TrialRecord: get_type_hints(TrialRecord), StudyRecord: get_type_hints(StudyRecord)}
+LIST_FIELDS = tuple(name for name, hint in FIELD_TYPES[TrialRecord].items() if get_origin(hint) is tuple)
+
+
+class DamagedRecord(UsageError):
+    """A stored attribute that is not of its field's type (edited by hand, or written by another tool)."""
+
+
+def _checked(cls: type, values: dict[str, Any], whose: str) -> Any:
+    """The record, once every stored value is of its field's type: else one line naming the field, where a
+    damaged value would otherwise fail deep inside whatever reads it."""
+    hints = FIELD_TYPES[cls]
+    for name, value in values.items():
+        if not conforms(value, hints[name]):
+            raise DamagedRecord(
+                f"the stored record of {whose} is damaged: its field {name!r} holds {shown(value)}, not "
+                f"{described(hints[name])}; {REPAIR}"
+            )
+    for name, check in _CONTENTS.get(cls, {}).items():
+        if values.get(name):
+            try:
+                check(values[name], values)
+            except (UsageError, TypeError) as error:  # TypeError: a key that is no setting
+                raise DamagedRecord(
+                    f"the stored record of {whose} is damaged: its field {name!r} does not hold valid settings "
+                    f"({printable(str(error))}); {REPAIR}"
+                ) from None
+    return cls(**values)
+
+
+REPAIR = "restore the study from a copy, or repair that attribute"
+
+
+def _train_config(value: dict[str, Any], values: dict[str, Any]) -> None:
+    from search.engine.config import TrainConfig
+
+    TrainConfig(**value)
+
+
+def _study_config(value: dict[str, Any], values: dict[str, Any]) -> None:
+    """A study's settings, as its kind's configuration reads them back (resume, worker, best --retrain)."""
+    if values.get("kind") == "search":
+        from search.study.config import study_from_dict
+
+        study_from_dict(value, "settings")
+    elif values.get("kind") == "grid":
+        from search.study.grid import config_from_dict
+
+        config_from_dict(value, "settings")
+
+
+def _table(schema: dict[str, Any], required: tuple[str, ...], closed: bool = False):
+    """A check of a stored table: its `required` keys present, each key of `schema` of its type, and (`closed`)
+    no other key."""
+
+    def check(value: dict[str, Any], values: dict[str, Any]) -> None:
+        missing = [key for key in required if key not in value]
+        if missing:
+            raise UsageError(f"{', '.join(missing)} missing")
+        unknown = sorted(set(value) - set(schema)) if closed else []
+        if unknown:
+            raise UsageError(f"unknown key {', '.join(map(repr, unknown))}")
+        for key, hint in schema.items():
+            if key in value and not conforms(value[key], hint):
+                raise UsageError(f"{key} holds {shown(value[key])}, not {described(hint)}")
+
+    return check
+
+
+SCORES = {"train_loss": float, "test_loss": float, "test_accuracy": float}
+# The linear model a grid study keeps (search/study/grid.py reference_baseline), and a frontier winner's
+# retraining (search/results/tables.py Retrained, with its trial's number).
+_BASELINE = _table({**SCORES, "train_accuracy": float, "params": int, "train_images": int, "train_config": dict},
+                   (*SCORES, "train_accuracy"))  # fmt: skip
+_RETRAINED = _table(
+    {**SCORES, "trial": int, "trained_on": str, "seeds": tuple[int, ...], "test_accuracies": tuple[float, ...]},
+    (*SCORES, "trained_on"),
+    closed=True,
+)
+
+# Fields whose contents other code reads key by key: checked as those settings and tables are.
+_CONTENTS = {
+    TrialRecord: {"train_config": _train_config},
+    StudyRecord: {"config": _study_config, "baseline": _BASELINE, "retrained": _RETRAINED},
+}
+
+
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether a stored value is of a record field's type (as JSON keeps it: a tuple as a list, a float as an int)."""
+    origin = get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(conforms(value, option) for option in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is tuple:
+        return isinstance(value, list | tuple) and all(conforms(item, get_args(hint)[0]) for item in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict) and all(isinstance(key, str) for key in value)
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, int | float)
+    return isinstance(value, hint)
+
+
+def described(hint: Any) -> str:
+    """A field's type as a message says it."""
+    if get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(described(option) for option in get_args(hint))
+    if get_origin(hint) is tuple:
+        return f"a list of {described(get_args(hint)[0]).removeprefix('a ')}s"
+    names = {int: "a whole number", float: "a number", str: "a text", type(None): "nothing", bool: "true or false"}
+    return names.get(hint, "a table")
 
 
 def split_sizes(record: TrialRecord, settings: dict[str, Any]) -> tuple[int, int]:
