@@ -291,7 +291,7 @@ def test_a_model_file_cut_off_by_a_full_disk_is_not_left_in_the_artifacts(tmp_pa
 
 
 def journal_with_trials(path: Path, trials: int) -> None:
-    study = create_study(open_storage(f"journal:{path}"), "s", "search", {"budget": 1, "storage": "x"}, None, None)
+    study = create_study(open_storage(f"journal:{path}"), "s", "search", {"budget": 20_000, "storage": "x"}, None, None)
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=trials)
 
 
@@ -348,7 +348,9 @@ def test_a_full_disk_is_one_line_naming_the_disk_and_leaves_nothing_half_made(tm
     with tmpfs(tmp_path / "disk", "1m") as disk:
         fill(disk, leave)
         url = f"journal:{disk / 'studies.log'}" if kind == "journal" else f"sqlite:///{disk / 'studies.db'}"
-        config = {"budget": 1, "storage": url, "notes": "n" * 5_000}
+        # A study record of about 5 kB (valid settings: a long list of warm-start sources), so that some of the
+        # disk's free space runs out while the study itself is being written.
+        config = {"budget": 20_000, "storage": url, "warm_start": [f"source-{index:03d}" for index in range(400)]}
         opened = False
         try:
             study = create_study(open_storage(url), "s", "search", config, None, None)
