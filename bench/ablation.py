@@ -14,7 +14,7 @@ Every arm runs the same plain PyTorch loop (the engine's fast step has only inpu
 so the differences are the candidates' alone. Each counts only the MLP's own parameters: smoothing
 and averaging add none, input dropout none.
 
-    ARCHSEARCH_DATA=../shared/data .venv/bin/python bench/ablation.py [--seeds 3] [--epochs 30]
+    ARCHSEARCH_DATA=DIR .venv/bin/python bench/ablation.py [--seeds 3] [--epochs 30]
         [--widths 254,254 --lr 1.29e-3 --weight-decay 0.089 --dropout 0.23 --batch 128]
         [--optimizer adam --schedule cosine --input-dropout 0.26]
         [--arms baseline,smoothing,input-dropout,ema,both,double-epochs]  (one arm per process, on many cores)

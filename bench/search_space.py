@@ -1,6 +1,6 @@
 """Our profile space against the naive per-layer space of optuna-examples, at one parameter budget.
 
-    ARCHSEARCH_DATA=/work/shared/data .venv/bin/python bench/search_space.py
+    ARCHSEARCH_DATA=DIR .venv/bin/python bench/search_space.py
 
 Part 1 samples architectures through Optuna (study.ask / tell on an in-memory study, RandomSampler by
 default) from both spaces and prints how many land within the tolerance of the budget, and the depths,

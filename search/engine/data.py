@@ -66,7 +66,7 @@ def _read_idx(path: Path, kind: str) -> np.ndarray:
     """Parse an IDX file of `kind` ("images" or "labels"), gzip-compressed or not, refusing any that is not one.
 
     Written by hand because torchvision's MNIST only reads uncompressed files and extracts the
-    archives into the root first, which fails on a read-only root such as ../shared/data.
+    archives into the root first, which fails on a read-only root (a shared, read-only copy of the data).
     Every header field is checked, because a wrong one otherwise surfaces as a numpy traceback or,
     worse, as an index error inside a training trial.
 
