@@ -591,13 +591,11 @@ def _check_sqlite_study_file(path: Path) -> None:
     """An existing SQLite file with Optuna's tables, checked through a read-only connection."""
     if not path.is_file():
         raise UsageError(f"no study database at {path}; check --storage")
-    uri = reader_uri(path)
-    tables = _sqlite_tables(path, uri)
+    tables, stamped = _sqlite_tables(path, reader_uri(path), and_stamped=True)
     if not set(OPTUNA_TABLES) <= tables:
         raise UsageError(f"{path} is not an Optuna study database (it has no Optuna tables); check --storage")
-    with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
-        if not _stamped(tables, lambda table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]):
-            raise UsageError(_unfinished(str(path)))
+    if not stamped:
+        raise UsageError(_unfinished(str(path)))
 
 
 def reader_uri(path: Path) -> str:
@@ -634,14 +632,21 @@ def on_read_only_media(path: Path) -> bool:
         return False
 
 
-def _sqlite_tables(path: Path, uri: str) -> set[str]:
-    """The tables of a SQLite file, read through `uri`; a file that cannot be read is one line.
+def _sqlite_tables(path: Path, uri: str, and_stamped: bool = False) -> Any:
+    """The tables of a SQLite file, read through `uri` (with `and_stamped`, also whether Optuna finished
+    creating it, read in the same connection); a file that cannot be read is one line.
 
     Only SQLite's "not a database" makes a file "not a study database": a valid database that cannot
     be read now (a full disk, a lock, a read error) is named as such, never as another program's."""
     try:
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
-            return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not and_stamped:
+                return tables
+            finished = set(OPTUNA_TABLES) <= tables and _stamped(
+                tables, lambda table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            )
+            return tables, finished
     except sqlite3.OperationalError as error:
         if is_disk_full(str(error)):
             raise disk_full(path.resolve().parent) from None
