@@ -31,7 +31,7 @@ def sample(sampler, trials, space=SearchSpace(), budget=50_000):
 
 
 def test_sampled_architectures_meet_budget_and_shape():
-    candidates = sample(optuna.samplers.RandomSampler(seed=0), 500)
+    candidates = sample(optuna.samplers.RandomSampler(seed=0), 500, SearchSpace(max_depth=8, input_dropout=(0.0, 0.0)))
     assert sum(c.widths is None for c in candidates) <= 5
     for c in candidates:
         if c.widths is None:

@@ -94,11 +94,11 @@ def test_the_same_parameters_from_two_sources_are_queued_once(tmp_path):
 
 def test_a_value_outside_the_new_space_drops_the_candidate_and_a_missing_parameter_is_dropped(tmp_path):
     url = f"sqlite:///{tmp_path / 'w.db'}"
-    wide = SearchSpace(max_depth=4, input_dropout=(0.0, 0.2))
+    wide = SearchSpace(max_depth=4, input_dropout=(0.0, 0.2), optimizers=("adam", "adamw", "sgd"))
     source = add_source(
         url, "deep", StudyConfig(name="deep", budget=50_000, space=wide), [0.1 * i for i in range(1, 13)]
     )
-    narrow = SearchSpace(max_depth=2, optimizers=("adam", "adamw"))
+    narrow = SearchSpace(max_depth=2, optimizers=("adam", "adamw"), input_dropout=(0.0, 0.0))
     plan = plan_warm_start(
         url, StudyConfig(name="new", budget=50_000, space=narrow, warm_start=("deep",), warm_start_top=12)
     )
@@ -129,7 +129,7 @@ def test_a_warm_start_cut_off_before_its_record_queues_nothing_twice(tmp_path):
 
 def test_a_parameter_the_source_lacks_is_left_to_the_sampler(tmp_path):
     url = f"sqlite:///{tmp_path / 'w.db'}"
-    source = add_source(url, "shallow", StudyConfig(name="shallow", space=SearchSpace(max_depth=2)), [0.3])
+    source = add_source(url, "shallow", StudyConfig(name="shallow", space=SearchSpace(max_depth=2, input_dropout=(0.0, 0.0))), [0.3])
     config = StudyConfig(name="new", space=SearchSpace(max_depth=3, input_dropout=(0.0, 0.2)), warm_start=("shallow",))
     plan = plan_warm_start(url, config)
     study = optuna.create_study(study_name="new", storage=url)
@@ -155,7 +155,7 @@ def test_the_same_parameters_give_the_same_form_solved_for_each_budget(depth, pr
     space = SearchSpace(max_depth=4)
     params = {
         "depth": depth, "profile": profile, "taper": taper, "use_weight_decay": True, "weight_decay": 1e-4,
-        "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "dropout": 0.1, "schedule": "cosine", "activation": "relu",
+        "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "dropout": 0.1, "input_dropout": 0.1, "schedule": "cosine", "activation": "relu",
         **{f"relative_width_{i}": width for i, width in enumerate(free)},
     }  # fmt: skip
     first, second = (suggest(FixedTrial(params), space, budget, 0.02, 3, 0) for budget in budgets)
@@ -186,7 +186,7 @@ def test_the_warm_start_settings_do_not_make_another_experiment(tmp_path):
 
 
 def test_the_distributions_are_those_the_search_suggests():
-    config = StudyConfig(space=SearchSpace(max_depth=3))
+    config = StudyConfig(space=SearchSpace(max_depth=3, input_dropout=(0.0, 0.0)))
     names = set(space_distributions(config))
     assert {"depth", "profile", "taper", "relative_width_2", "lr", "optimizer", "schedule"} <= names
     assert "relative_width_3" not in names and "input_dropout" not in names  # (0, 0): not searched
