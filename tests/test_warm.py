@@ -129,7 +129,8 @@ def test_a_warm_start_cut_off_before_its_record_queues_nothing_twice(tmp_path):
 
 def test_a_parameter_the_source_lacks_is_left_to_the_sampler(tmp_path):
     url = f"sqlite:///{tmp_path / 'w.db'}"
-    source = add_source(url, "shallow", StudyConfig(name="shallow", space=SearchSpace(max_depth=2, input_dropout=(0.0, 0.0))), [0.3])
+    shallow = SearchSpace(max_depth=2, input_dropout=(0.0, 0.0))
+    source = add_source(url, "shallow", StudyConfig(name="shallow", space=shallow), [0.3])
     config = StudyConfig(name="new", space=SearchSpace(max_depth=3, input_dropout=(0.0, 0.2)), warm_start=("shallow",))
     plan = plan_warm_start(url, config)
     study = optuna.create_study(study_name="new", storage=url)
@@ -155,7 +156,8 @@ def test_the_same_parameters_give_the_same_form_solved_for_each_budget(depth, pr
     space = SearchSpace(max_depth=4)
     params = {
         "depth": depth, "profile": profile, "taper": taper, "use_weight_decay": True, "weight_decay": 1e-4,
-        "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "dropout": 0.1, "input_dropout": 0.1, "schedule": "cosine", "activation": "relu",
+        "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "dropout": 0.1, "input_dropout": 0.1,
+        "schedule": "cosine", "activation": "relu",
         **{f"relative_width_{i}": width for i, width in enumerate(free)},
     }  # fmt: skip
     first, second = (suggest(FixedTrial(params), space, budget, 0.02, 3, 0) for budget in budgets)
