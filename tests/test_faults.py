@@ -39,7 +39,7 @@ def write_study(
 
 # Long enough to be caught mid-trial: 10 epochs of 600+ steps each.
 SLOW_SPACE = 'batch_sizes = [16]\noptimizers = ["adam"]\nschedules = ["constant"]'
-# With depth 1, one structure (search/study/workers.py is_proven): every trial after the first joins a pack.
+# With depth 1, one structure (search/study/packs.py is_proven): every trial after the first joins a pack.
 ONE_STRUCTURE = SLOW_SPACE + '\nprofiles = ["uniform"]\nactivations = ["tanh"]'
 
 

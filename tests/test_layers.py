@@ -141,3 +141,16 @@ def test_reading_commands_run_without_torch(argv, small_storage, tmp_path):
     env_root = os.environ.get("ARCHSEARCH_DATA")
     assert env_root is None or Path(env_root).is_dir()
     assert "torch" not in loaded_by(code)
+
+
+# A module a reader can hold: past this many lines, split it by concern (as search/engine/packed/ is).
+MAX_MODULE_LINES = 600
+
+
+@pytest.mark.parametrize("folder", ["search", "models", "bench"])
+def test_no_module_is_longer_than_a_reader_can_hold(folder):
+    files = sorted(REPO.joinpath(folder).rglob("*.py"))
+    assert files, f"no Python files under {folder}/"
+    lines = {path.relative_to(REPO).as_posix(): len(path.read_text().splitlines()) for path in files}
+    too_long = {path: count for path, count in lines.items() if count > MAX_MODULE_LINES}
+    assert not too_long, f"modules over {MAX_MODULE_LINES} lines (split them by concern): {too_long}"

@@ -1,4 +1,4 @@
-"""Trials trained as packs by the worker loop (search/study/workers.py run_pack): the same values as alone,
+"""Trials trained as packs by the worker loop (search/study/packs.py run_pack): the same values as alone,
 members pruned on their own, shared choices fixed for the rest of a search pack, exactly N trials."""
 
 from __future__ import annotations
