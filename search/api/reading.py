@@ -93,6 +93,7 @@ class FrontierBest:
         budgets = []
         for row in self.rows:
             fields = {k: v for k, v in dataclasses.asdict(row).items() if k not in ("settings", "retrained")}
+            fields["widths"] = list(row.widths)
             done = row.retrained
             errors = {"test_error": done.test_error, "test_error_std": done.test_error_std} if done else {}
             budgets.append({**fields, "retrained": {**dataclasses.asdict(done), **errors} if done else None})

@@ -62,6 +62,7 @@ def quick_run(settings: Mapping[str, Any]) -> str:
 
 
 def _quick_title(title: str, quick: str) -> str:
+    """A quick run's words first, on a line of their own, so the figure's long title is not cut at its edge."""
     return f"{quick.capitalize()}, not a result:<br>{title[0].lower()}{title[1:]}" if quick else title
 
 
