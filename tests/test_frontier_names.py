@@ -25,7 +25,7 @@ TINY = ("--budgets", ",".join(map(str, BUDGETS)), "--trials", "2", "--epochs", "
         "--seeds", "2", "--data-limit", "300", "--device", "cpu", "--format", "html")  # fmt: skip
 QUICK = "quick run (first 300 images of each split, 1 epoch)"
 REFUSED = (
-    "'f' is a frontier, its winners retrained when it ran; to retrain or export one winner, name its budget's study"
+    "'f' is a frontier, which retrains its winners itself; to retrain or export one winner, name its budget's study"
 )
 
 

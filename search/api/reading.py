@@ -153,7 +153,7 @@ def _frontier_best(name: str, members: list[optuna.Study], url: str, asked_to_wr
     if asked_to_write:
         studies = ", ".join(study.study_name for study in members)
         raise UsageError(
-            f"{name!r} is a frontier, its winners retrained when it ran; to retrain or export one winner, "
+            f"{name!r} is a frontier, which retrains its winners itself; to retrain or export one winner, "
             f"name its budget's study: one of {studies}"
         )
     return FrontierBest(name, frontier_rows(members, name), describe(url))
