@@ -14,9 +14,10 @@ import optuna
 import pytest
 
 from bench.stamp import command, markdown_table
-from search.results.plots import Plot, frontier_plot, ksweep, quick_run, search_plots
+from search.results.plots import Plot, frontier_plot, in_legend, ksweep, quick_run, study_plots
 from search.results.tables import FrontierRow, GridRow, Retrained
-from tests.studies import add_search_study
+from search.study.record import write_study
+from tests.studies import SEARCH_PLOTS, add_search_study
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -120,16 +121,35 @@ def test_a_quick_frontier_says_so_in_its_title_and_legend():
 def test_a_quick_ksweep_says_so_in_its_title_and_legend():
     points = [GridRow(25_000, 1, 31, 24_655, (0.2, 0.3), (0.9, 0.9))]
     quick = ksweep(points, None, {"train": {"epochs": 2}})
-    assert quick.figure.layout.title.text.startswith("Quick run (2 epochs), not a result: final training loss")
+    assert quick.figure.layout.title.text.startswith("Quick run (2 epochs), not a result:<br>final training loss")
     assert quick.figure.data[0].name.endswith("quick run (2 epochs)")
     assert not ksweep(points, None, {"train": {"epochs": 10}}).figure.layout.title.text.startswith("Quick")
 
 
 def test_a_quick_search_studys_plots_say_so_in_title_and_legend():
+    """Optuna's figures and ours; a legend counts only where plotly draws it: with at least one entry."""
     study = add_search_study(optuna.storages.InMemoryStorage())  # stored with 3 epochs: a quick run
-    for plot in (p for p in search_plots(study) if isinstance(p, Plot)):
-        assert plot.figure.layout.title.text.startswith("Quick run (3 epochs), not a result"), plot.name
-        assert plot.figure.layout.legend.title.text == "quick run (3 epochs)", plot.name
+    plots = [p for p in study_plots(study) if isinstance(p, Plot)]
+    assert {p.name for p in plots} == set(SEARCH_PLOTS)
+    for plot in plots:
+        figure = plot.figure
+        assert figure.layout.title.text.startswith("Quick run (3 epochs), not a result"), plot.name
+        entries = [trace.name for trace in figure.data if in_legend(trace)]
+        assert figure.layout.showlegend and entries, plot.name
+        legend = (figure.layout.legend.title.text or "").split("<br>")[0]
+        assert legend == "quick run (3 epochs)" or "quick run (3 epochs)" in entries, plot.name
+
+
+def test_a_full_search_studys_plots_say_nothing_of_a_quick_run():
+    study = add_search_study(optuna.storages.InMemoryStorage())
+    write_study(study, config={**study.user_attrs["config"], "epochs": 30})
+    for plot in (p for p in study_plots(study) if isinstance(p, Plot)):
+        texts = [
+            plot.figure.layout.title.text,
+            plot.figure.layout.legend.title.text,
+            *(t.name for t in plot.figure.data),
+        ]
+        assert not any("quick" in (text or "").lower() for text in texts), plot.name
 
 
 def test_a_benchmarks_command_leaves_out_the_data_folder():

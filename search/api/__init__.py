@@ -15,7 +15,7 @@ Interrupted, whose message is the command that resumes (calling the function aga
 
 from search.api.basics import Baseline, BudgetTable, InitStudy, baseline, budget_table, init_study
 from search.api.frontier import Frontier, frontier, frontier_of
-from search.api.reading import Exported, Report, best, export, figures, report, trials
+from search.api.reading import Exported, FrontierBest, Report, best, export, figures, report, trials
 from search.api.studies import GridRun, SearchRun, grid, search
 from search.errors import Interrupted, UsageError
 from search.results.tables import BestTrial, GridRow, Retrained, TrialRow
@@ -27,6 +27,7 @@ __all__ = [
     "BudgetTable",
     "Exported",
     "Frontier",
+    "FrontierBest",
     "GridRow",
     "GridRun",
     "InitStudy",

@@ -37,7 +37,7 @@ from search.errors import UsageError
 from search.results.plots import Plot, Skipped, frontier_plot
 from search.results.tables import BestTrial, FrontierRow, completed, frontier_rows
 from search.study.config import MAX_STUDY_NAME_LENGTH, MAX_TOLERANCE, StudyConfig, check_study_name, to_dict
-from search.study.lifecycle import best_trial, check_new_run, load_study, study_names
+from search.study.lifecycle import best_trial, check_new_run, frontier_studies, load_study, member_name
 from search.study.record import StudyRecord, write_study
 from search.study.storage import open_storage, public_url
 from search.study.warm import can_warm_start
@@ -45,11 +45,6 @@ from search.study.warm import can_warm_start
 # The frontier sets each study's budget and warm-start sources itself (warm_start_top still applies).
 FRONTIER_OPTIONS = tuple(option for option in SEARCH_OPTIONS if option.dest not in ("budget", "warm_start"))
 DEFAULT_SEEDS = 3
-
-
-def member_name(frontier: str, budget: int) -> str:
-    """The study of one budget of a frontier."""
-    return f"{frontier}@{budget}"
 
 
 # A frontier's name leaves room for "@BUDGET" in each budget's study name, whatever the budget.
@@ -207,9 +202,7 @@ def frontier_of(name: str = "frontier", *, storage: str | None = None) -> Fronti
     """A stored frontier, read only: its rows and figure."""
     check_frontier_name(name)
     url = storage_url(storage)
-    opened = open_storage(url, read_only=True)
-    members = [load_study(opened, study) for study in study_names(opened) if study.startswith(f"{name}@")]
-    rows = frontier_rows(members, name)
+    rows = frontier_rows(frontier_studies(open_storage(url, read_only=True), name), name)
     if not rows:
         command = shlex.join(["archsearch", "frontier", flag("--study", name), "--budgets", "10000:1000000"])
         raise UsageError(f"no frontier {name!r} in this storage; run `{command}` first")

@@ -21,9 +21,9 @@ from search.api.running import artifacts_dir, check_device, storage_url
 from search.checks import check_int
 from search.errors import UsageError
 from search.files import replaced_atomically
-from search.results.plots import Plot, Skipped, study_plots
-from search.results.tables import BestTrial, Retrained, TrialRow, trial_rows
-from search.study.lifecycle import best_trial, load_study, study_names
+from search.results.plots import Plot, Skipped, frontier_plot, study_plots
+from search.results.tables import BestTrial, FrontierRow, Retrained, TrialRow, frontier_rows, trial_rows
+from search.study.lifecycle import best_trial, frontier_studies, load_study, study_names
 from search.study.objective import build_model
 from search.study.record import StudyRecord
 from search.study.storage import describe, open_storage
@@ -49,6 +49,21 @@ def open_study(study: str, storage: str | None, purpose: str) -> tuple[optuna.St
     return opened, url
 
 
+def stored_frontier(study: str, storage: str | None) -> tuple[list[optuna.Study], str] | None:
+    """The studies of the frontier named `study` (one per budget, NAME@BUDGET) and the storage URL, for
+    `best` and `export`; None where a study has that very name, or no frontier does.
+
+    A study named NAME wins over a frontier named NAME: its name is the only way to reach it, while
+    each of the frontier's studies stays reachable as NAME@BUDGET. A name of neither kind is then
+    opened as a study, which refuses it in one line listing the studies there."""
+    url = storage_url(storage)
+    opened = open_storage(url, read_only=True)
+    if study in study_names(opened):
+        return None
+    members = frontier_studies(opened, study)
+    return (members, url) if members else None
+
+
 @api_call
 def trials(study: str, *, storage: str | None = None) -> list[TrialRow]:
     """Every trial of a study as a row, in number order: `pandas.DataFrame(trials(...))` is its table."""
@@ -64,6 +79,27 @@ def figures(study: str, *, storage: str | None = None) -> dict[str, object]:
     return {result.name: result.figure for result in study_plots(opened) if isinstance(result, Plot)}
 
 
+@dataclass(frozen=True)
+class FrontierBest:
+    """`best` of a frontier: each budget's winner by validation loss and, once retrained, its test error
+    (mean and standard deviation over the seeds), in budget order."""
+
+    name: str
+    rows: list[FrontierRow]
+    storage: str  # described, without a password
+
+    def to_json(self) -> dict:
+        """The winners as `best --json` prints them: the retrained test error beside each seed's accuracy."""
+        budgets = []
+        for row in self.rows:
+            fields = {k: v for k, v in dataclasses.asdict(row).items() if k not in ("settings", "retrained")}
+            fields["widths"] = list(row.widths)
+            done = row.retrained
+            errors = {"test_error": done.test_error, "test_error_std": done.test_error_std} if done else {}
+            budgets.append({**fields, "retrained": {**dataclasses.asdict(done), **errors} if done else None})
+        return {"frontier": self.name, "budgets": budgets}
+
+
 @api_call
 def best(
     study: str,
@@ -76,12 +112,21 @@ def best(
     data_dir: str | None = None,
     artifacts: str | None = None,
     quiet: bool = False,
-) -> BestTrial:
+) -> BestTrial | FrontierBest:
     """The best trial by validation loss (`archsearch best`); `export` writes its model to a file,
     `retrain` trains the same configuration on all training images with `seeds` seeds and tests it
-    (the mean and each seed's accuracy; an exported retrained model is the first seed's)."""
+    (the mean and each seed's accuracy; an exported retrained model is the first seed's).
+
+    `study` may name a frontier: the result is then a FrontierBest, each budget's winner and the test
+    error of its retraining, which the frontier did itself. `retrain` and `export` are refused there:
+    `best` only reads, so retraining every budget here would be a long run whose results are lost and
+    disagree with the stored ones; `export` writes one model. Naming a budget's study does either for
+    its winner. A study named like the frontier wins (see `stored_frontier`)."""
     check_device(device)
     check_int("seeds", seeds, 1, MAX_RETRAIN_SEEDS)
+    frontier = stored_frontier(study, storage)
+    if frontier is not None:
+        return _frontier_best(study, *frontier, retrain or bool(export))
     opened, url = open_study(study, storage, "it has no best model to show")
     trial = best_trial(opened)
     record = BestTrial.of(trial, StudyRecord.of(opened).settings, len(opened.trials))
@@ -102,6 +147,16 @@ def best(
             )
         record = replace(record, exported=str(Path(export).resolve()))
     return record
+
+
+def _frontier_best(name: str, members: list[optuna.Study], url: str, asked_to_write: bool) -> FrontierBest:
+    if asked_to_write:
+        studies = ", ".join(study.study_name for study in members)
+        raise UsageError(
+            f"{name!r} is a frontier, which retrains its winners itself; to retrain or export one winner, "
+            f"name its budget's study: one of {studies}"
+        )
+    return FrontierBest(name, frontier_rows(members, name), describe(url))
 
 
 def check_export_target(target: Path) -> None:
@@ -162,9 +217,10 @@ class Exported:
     files: list[Path]
     plots: list[str]
     skipped: list[Skipped]
-    kind: str
+    kind: str  # "frontier" for a frontier: its plot here, each budget's study exported into `studies`
     png_written: bool  # or not asked for; False: kaleido found no Chrome (PNG_HINT says what to do)
     storage: str  # described, without a password
+    studies: list[Exported] = dataclasses.field(default_factory=list)  # a frontier's, one per budget
 
 
 @api_call
@@ -175,12 +231,20 @@ def export(
     out: str | None = None,
     formats: Sequence[str] | str = ("html", "png"),
 ) -> Exported:
-    """A study's figures as HTML and PNG, each with its data as CSV (`archsearch export`)."""
+    """A study's figures as HTML and PNG, each with its data as CSV (`archsearch export`), in `out`
+    (default exports/STUDY).
+
+    `study` may name a frontier: its plot goes to `out`, and each budget's study is exported as a study
+    is, into the subfolder budget-BUDGET; the files of each are in `studies`. A study named like the
+    frontier wins (see `stored_frontier`)."""
     from search.results.export import FORMATS, output_folder, safe_file_name, write_plots
 
     chosen = tuple(formats) if not isinstance(formats, str) else tuple(p.strip() for p in formats.split(","))
     if not chosen or any(part not in FORMATS for part in chosen):
         raise UsageError(f"unknown format {','.join(map(str, chosen))!r}; choose one or more of {','.join(FORMATS)}")
+    frontier = stored_frontier(study, storage)
+    if frontier is not None:
+        return _export_frontier(study, *frontier, out or f"exports/{safe_file_name(study)}", chosen)
     opened, url = open_study(study, storage, "it is not an archsearch grid or search study")
     kind = StudyRecord.of(opened).kind
     results = study_plots(opened)
@@ -193,6 +257,39 @@ def export(
         written, png = write_plots(plots, folder, chosen)
     names = [p.name for p in plots]
     return Exported(folder, written, names, skipped, kind, png or "png" not in chosen, describe(url))
+
+
+def _export_frontier(name: str, members: list[optuna.Study], url: str, out: str, chosen: tuple[str, ...]) -> Exported:
+    """The frontier's plot in `out`, each budget's study's plots in out/budget-BUDGET, written together
+    once every figure is drawn, so nothing is written when nothing can be."""
+    from search.results.export import output_folder, write_plot_folders
+
+    rows = frontier_rows(members, name)
+    by_name = {study.study_name: study for study in members}
+    frontier = frontier_plot(rows, name)
+    budgets = {f"budget-{row.budget}": study_plots(by_name[row.study]) for row in rows}
+    folders = {"": [frontier] if isinstance(frontier, Plot) else []}
+    folders |= {sub: [r for r in results if isinstance(r, Plot)] for sub, results in budgets.items()}
+    if not any(folders.values()):
+        raise UsageError(f"nothing to export from frontier {name!r} yet: no budget's study has completed a trial")
+    with output_folder(out) as folder:
+        written, png = write_plot_folders(folders, folder, chosen)
+    png_written = png or "png" not in chosen
+    storage = describe(url)
+    studies = [
+        Exported(
+            folder / sub,
+            [path for path in written if path.parent == folder / sub],
+            [plot.name for plot in folders[sub]],
+            [r for r in results if not isinstance(r, Plot)],
+            "search",
+            png_written,
+            storage,
+        )
+        for sub, results in budgets.items()
+    ]
+    skipped = [] if isinstance(frontier, Plot) else [frontier]
+    return Exported(folder, written, [p.name for p in folders[""]], skipped, "frontier", png_written, storage, studies)
 
 
 @dataclass(frozen=True)

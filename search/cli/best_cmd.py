@@ -8,8 +8,12 @@ from search import api
 from search.api.args import positive_int
 from search.api.reading import MAX_RETRAIN_SEEDS
 from search.cli.common import add_data_options, add_device_option, add_json_option, add_storage_options
+from search.cli.frontier_cmd import print_table
 
-HELP = "print the best trial of a study; --export writes its model, --retrain trains it on all training data"
+HELP = (
+    "print the best trial of a study (of a frontier: each budget's winner); --export writes its model, "
+    "--retrain trains it on all training data"
+)
 
 
 def add_arguments(parser) -> None:
@@ -45,6 +49,9 @@ def run(args) -> int:
     )
     if args.json:
         print(json.dumps(best.to_json()))
+        return 0
+    if isinstance(best, api.FrontierBest):
+        print_table(best.name, best.rows)
         return 0
     config = best.train_config
     print(f"study {args.study!r}, best of {best.study_trials} trials: trial {best.study_trial}")

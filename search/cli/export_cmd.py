@@ -9,7 +9,10 @@ from search.api.args import storage, study_name
 from search.cli.common import STORAGE_HELP, formats
 from search.results.export import FORMATS, PNG_HINT
 
-HELP = "write a study's plots (k-sweep for a grid study; Optuna's and ours for a search) as HTML, PNG and CSV"
+HELP = (
+    "write a study's plots (k-sweep for a grid study; Optuna's and ours for a search; for a frontier its plot "
+    "and each budget's) as HTML, PNG and CSV"
+)
 
 
 def add_arguments(parser) -> None:
@@ -21,12 +24,26 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     done = api.export(args.study, storage=args.storage, out=args.out, formats=args.format)
-    for skip in done.skipped:
-        print(f"skipped {skip.name}: {skip.reason}")
-    print(
-        f"study {args.study!r} ({done.kind}) in {done.storage}: wrote {len(done.files)} files for "
-        f"{len(done.plots)} plots to {done.folder}/ ({', '.join(done.plots)})"
-    )
+    if done.kind == "frontier":
+        for skip in done.skipped:
+            print(f"skipped {skip.name}: {skip.reason}")
+        print(
+            f"frontier {args.study!r} in {done.storage}: wrote {len(done.files)} files to {done.folder}/, "
+            f"{'the frontier plot there' if done.plots else 'no frontier plot'} and each budget's study's plots:"
+        )
+        for part in done.studies:
+            for skip in part.skipped:
+                print(f"  skipped {skip.name}: {skip.reason}")
+            print(
+                f"  {part.folder.name}/: {len(part.files)} files for {len(part.plots)} plots ({', '.join(part.plots)})"
+            )
+    else:
+        for skip in done.skipped:
+            print(f"skipped {skip.name}: {skip.reason}")
+        print(
+            f"study {args.study!r} ({done.kind}) in {done.storage}: wrote {len(done.files)} files for "
+            f"{len(done.plots)} plots to {done.folder}/ ({', '.join(done.plots)})"
+        )
     if not done.png_written:
         print(f"archsearch: {PNG_HINT}", file=sys.stderr)
     return 0

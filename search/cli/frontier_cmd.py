@@ -23,6 +23,7 @@ from search.cli.common import (
 from search.errors import UsageError
 from search.results.export import FORMATS, PNG_HINT, check_output_folder, output_folder, safe_file_name, write_plots
 from search.results.plots import Plot
+from search.results.tables import FrontierRow
 
 HELP = "search a range of budgets (one study per budget), retrain each winner with several seeds, plot the frontier"
 
@@ -71,7 +72,7 @@ def run(args) -> int:
         **options,
         **given_settings(args, (*FRONTIER_OPTIONS, *DATA_OPTIONS)),
     )
-    print_table(done)
+    print_table(done.name, done.rows)
     if isinstance(done.plot, Plot):
         write_figure(done.plot, out, args.format)
     return 0
@@ -93,16 +94,17 @@ def write_figure(plot: Plot, out: str, chosen: list[str]) -> None:
     print(f"frontier plot: {', '.join(str(path) for path in sorted(set(written)))}")
 
 
-def print_table(done: api.Frontier) -> None:
-    print(f"frontier {done.name!r}: best by validation loss at each budget, retrained on all training images")
+def print_table(name: str, rows: list[FrontierRow]) -> None:
+    """One line per budget: the winner, its validation loss and its retrained test error (`frontier`, `best`)."""
+    print(f"frontier {name!r}: best by validation loss at each budget, retrained on all training images")
     print(
         f"{'budget':>8} {'params':>8} {'trials':>6}  {'winner':<36} {'val loss':>8}  {'test error (mean ± std)':<32}"
         "  warm start"
     )
-    for row in done.rows:
+    for row in rows:
         winner = f"{row.profile} {list(row.widths)}" if row.widths else "-"
         loss = f"{row.val_loss:.4f}" if row.val_loss is not None else "-"
-        error = "-"
+        error = "not retrained" if row.widths else "-"
         if row.retrained is not None:
             done_seeds = len(row.retrained.seeds)
             error = f"{row.retrained.test_error:.2%} ± {row.retrained.test_error_std:.2%} ({done_seeds} seeds)"

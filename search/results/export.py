@@ -13,7 +13,7 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import kaleido
@@ -79,26 +79,38 @@ def output_folder(out: str | Path) -> Iterator[Path]:
 
 def write_plots(plots: Sequence[Plot], out: Path, formats: Sequence[str]) -> tuple[list[Path], bool]:
     """Write each plot's CSV and the asked formats; returns the files and whether PNG was possible."""
+    return write_plot_folders({"": plots}, out, formats)
+
+
+def write_plot_folders(
+    folders: Mapping[str, Sequence[Plot]], out: Path, formats: Sequence[str]
+) -> tuple[list[Path], bool]:
+    """`write_plots` for plots in subfolders of `out` (each key a subfolder, "" `out` itself), all staged
+    together, so a failure in the last folder leaves none of them written."""
     try:
-        return _write_staged(plots, out, formats)
+        return _write_staged(folders, out, formats)
     except OSError as error:  # a full disk, say: the staging folder is gone again, nothing half-written stays
         raise UsageError(f"cannot write to {out}: {error.strerror or error}") from None
 
 
-def _write_staged(plots: Sequence[Plot], out: Path, formats: Sequence[str]) -> tuple[list[Path], bool]:
+def _write_staged(folders: Mapping[str, Sequence[Plot]], out: Path, formats: Sequence[str]) -> tuple[list[Path], bool]:
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as folder:
         stage = Path(folder)
-        for plot in plots:
-            write_csv(stage / f"{plot.name}.csv", plot.rows)
+        placed = [(plot, stage / sub) for sub, plots in folders.items() for plot in plots]
+        for plot, place in placed:
+            place.mkdir(exist_ok=True)
+            write_csv(place / f"{plot.name}.csv", plot.rows)
             if "html" in formats:
-                plot.figure.write_html(stage / f"{plot.name}.html", include_plotlyjs=True, config={"responsive": True})
-        png = "png" in formats and _write_pngs(plots, stage)
+                plot.figure.write_html(place / f"{plot.name}.html", include_plotlyjs=True, config={"responsive": True})
+        png = "png" in formats and _write_pngs(placed)
         if "png" in formats and not png and "html" not in formats:
             raise UsageError(PNG_HINT.replace("PNG files not written: ", "cannot write PNG: "))
         written = []
-        for staged in sorted(stage.iterdir()):
-            os.replace(staged, out / staged.name)
-            written.append(out / staged.name)
+        for staged in sorted(path for path in stage.rglob("*") if path.is_file()):
+            target = out / staged.relative_to(stage)
+            target.parent.mkdir(exist_ok=True)
+            os.replace(staged, target)
+            written.append(target)
     return written, png
 
 
@@ -118,19 +130,19 @@ def write_text(path: Path, text: str) -> None:
         raise UsageError(f"cannot write {path}: {error.strerror}") from None
 
 
-def _write_pngs(plots: Sequence[Plot], stage: Path) -> bool:
-    """All PNGs in one browser session; False when kaleido finds no browser to render with."""
+def _write_pngs(placed: Sequence[tuple[Plot, Path]]) -> bool:
+    """All PNGs in one browser session, each plot's in its folder; False when kaleido finds no browser."""
     specs = [
         {
             "fig": plot.figure,
-            "path": stage / f"{plot.name}.png",
+            "path": place / f"{plot.name}.png",
             "opts": {
                 "format": "png",
                 "width": plot.figure.layout.width or PNG_WIDTH,
                 "height": plot.figure.layout.height or PNG_HEIGHT,
             },
         }
-        for plot in plots
+        for plot, place in placed
     ]
     try:
         kaleido.write_fig_from_object_sync(specs)

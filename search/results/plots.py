@@ -62,7 +62,8 @@ def quick_run(settings: Mapping[str, Any]) -> str:
 
 
 def _quick_title(title: str, quick: str) -> str:
-    return f"{quick.capitalize()}, not a result: {title[0].lower()}{title[1:]}" if quick else title
+    """A quick run's words first, on a line of their own, so the figure's long title is not cut at its edge."""
+    return f"{quick.capitalize()}, not a result:<br>{title[0].lower()}{title[1:]}" if quick else title
 
 
 def ksweep(
@@ -233,9 +234,36 @@ def _titled(result: Plot | Skipped, study: optuna.Study) -> Plot | Skipped:
         title = result.figure.layout.title.text or result.name
         quick = quick_run(StudyRecord.of(study).settings)
         result.figure.update_layout(title=_quick_title(f"{title}: study {study.study_name}", quick), template=TEMPLATE)
-        if quick:
-            result.figure.update_layout(legend_title_text=quick, showlegend=True)
+        if quick:  # its title takes two lines: room for the second above the panels' own titles
+            result.figure.update_layout(margin_t=(result.figure.layout.margin.t or 100) + 30)
+            _quick_legend(result.figure, quick)
     return result
+
+
+# Traces that can have a legend entry; a parallel-coordinates or table trace never has one.
+_LEGEND_TYPES = {"scatter", "scattergl", "bar", "box", "violin", "histogram", "heatmap", "contour"}
+
+
+def in_legend(trace: Any) -> bool:
+    """Whether plotly gives the trace an entry in the legend (a legend with no entry is not drawn at all)."""
+    return trace.type in _LEGEND_TYPES and trace.showlegend is not False and trace.visible is not False
+
+
+def _quick_legend(figure: go.Figure, quick: str) -> None:
+    """A quick run's words at the top of the legend, above its own title; a figure whose traces have no
+    legend entry (Optuna's slice and parallel coordinates) gets an entry of those words alone, drawn
+    nowhere, since plotly draws no legend, nor its title, without one."""
+    if not any(in_legend(trace) for trace in figure.data):
+        figure.add_trace(
+            go.Scatter(
+                x=[None], y=[None], mode="markers", marker={"color": "rgba(0,0,0,0)"}, name=quick, hoverinfo="skip"
+            )
+        )
+        # Above the plot, beside its title: at the right it would cover the colour bar these figures have.
+        figure.update_layout(showlegend=True, legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"})
+        return
+    own = figure.layout.legend.title.text
+    figure.update_layout(legend_title_text=f"{quick}<br>{own}" if own else quick, showlegend=True)
 
 
 def search_plots(study: optuna.Study) -> list[Plot | Skipped]:

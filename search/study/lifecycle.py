@@ -27,6 +27,23 @@ def study_names(storage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
 
 
+# A frontier's studies are NAME@BUDGET, one per budget (search/api/frontier.py).
+MEMBER_SEPARATOR = "@"
+
+
+def member_name(frontier: str, budget: int) -> str:
+    """The study of one budget of a frontier."""
+    return f"{frontier}{MEMBER_SEPARATOR}{budget}"
+
+
+def frontier_studies(storage, frontier: str) -> list[optuna.Study]:
+    """The search studies of the frontier `frontier`, in name order: named as `member_name` names them and
+    marked with that frontier (a study the user named NAME@SOMETHING by hand is not one of them)."""
+    prefix = f"{frontier}{MEMBER_SEPARATOR}"
+    studies = (load_study(storage, name) for name in study_names(storage) if name.startswith(prefix))
+    return [study for study in studies if StudyRecord.of(study).frontier == frontier]
+
+
 def load_study(storage, name: str, sampler=None, pruner=None) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
