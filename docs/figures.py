@@ -18,7 +18,8 @@ import plotly.graph_objects as go
 from PIL import Image, PngImagePlugin
 
 from search.results.export import write_plots
-from search.results.plots import Plot, frontier_figure, ksweep_figure
+from search.results.frontier_plot import frontier_figure
+from search.results.plots import Plot, ksweep_figure
 
 DOCS = Path(__file__).resolve().parent
 RESULTS = DOCS / "results"

@@ -14,7 +14,8 @@ import optuna
 import pytest
 
 from bench.stamp import command, markdown_table
-from search.results.plots import Plot, frontier_plot, in_legend, ksweep, quick_run, study_plots
+from search.results.frontier_plot import frontier_plot
+from search.results.plots import Plot, in_legend, ksweep, quick_run, study_plots
 from search.results.tables import FrontierRow, GridRow, Retrained
 from search.study.record import write_study
 from tests.studies import SEARCH_PLOTS, add_search_study

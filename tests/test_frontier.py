@@ -15,7 +15,8 @@ import pytest
 from optuna.trial import TrialState
 
 from search import api
-from search.results.plots import LITERATURE, Plot, Skipped, frontier_plot
+from search.results.frontier_plot import LITERATURE, frontier_plot
+from search.results.plots import Plot, Skipped
 from search.results.tables import FrontierRow, Retrained
 from tests.conftest import archsearch, start_archsearch, stored_states
 

@@ -22,7 +22,8 @@ from optuna.trial import FixedTrial, TrialState
 from models.budget import count_parameters
 from models.profiles import PROFILES, profile_widths
 from search import api
-from search.results.plots import Plot, frontier_plot
+from search.results.frontier_plot import frontier_plot
+from search.results.plots import Plot
 from search.results.tables import FrontierRow, Retrained, trial_rows
 from search.study.config import SearchSpace, StudyConfig, to_dict
 from search.study.lifecycle import check_settings, stored_form

@@ -34,7 +34,8 @@ from search.api.running import DEFAULT_PACK, PackSize, check_run_options, storag
 from search.api.studies import run_search, search_config
 from search.checks import check_int, check_ints, shown
 from search.errors import UsageError
-from search.results.plots import Plot, Skipped, frontier_plot
+from search.results.frontier_plot import frontier_plot
+from search.results.plots import Plot, Skipped
 from search.results.tables import BestTrial, FrontierRow, completed, frontier_rows
 from search.study.config import MAX_STUDY_NAME_LENGTH, MAX_TOLERANCE, StudyConfig, check_study_name, to_dict
 from search.study.lifecycle import best_trial, check_new_run, frontier_studies, load_study, member_name

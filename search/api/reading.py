@@ -21,7 +21,8 @@ from search.api.running import artifacts_dir, check_device, storage_url
 from search.checks import check_int
 from search.errors import UsageError
 from search.files import replaced_atomically
-from search.results.plots import Plot, Skipped, frontier_plot, study_plots
+from search.results.frontier_plot import frontier_plot
+from search.results.plots import Plot, Skipped, study_plots
 from search.results.tables import BestTrial, FrontierRow, Retrained, TrialRow, frontier_rows, trial_rows
 from search.study.lifecycle import best_trial, frontier_studies, load_study, study_names
 from search.study.objective import build_model

@@ -29,7 +29,8 @@ import plotly.graph_objects as go
 import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
 
-from search.results.plots import Plot, frontier_plot, own_plots
+from search.results.frontier_plot import frontier_plot
+from search.results.plots import Plot, own_plots
 from search.results.tables import frontier_names, frontier_rows
 from search.study.lifecycle import study_names
 from search.study.record import StudyRecord

@@ -30,7 +30,8 @@ from models.budget import (
 from models.budget import uniform_parameters as parameters_km
 from models.profiles import UNIFORM
 from search.engine.baseline import InitOutcome, conclude
-from search.results.plots import Plot, frontier_plot, ksweep, search_plots
+from search.results.frontier_plot import frontier_plot
+from search.results.plots import Plot, ksweep, search_plots
 from search.results.tables import FrontierRow, GridRow, completed, frontier_names, frontier_rows, grid_table
 from search.study.record import StudyRecord, TrialRecord
 
