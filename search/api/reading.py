@@ -8,10 +8,11 @@ import json
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import optuna
+import plotly.graph_objects as go
 
 from search.api.basics import divergence_refused
 from search.api.calls import api_call
@@ -57,7 +58,7 @@ def trials(study: str, *, storage: str | None = None) -> list[TrialRow]:
 
 
 @api_call
-def figures(study: str, *, storage: str | None = None) -> dict[str, object]:
+def figures(study: str, *, storage: str | None = None) -> dict[str, go.Figure]:
     """The study's figures by name as plotly Figures (a notebook shows each inline); the ones its trials
     cannot support yet are left out (`export` says why)."""
     opened, _ = open_study(study, storage, "it has no figures of ours")
@@ -84,7 +85,7 @@ def best(
     check_int("seeds", seeds, 1, MAX_RETRAIN_SEEDS)
     opened, url = open_study(study, storage, "it has no best model to show")
     trial = best_trial(opened)
-    record = BestTrial.of(trial, StudyRecord.of(opened).settings, len(opened.trials))
+    record = BestTrial.of(trial, StudyRecord.of(opened).settings, len(opened.trials), opened)
     if export:
         check_export_target(Path(export))
     model = None
@@ -156,7 +157,8 @@ def _export_retrained(path: str, record: BestTrial, model) -> None:
 
 @dataclass(frozen=True)
 class Exported:
-    """What `export` wrote: the files, the figures, those skipped and why, and whether PNGs were made."""
+    """What `export` wrote: the files, the figures, those skipped and why, and whether PNGs were made;
+    `optuna_study` is the optuna.Study the figures were drawn from."""
 
     folder: Path
     files: list[Path]
@@ -165,6 +167,7 @@ class Exported:
     kind: str
     png_written: bool  # or not asked for; False: kaleido found no Chrome (PNG_HINT says what to do)
     storage: str  # described, without a password
+    optuna_study: optuna.Study = field(repr=False, compare=False)  # the study the figures were drawn from
 
 
 @api_call
@@ -192,18 +195,19 @@ def export(
     with output_folder(out or f"exports/{safe_file_name(study)}") as folder:
         written, png = write_plots(plots, folder, chosen)
     names = [p.name for p in plots]
-    return Exported(folder, written, names, skipped, kind, png or "png" not in chosen, describe(url))
+    return Exported(folder, written, names, skipped, kind, png or "png" not in chosen, describe(url), opened)
 
 
 @dataclass(frozen=True)
 class Report:
-    """The report page and what it was built from."""
+    """The report page and what it was built from; `optuna_studies` holds each optuna.Study it read, by name."""
 
     path: Path
     grids: int
     searches: int
     storage: str  # described, without a password
     init_answered: bool
+    optuna_studies: dict[str, optuna.Study] = field(repr=False, compare=False)  # the studies read, by name
 
 
 @api_call
@@ -244,7 +248,10 @@ def report(
             write_text(folder / INIT_FILE, json.dumps(measured, indent=1))
         write_text(folder / "report.html", text)
     kinds = [StudyRecord.of(s).kind for s in ours]
-    return Report(folder / "report.html", kinds.count("grid"), kinds.count("search"), describe(url), init is not None)
+    studies = {study.study_name: study for study in ours}
+    return Report(
+        folder / "report.html", kinds.count("grid"), kinds.count("search"), describe(url), init is not None, studies
+    )
 
 
 def _stored_init(init_json: str | None, studies, out: Path) -> tuple[dict | None, str]:

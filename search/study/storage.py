@@ -23,7 +23,6 @@ import re
 import sqlite3
 import sys
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -50,9 +49,6 @@ OPTUNA_TABLES = ("studies", "trials", "version_info")
 STAMP_TABLE = "alembic_version"
 # What a storage raises when it stops working under a running study: Optuna wraps SQLAlchemy's errors.
 STORAGE_FAILURES = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
-
-optuna.logging.set_verbosity(optuna.logging.ERROR)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 _calls_within: Callable[[], AbstractContextManager] = contextlib.nullcontext
 
