@@ -20,7 +20,7 @@ from search.api.handover import flag
 from search.api.progress import progress
 from search.api.running import artifacts_dir, check_device, storage_url
 from search.checks import check_int
-from search.errors import UsageError
+from search.errors import UsageError, worded
 from search.files import replaced_atomically
 from search.results.plots import Plot, Skipped, study_plots
 from search.results.tables import BestTrial, Retrained, TrialRow, trial_rows
@@ -132,7 +132,8 @@ def retrain_trial(
     )
     chosen = [first.seed + offset for offset in range(seeds)]
     runs, kept = [], None
-    advice = "this configuration diverges on all training images; retrain another trial, or run without --retrain"
+    without = worded(cli="run without --retrain", api="call with retrain=False")
+    advice = f"this configuration diverges on all training images; retrain another trial, or {without}"
     with progress(first.epochs * seeds, "retrain", quiet) as bar, divergence_refused(first, advice):
         for seed in chosen:
             config = dataclasses.replace(first, seed=seed)
@@ -257,7 +258,8 @@ def report(
 def _stored_init(init_json: str | None, studies, out: Path) -> tuple[dict | None, str]:
     """The initialization study from `init_json`, a study attribute, or an earlier --init-study, in that order."""
     if init_json:
-        return _read_init(Path(init_json), "--init-json"), f"{init_json} (archsearch baseline --init-study)"
+        given = _read_init(Path(init_json), worded(cli="--init-json", api="init_json"))
+        return given, f"{init_json} (archsearch baseline --init-study)"
     for study in studies:
         stored = StudyRecord.of(study).init_study
         if stored is not None:

@@ -25,7 +25,7 @@ from search.api.running import (
     storage_url,
     summary_line,
 )
-from search.errors import UsageError
+from search.errors import UsageError, argument
 from search.results.tables import BestTrial, GridRow, grid_table
 from search.study.config import StudyConfig, load_toml, replace, study_from_dict, to_dict
 from search.study.lifecycle import best_trial, check_new_run, create_study, make_pruner, make_sampler, stored_settings
@@ -83,8 +83,8 @@ def search_config(config: str | None, study: str | None, storage: str | None, se
     deepest = depth_range(merged.budget)[1]
     if merged.space.max_depth > deepest:
         raise UsageError(
-            f"budget {merged.budget} cannot hold {merged.space.max_depth} hidden layers; lower --max-depth "
-            f"to at most {deepest} or raise --budget"
+            f"budget {merged.budget} cannot hold {merged.space.max_depth} hidden layers; lower {argument('max_depth')} "
+            f"to at most {deepest} or raise {argument('budget')}"
         )
     return merged
 

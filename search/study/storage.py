@@ -35,7 +35,7 @@ import sqlalchemy
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
-from search.errors import UsageError
+from search.errors import UsageError, argument
 
 STORAGE_ENV = "ARCHSEARCH_STORAGE"  # a storage URL that stays off command lines (and out of `ps`)
 JOURNAL_PREFIX = "journal:"
@@ -403,7 +403,7 @@ def _open_journal(path: Path, must_exist: bool, read_only: bool = False) -> Jour
     if path.is_dir():
         raise UsageError(f"journal storage {path} is a folder; give a file, e.g. journal:{path / 'studies.log'}")
     if must_exist and not path.is_file():
-        raise UsageError(f"no study journal at {path}; check --storage")
+        raise UsageError(f"no study journal at {path}; check {argument('storage')}")
     if not must_exist:
         _check_folder(path)
     try:
@@ -421,7 +421,7 @@ def _open_journal(path: Path, must_exist: bool, read_only: bool = False) -> Jour
         raise
     except Exception as error:  # a file that is not a journal fails in many ways while its log is replayed
         raise UsageError(
-            f"{path} is not an Optuna journal ({type(error).__name__} while reading it); check --storage"
+            f"{path} is not an Optuna journal ({type(error).__name__} while reading it); check {argument('storage')}"
         ) from None
 
 
@@ -586,10 +586,12 @@ def _held(lock: JournalFileSymlinkLock) -> Iterator[None]:
 def _check_sqlite_study_file(path: Path) -> None:
     """An existing SQLite file with Optuna's tables, checked through a read-only connection."""
     if not path.is_file():
-        raise UsageError(f"no study database at {path}; check --storage")
+        raise UsageError(f"no study database at {path}; check {argument('storage')}")
     tables, stamped = _sqlite_tables(path, reader_uri(path), and_stamped=True)
     if not set(OPTUNA_TABLES) <= tables:
-        raise UsageError(f"{path} is not an Optuna study database (it has no Optuna tables); check --storage")
+        raise UsageError(
+            f"{path} is not an Optuna study database (it has no Optuna tables); check {argument('storage')}"
+        )
     if not stamped:
         raise UsageError(_unfinished(str(path)))
 
@@ -646,9 +648,9 @@ def _sqlite_tables(path: Path, uri: str, and_stamped: bool = False) -> Any:
     except sqlite3.OperationalError as error:
         if is_disk_full(str(error)):
             raise disk_full(path.resolve().parent) from None
-        raise UsageError(f"cannot read the database {path}: {error}; check --storage") from None
+        raise UsageError(f"cannot read the database {path}: {error}; check {argument('storage')}") from None
     except sqlite3.DatabaseError as error:
-        raise UsageError(f"{path} is not a study database ({error}); check --storage") from None
+        raise UsageError(f"{path} is not a study database ({error}); check {argument('storage')}") from None
 
 
 def _check_not_foreign(path: Path) -> None:
@@ -659,7 +661,9 @@ def _check_not_foreign(path: Path) -> None:
         return
     tables = _sqlite_tables(path, f"{path.resolve().as_uri()}?mode=ro")
     if tables and not tables & {"studies", "version_info"}:
-        raise UsageError(f"{path} is another program's SQLite database, not a study database; check --storage")
+        raise UsageError(
+            f"{path} is another program's SQLite database, not a study database; check {argument('storage')}"
+        )
 
 
 def _check_optuna_tables(parsed: sqlalchemy.engine.URL, engine_kwargs: dict[str, Any]) -> None:
