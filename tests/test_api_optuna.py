@@ -96,3 +96,36 @@ def test_figures_are_typed_and_returned_as_plotly_figures(tmp_path):
     add_search_study(url, "s")
     figures = api.figures("s", storage=url)
     assert figures and all(isinstance(figure, go.Figure) for figure in figures.values())
+
+
+def test_a_worker_joins_a_study_from_python_and_holds_it(tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setenv("ARCHSEARCH_DATA", str(mnist_root))
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    quick = {"epochs": 1, "max_depth": 1, "data_limit": 200, "device": "cpu", "quiet": True}
+    api.search(study="w", storage=url, budget=20_000, trials=1, **quick)
+    joined = api.worker("w", storage=url, trials=2, device="cpu", quiet=True)
+    assert (joined.study, joined.trials, joined.finished, joined.stopped_at_timeout) == ("w", 2, 2, False)
+    assert joined.optuna_study.study_name == "w" and len(joined.optuna_study.trials) == 2
+
+
+def test_worker_and_dashboard_refuse_bad_arguments_in_one_line_before_touching_the_storage(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    add_grid_study(url, "g")
+    optuna.create_study(study_name="theirs", storage=url)
+    before = (tmp_path / "s.db").read_bytes()
+    refused = {
+        "study 'theirs' was not made by archsearch": lambda: api.worker("theirs", storage=url),
+        "worker_index must be between 0": lambda: api.worker("g", storage=url, worker_index=-1),
+        "trials must be positive": lambda: api.worker("g", storage=url, trials=0),
+        "no study named 'nope'": lambda: api.worker("nope", storage=url),
+        "port must be positive and at most 65,535": lambda: api.dashboard(url, port=0),
+        "refresh must be between 0": lambda: api.dashboard(url, refresh=-1),
+    }
+    for expected, call in refused.items():
+        try:
+            call()
+        except api.UsageError as error:
+            assert expected in str(error) and "\n" not in str(error), error
+        else:
+            raise AssertionError(f"not refused: {expected}")
+    assert (tmp_path / "s.db").read_bytes() == before
