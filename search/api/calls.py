@@ -25,8 +25,9 @@ Function = TypeVar("Function", bound=Callable[..., Any])
 
 
 def api_call(function: Function) -> Function:
-    """Bad input of any kind leaves as a UsageError whose message is the line the CLI prints. Optuna is
-    kept quiet for the length of the call only (search/study/quiet.py): a caller's own studies log as before.
+    """Bad input of any kind leaves as a UsageError whose message is the line the CLI prints, naming keyword
+    arguments where the CLI names flags (search/errors.py `argument`). Optuna is kept quiet for the length
+    of the call only (search/study/quiet.py): a caller's own studies log as before.
 
     Every argument is checked at the boundary, before the function runs: against its annotation (a path
     may also be an os.PathLike, handed on as text), and by name where text has rules of its own (a study
