@@ -114,12 +114,6 @@ def shown(value: object) -> str:
     return text if len(text) <= SHOWN_LENGTH else f"{text[: SHOWN_LENGTH - 3]}..."
 
 
-def printable(text: str) -> str:
-    """`text` with each character that would break or garble a one-line message escaped (newline, NUL,
-    lone surrogates); everything else, including letters of any script, as it is."""
-    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
-
-
 def is_finite(value: int | float) -> bool:
     try:
         return math.isfinite(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,8 +18,8 @@ from optuna.trial import TrialState
 
 from models.budget import BudgetRow, budget_table
 from search import api
-from search.checks import printable
 from search.cli import main
+from search.errors import printable, worded_for_the_cli
 from search.results.tables import BestTrial, TrialRow
 from tests.conftest import stored_states
 from tests.studies import add_search_study
@@ -136,8 +137,14 @@ SAME_MESSAGE = {
 }  # fmt: skip
 
 
+def _flags_outside_commands(message: str) -> list[str]:
+    """The `--flags` a message names, leaving out those of a quoted command to run (`archsearch ... --x`)."""
+    return re.findall(r"--[a-z][a-z-]*", re.sub(r"`[^`]*`", "", message))
+
+
 @pytest.mark.parametrize("case", SAME_MESSAGE.values(), ids=SAME_MESSAGE.keys())
 def test_bad_input_raises_usage_error_with_the_line_the_cli_prints(case, tmp_path, capsys):
+    """The same check and the same line, worded for its reader: the CLI's names flags, the API's arguments."""
     argv, call = case
     url = f"sqlite:///{tmp_path / 's.db'}"
     add_search_study(url, "s")
@@ -145,11 +152,50 @@ def test_bad_input_raises_usage_error_with_the_line_the_cli_prints(case, tmp_pat
     filled = [part.format(url=url, tmp=tmp_path, missing=_missing_folder_url(tmp_path)) for part in argv]
     assert main(filled) == 2
     printed = capsys.readouterr().err
-    with pytest.raises(api.UsageError) as raised:
+    with pytest.raises(api.UsageError) as raised, worded_for_the_cli():
         call(url, tmp_path)
     assert printed == f"archsearch: error: {printable(str(raised.value))}\n"
+    with pytest.raises(api.UsageError) as from_python:
+        call(url, tmp_path)
+    assert not _flags_outside_commands(str(from_python.value)), from_python.value
     assert (tmp_path / "s.db").read_bytes() == before
     assert not (tmp_path / "e").exists() and not (tmp_path / "r").exists()
+
+
+# (the CLI's argv, the same request through the API, what the CLI's line says, what the API's message says)
+WORDED = {
+    "a depth the budget cannot hold": (
+        ["search", "--budget", "810", "--max-depth", "8", "--storage", "{url}"],
+        lambda url: api.search(budget=810, max_depth=8, storage=url),
+        "lower --max-depth to at most 3 or raise --budget", "lower max_depth= to at most 3 or raise budget="),
+    "a study stored with other settings": (
+        ["search", "--study", "s", "--budget", "30000", "--storage", "{url}"],
+        lambda url: api.search(study="s", budget=30_000, storage=url),
+        "use another --study to start anew", "use another study= to start anew"),
+    "a normal init without its spread": (
+        ["baseline", "--init", "normal"], lambda url: api.baseline(init="normal"),
+        "--init normal needs --init-value,", "init='normal' needs init_value=,"),
+    "a missing database": (
+        ["best", "--study", "s", "--storage", "{url}x"], lambda url: api.best("s", storage=f"{url}x"),
+        "; check --storage", "; check storage="),
+    "a dashboard beyond this machine": (
+        ["dashboard", "--host", "192.0.2.1", "--storage", "{url}"],
+        lambda url: api.dashboard(url, host="192.0.2.1"),
+        "--host '192.0.2.1' goes beyond this machine", "host='192.0.2.1' goes beyond this machine"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", WORDED.values(), ids=WORDED.keys())
+def test_api_messages_name_arguments_where_the_cli_names_flags(case, tmp_path, capsys):
+    argv, call, cli_words, api_words = case
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    add_search_study(url, "s")
+    assert main([part.format(url=url) for part in argv]) == 2
+    printed = capsys.readouterr().err
+    with pytest.raises(api.UsageError) as raised:
+        call(url)
+    assert cli_words in printed and api_words not in printed
+    assert api_words in str(raised.value) and cli_words not in str(raised.value)
 
 
 BAD_KEYWORDS = {

@@ -25,7 +25,7 @@ import optuna
 import pytest
 import sqlalchemy
 
-from search.cli.dashboard_cmd import is_loopback
+from search.api.serving import is_loopback
 from search.results.dashboard import READ_ONLY_REASON, guard
 from search.study.storage import open_storage
 from tests.conftest import ENTRY_POINT, archsearch, free_port

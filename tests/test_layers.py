@@ -83,6 +83,32 @@ def _is_module(name: str) -> bool:
     return path.is_dir() or path.with_suffix(".py").is_file()
 
 
+# What the CLI may import from the search package: the API it is a thin layer over, itself, and the errors it
+# turns into exit statuses. The study, results and engine layers it reaches only through search.api.
+CLI_MAY_IMPORT = ("search.api", "search.cli", "search.errors")
+
+
+@pytest.mark.parametrize("module", modules_under("search.cli", "search.__main__"))
+def test_the_cli_imports_only_the_api_from_search(module):
+    reached = sorted(
+        name
+        for name in imported_modules(module)
+        if name.split(".")[0] == "search"
+        and name != "search"
+        and not any(name == allowed or name.startswith(allowed + ".") for allowed in CLI_MAY_IMPORT)
+    )
+    assert not reached, f"{module} imports {reached}: reach them through search.api"
+
+
+@pytest.mark.parametrize("module", ALL)
+def test_no_module_imports_relatively(module):
+    """The layer checks read absolute imports only; a relative one would slip past them (ruff's TID252 too)."""
+    path = REPO.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    relative = [node.lineno for node in ast.walk(ast.parse(path.read_text())) if getattr(node, "level", 0)]
+    assert not relative, f"{module} imports relatively at line(s) {relative}"
+
+
 @pytest.mark.parametrize("module", modules_under("search.engine", *PURE))
 def test_the_engine_and_pure_modules_never_import_optuna(module):
     assert not [name for name in imported_modules(module) if name.split(".")[0] in ("optuna", "optuna_dashboard")]

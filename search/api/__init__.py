@@ -1,6 +1,8 @@
 """archsearch from Python: one function per command, keyword arguments named as the flags' settings,
 typed results (rows a DataFrame takes, records, plotly Figures). The CLI (search/cli) is a thin layer
-over these functions, so both check the same things and fail with the same one-line message.
+over these functions, so both check the same things and fail with the same one-line message (naming
+keyword arguments where the CLI names flags). Each record of a call that ran or read a study holds its
+optuna.Study (`optuna_study`); importing this package changes none of Optuna's settings.
 
     from search import api as archsearch
 
@@ -15,7 +17,9 @@ Interrupted, whose message is the command that resumes (calling the function aga
 
 from search.api.basics import Baseline, BudgetTable, InitStudy, baseline, budget_table, init_study
 from search.api.frontier import Frontier, frontier, frontier_of
+from search.api.joining import WorkerRun, worker
 from search.api.reading import Exported, FrontierBest, Report, best, export, figures, report, trials
+from search.api.serving import dashboard
 from search.api.studies import GridRun, SearchRun, grid, search
 from search.errors import Interrupted, UsageError
 from search.results.tables import BestTrial, GridRow, Retrained, TrialRow
@@ -37,9 +41,11 @@ __all__ = [
     "SearchRun",
     "TrialRow",
     "UsageError",
+    "WorkerRun",
     "baseline",
     "best",
     "budget_table",
+    "dashboard",
     "export",
     "figures",
     "frontier",
@@ -50,4 +56,5 @@ __all__ = [
     "report",
     "search",
     "trials",
+    "worker",
 ]

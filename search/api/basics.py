@@ -14,7 +14,7 @@ from search.api.calls import api_call
 from search.api.progress import progress
 from search.checks import check_choice, check_float, check_int, check_ints
 from search.engine.config import BASELINE_TRAIN, MAX_SEED, TrainConfig
-from search.errors import UsageError
+from search.errors import UsageError, argument, worded
 from search.study.config import DATASET_NAMES, MAX_DATA_LIMIT, MAX_SEED_COUNT
 
 
@@ -98,7 +98,8 @@ def baseline(
     check_choice("init", init, INIT_NAMES)
     check_float("init_value", init_value, float("-inf"), None)
     if init == "normal" and not init_value > 0:
-        raise UsageError("--init normal needs --init-value, the standard deviation, above 0 (e.g. 0.01)")
+        normal = worded(cli="--init normal", api="init='normal'")
+        raise UsageError(f"{normal} needs {argument('init_value')}, the standard deviation, above 0 (e.g. 0.01)")
     data = _data(config, data_dir, dataset, data_limit)
     from search.engine.baseline import run_baseline
 
@@ -166,7 +167,7 @@ def divergence_refused(config: TrainConfig, advice: str | None = None) -> Iterat
     try:
         yield
     except Diverged as error:
-        advice = advice or f"give a smaller --lr (the original study's is {BASELINE_TRAIN.lr:g})"
+        advice = advice or f"give a smaller {argument('lr')} (the original study's is {BASELINE_TRAIN.lr:g})"
         raise UsageError(
             f"training diverged at epoch {error.epoch} (loss {error.loss}) at lr {config.lr:g}; {advice}"
         ) from None

@@ -19,12 +19,15 @@ from search.api.options import ConfigOption, apply_config_options
 from search.checks import shown
 from search.errors import UsageError, as_usage_error
 from search.study.config import check_study_name, field_type, to_value
+from search.study.quiet import optuna_quieted
 
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 
 def api_call(function: Function) -> Function:
-    """Bad input of any kind leaves as a UsageError whose message is the line the CLI prints.
+    """Bad input of any kind leaves as a UsageError whose message is the line the CLI prints, naming keyword
+    arguments where the CLI names flags (search/errors.py `argument`). Optuna is kept quiet for the length
+    of the call only (search/study/quiet.py): a caller's own studies log as before.
 
     Every argument is checked at the boundary, before the function runs: against its annotation (a path
     may also be an os.PathLike, handed on as text), and by name where text has rules of its own (a study
@@ -43,7 +46,8 @@ def api_call(function: Function) -> Function:
             if parameter.kind is not inspect.Parameter.VAR_KEYWORD:
                 bound.arguments[name] = checked_argument(function.__name__, name, value, hints.get(name, Any))
         try:
-            return function(*bound.args, **bound.kwargs)
+            with optuna_quieted():
+                return function(*bound.args, **bound.kwargs)
         except UsageError:
             raise
         except Exception as error:

@@ -23,7 +23,10 @@ import math
 import shlex
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+import optuna
+import plotly.graph_objects as go
 
 from models.budget import INPUTS, MAX_BUDGET, MIN_BUDGET
 from search.api.calls import api_call, settings_signature, stops_handled
@@ -64,16 +67,21 @@ def check_frontier_name(name: str) -> None:
 
 @dataclass(frozen=True)
 class Frontier:
-    """A frontier after a call: one row per budget (winner, retrained test error) and its figure."""
+    """A frontier after a call: one row per budget (winner, retrained test error) and its figure.
+
+    `optuna_studies` maps each budget of a row to its study, an optuna.Study (named NAME@BUDGET), for
+    Optuna's own tools."""
 
     name: str
     storage: str  # without its password
     rows: list[FrontierRow]
     stopped_at_timeout: bool
     plot: Plot | Skipped
+    optuna_studies: dict[int, optuna.Study] = field(repr=False, compare=False)
 
     @property
-    def figure(self):
+    def figure(self) -> go.Figure | None:
+        """The frontier's figure; None where it was skipped (`plot` says why)."""
         return self.plot.figure if isinstance(self.plot, Plot) else None
 
 
@@ -151,7 +159,7 @@ def _frontier(
             _retrain_winner(url, member_name(name, budget), seeds, device, data_dir, quiet)
     members = [load_study(open_storage(url, read_only=True), member_name(name, b)) for b in budgets]
     rows = frontier_rows(members, name)
-    return Frontier(name, public_url(url), rows, stopped, frontier_plot(rows, name))
+    return Frontier(name, public_url(url), rows, stopped, frontier_plot(rows, name), budget_studies(rows, members))
 
 
 def _budget_settings(config: str | None, name: str, url: str, given: dict, budget: int) -> tuple[dict, StudyConfig]:
@@ -203,8 +211,15 @@ def frontier_of(name: str = "frontier", *, storage: str | None = None) -> Fronti
     """A stored frontier, read only: its rows and figure."""
     check_frontier_name(name)
     url = storage_url(storage)
-    rows = frontier_rows(frontier_studies(open_storage(url, read_only=True), name), name)
+    members = frontier_studies(open_storage(url, read_only=True), name)
+    rows = frontier_rows(members, name)
     if not rows:
         command = shlex.join(["archsearch", "frontier", flag("--study", name), "--budgets", "10000:1000000"])
         raise UsageError(f"no frontier {name!r} in this storage; run `{command}` first")
-    return Frontier(name, public_url(url), rows, False, frontier_plot(rows, name))
+    return Frontier(name, public_url(url), rows, False, frontier_plot(rows, name), budget_studies(rows, members))
+
+
+def budget_studies(rows: Sequence[FrontierRow], studies: Sequence[optuna.Study]) -> dict[int, optuna.Study]:
+    """Each row's budget and the study it was read from, in budget order."""
+    by_name = {study.study_name: study for study in studies}
+    return {row.budget: by_name[row.study] for row in rows}

@@ -16,7 +16,7 @@ from typing import Any
 from search.api.args import duration, non_negative_int, pack_size, study_name
 from search.checks import shown
 from search.engine.config import DEVICES
-from search.errors import UsageError
+from search.errors import UsageError, argument, worded
 
 # How argparse takes `--flag=--`: as no value at all, which the CLI's parser refuses (search/cli/__init__.py).
 NO_VALUE = "--"
@@ -46,9 +46,11 @@ def _read_back(name: str, value: Any, text: str, read: Callable[[str], Any]) -> 
     except Exception:  # the reader's own refusal: an ArgumentTypeError, a ValueError
         same = False
     if not same:
+        given = argument(name.removeprefix("--").replace("-", "_"), shown(value))
+        alone = worded(cli="run with --workers 1", api="call with workers=1")
         raise UsageError(
-            f"{name} {shown(value)} cannot be handed to the worker processes (they would read {shown(text)} "
-            "otherwise); give it in another form, or run with --workers 1"
+            f"{given} cannot be handed to the worker processes (they would read {shown(text)} otherwise); "
+            f"give it in another form, or {alone}"
         )
     return flag(name, text)
 

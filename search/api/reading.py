@@ -8,10 +8,11 @@ import json
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import optuna
+import plotly.graph_objects as go
 
 from search.api.basics import divergence_refused
 from search.api.calls import api_call
@@ -19,7 +20,7 @@ from search.api.handover import flag
 from search.api.progress import progress
 from search.api.running import artifacts_dir, check_device, storage_url
 from search.checks import check_int
-from search.errors import UsageError
+from search.errors import UsageError, worded
 from search.files import replaced_atomically
 from search.results.frontier_plot import frontier_plot
 from search.results.plots import Plot, Skipped, study_plots
@@ -73,7 +74,7 @@ def trials(study: str, *, storage: str | None = None) -> list[TrialRow]:
 
 
 @api_call
-def figures(study: str, *, storage: str | None = None) -> dict[str, object]:
+def figures(study: str, *, storage: str | None = None) -> dict[str, go.Figure]:
     """The study's figures by name as plotly Figures (a notebook shows each inline); the ones its trials
     cannot support yet are left out (`export` says why)."""
     opened, _ = open_study(study, storage, "it has no figures of ours")
@@ -130,7 +131,7 @@ def best(
         return _frontier_best(study, *frontier, retrain or bool(export))
     opened, url = open_study(study, storage, "it has no best model to show")
     trial = best_trial(opened)
-    record = BestTrial.of(trial, StudyRecord.of(opened).settings, len(opened.trials))
+    record = BestTrial.of(trial, StudyRecord.of(opened).settings, len(opened.trials), opened)
     if export:
         check_export_target(Path(export))
     model = None
@@ -187,7 +188,8 @@ def retrain_trial(
     )
     chosen = [first.seed + offset for offset in range(seeds)]
     runs, kept = [], None
-    advice = "this configuration diverges on all training images; retrain another trial, or run without --retrain"
+    without = worded(cli="run without --retrain", api="call with retrain=False")
+    advice = f"this configuration diverges on all training images; retrain another trial, or {without}"
     with progress(first.epochs * seeds, "retrain", quiet) as bar, divergence_refused(first, advice):
         for seed in chosen:
             config = dataclasses.replace(first, seed=seed)
@@ -212,7 +214,8 @@ def _export_retrained(path: str, record: BestTrial, model) -> None:
 
 @dataclass(frozen=True)
 class Exported:
-    """What `export` wrote: the files, the figures, those skipped and why, and whether PNGs were made."""
+    """What `export` wrote: the files, the figures, those skipped and why, and whether PNGs were made;
+    `optuna_study` is the optuna.Study the figures were drawn from."""
 
     folder: Path
     files: list[Path]
@@ -221,6 +224,8 @@ class Exported:
     kind: str  # "frontier" for a frontier: its plot here, each budget's study exported into `studies`
     png_written: bool  # or not asked for; False: kaleido found no Chrome (PNG_HINT says what to do)
     storage: str  # described, without a password
+    # The study the figures were drawn from; None for a frontier, whose budgets' studies are in `studies`.
+    optuna_study: optuna.Study | None = field(repr=False, compare=False)
     studies: list[Exported] = dataclasses.field(default_factory=list)  # a frontier's, one per budget
 
 
@@ -257,7 +262,7 @@ def export(
     with output_folder(out or f"exports/{safe_file_name(study)}") as folder:
         written, png = write_plots(plots, folder, chosen)
     names = [p.name for p in plots]
-    return Exported(folder, written, names, skipped, kind, png or "png" not in chosen, describe(url))
+    return Exported(folder, written, names, skipped, kind, png or "png" not in chosen, describe(url), opened)
 
 
 def _export_frontier(name: str, members: list[optuna.Study], url: str, out: str, chosen: tuple[str, ...]) -> Exported:
@@ -277,31 +282,30 @@ def _export_frontier(name: str, members: list[optuna.Study], url: str, out: str,
         written, png = write_plot_folders(folders, folder, chosen)
     png_written = png or "png" not in chosen
     storage = describe(url)
-    studies = [
-        Exported(
-            folder / sub,
-            [path for path in written if path.parent == folder / sub],
-            [plot.name for plot in folders[sub]],
-            [r for r in results if not isinstance(r, Plot)],
-            "search",
-            png_written,
-            storage,
-        )
-        for sub, results in budgets.items()
-    ]
+    studies = []
+    for row in rows:
+        sub = f"budget-{row.budget}"
+        files = [path for path in written if path.parent == folder / sub]
+        skipped_here = [r for r in budgets[sub] if not isinstance(r, Plot)]
+        names = [plot.name for plot in folders[sub]]
+        opened = by_name[row.study]
+        studies.append(Exported(folder / sub, files, names, skipped_here, "search", png_written, storage, opened))
     skipped = [] if isinstance(frontier, Plot) else [frontier]
-    return Exported(folder, written, [p.name for p in folders[""]], skipped, "frontier", png_written, storage, studies)
+    return Exported(
+        folder, written, [p.name for p in folders[""]], skipped, "frontier", png_written, storage, None, studies
+    )
 
 
 @dataclass(frozen=True)
 class Report:
-    """The report page and what it was built from."""
+    """The report page and what it was built from; `optuna_studies` holds each optuna.Study it read, by name."""
 
     path: Path
     grids: int
     searches: int
     storage: str  # described, without a password
     init_answered: bool
+    optuna_studies: dict[str, optuna.Study] = field(repr=False, compare=False)  # the studies read, by name
 
 
 @api_call
@@ -342,13 +346,17 @@ def report(
             write_text(folder / INIT_FILE, json.dumps(measured, indent=1))
         write_text(folder / "report.html", text)
     kinds = [StudyRecord.of(s).kind for s in ours]
-    return Report(folder / "report.html", kinds.count("grid"), kinds.count("search"), describe(url), init is not None)
+    studies = {study.study_name: study for study in ours}
+    return Report(
+        folder / "report.html", kinds.count("grid"), kinds.count("search"), describe(url), init is not None, studies
+    )
 
 
 def _stored_init(init_json: str | None, studies, out: Path) -> tuple[dict | None, str]:
     """The initialization study from `init_json`, a study attribute, or an earlier --init-study, in that order."""
     if init_json:
-        return _read_init(Path(init_json), "--init-json"), f"{init_json} (archsearch baseline --init-study)"
+        given = _read_init(Path(init_json), worded(cli="--init-json", api="init_json"))
+        return given, f"{init_json} (archsearch baseline --init-study)"
     for study in studies:
         stored = StudyRecord.of(study).init_study
         if stored is not None:

@@ -22,7 +22,7 @@ from search.api.handover import flag, worker_command
 from search.api.progress import progress
 from search.checks import check_choice, check_float, check_int, shown
 from search.engine.config import DEVICES
-from search.errors import Interrupted, Terminated, UsageError
+from search.errors import Interrupted, Terminated, UsageError, worded
 from search.study.config import DEFAULT_STORAGE
 from search.study.record import StudyRecord, TrialRecord
 from search.study.storage import (
@@ -156,7 +156,8 @@ def run_study(
     stop_workers(processes, None)
     if not finished and not quiet:
         done = min(count_trials(study).finished, target)
-        print(f"stopped at --timeout: {done} of {target} trials finished. {resume_hint(resume, url)}")
+        stopped = worded(cli="stopped at --timeout", api="stopped at the timeout")
+        print(f"{stopped}: {done} of {target} trials finished. {resume_hint(resume, url)}")
     return finished
 
 

@@ -7,7 +7,7 @@ write, prints one line saying what it runs, then a line per finished trial under
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 from optuna.trial import TrialState
@@ -25,7 +25,7 @@ from search.api.running import (
     storage_url,
     summary_line,
 )
-from search.errors import UsageError
+from search.errors import UsageError, argument
 from search.results.tables import BestTrial, GridRow, grid_table
 from search.study.config import StudyConfig, load_toml, replace, study_from_dict, to_dict
 from search.study.lifecycle import best_trial, check_new_run, create_study, make_pruner, make_sampler, stored_settings
@@ -36,7 +36,10 @@ from search.study.warm import plan_warm_start, queue_warm_start
 
 @dataclass(frozen=True)
 class SearchRun:
-    """A profile search after a call: how far it got and its best trial (None while none completed)."""
+    """A profile search after a call: how far it got and its best trial (None while none completed).
+
+    `study` is the study's name, as the `study` argument takes it; `optuna_study` is the optuna.Study
+    itself, for Optuna's own tools (`trials_dataframe()`, `optuna.visualization`, another `optimize`)."""
 
     study: str
     storage: str  # without its password
@@ -47,11 +50,13 @@ class SearchRun:
     best_summary: str | None  # the best trial in one line, as the CLI prints it
     pruned: int
     first_pruned_reason: str | None
+    optuna_study: optuna.Study = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
 class GridRun:
-    """A grid after a call: one row per shape (budget, depth) with its seeds, and the linear baseline."""
+    """A grid after a call: one row per shape (budget, depth) with its seeds, and the linear baseline;
+    `study` is the grid study's name and `optuna_study` the optuna.Study itself."""
 
     study: str
     storage: str
@@ -61,6 +66,7 @@ class GridRun:
     rows: list[GridRow]
     seeds: int
     baseline: dict | None
+    optuna_study: optuna.Study = field(repr=False, compare=False)
 
 
 def search_config(config: str | None, study: str | None, storage: str | None, settings: dict) -> StudyConfig:
@@ -77,8 +83,8 @@ def search_config(config: str | None, study: str | None, storage: str | None, se
     deepest = depth_range(merged.budget)[1]
     if merged.space.max_depth > deepest:
         raise UsageError(
-            f"budget {merged.budget} cannot hold {merged.space.max_depth} hidden layers; lower --max-depth "
-            f"to at most {deepest} or raise --budget"
+            f"budget {merged.budget} cannot hold {merged.space.max_depth} hidden layers; lower {argument('max_depth')} "
+            f"to at most {deepest} or raise {argument('budget')}"
         )
     return merged
 
@@ -164,10 +170,11 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
         trials=chosen.trials,
         finished=_finished(study, chosen.trials),
         stopped_at_timeout=not finished,
-        best=BestTrial.of(best, StudyRecord.of(study).settings, len(study.trials)) if best else None,
+        best=BestTrial.of(best, StudyRecord.of(study).settings, len(study.trials), study) if best else None,
         best_summary=summary_line(best) if best else None,
         pruned=len(pruned),
         first_pruned_reason=(TrialRecord.of(pruned[0]).pruned_reason or "pruned") if pruned else None,
+        optuna_study=study,
     )
 
 
@@ -276,4 +283,5 @@ def _grid(config, study_name, storage, workers, pack, timeout, device, data_dir,
         rows=grid_table(study.get_trials(deepcopy=False), chosen.budgets, chosen.depths),
         seeds=chosen.seeds,
         baseline=StudyRecord.of(study).baseline,
+        optuna_study=study,
     )

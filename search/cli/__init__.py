@@ -79,14 +79,14 @@ def _run(argv: list[str] | None) -> int:
     from models.budget import BudgetError
     from search.api import signals
     from search.api.running import is_spawned
-    from search.checks import printable
-    from search.errors import Interrupted, Terminated, UsageError, as_usage_error
+    from search.errors import Interrupted, Terminated, UsageError, as_usage_error, printable, worded_for_the_cli
 
     try:
-        if _held:
-            signals.raise_held(_held.pop())
-        args = build_parser().parse_args(argv)
-        return args.handler(args) or 0
+        with worded_for_the_cli():  # its messages name the flags the user typed, not the API's arguments
+            if _held:
+                signals.raise_held(_held.pop())
+            args = build_parser().parse_args(argv)
+            return args.handler(args) or 0
     except (UsageError, BudgetError) as error:
         print(f"archsearch: error: {printable(str(as_usage_error(error)))}", file=sys.stderr)
         return 2

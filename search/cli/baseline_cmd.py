@@ -9,8 +9,9 @@ from models.budget import CLASSES, INPUTS
 from models.catalog import INIT_NAMES
 from search import api
 from search.api.args import batch_size, epoch_count, finite_float, positive_float, seed, seed_list
+from search.api.basics import BASELINE_TRAIN
+from search.api.running import DEVICES
 from search.cli.common import add_data_options, add_json_option
-from search.engine.config import BASELINE_TRAIN, DEVICES
 
 HELP = f"train the linear softmax baseline ({INPUTS} -> {CLASSES}) with full-batch SGD, or compare initializations"
 

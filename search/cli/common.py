@@ -7,11 +7,8 @@ from collections.abc import Sequence
 
 from search.api.args import duration, pack_size, positive_int, storage, study_name
 from search.api.options import DATA_OPTIONS, ConfigOption
-from search.api.running import AUTO_PACK, DEFAULT_PACK, MAX_PACK, MAX_WORKERS
-from search.engine.config import DEVICES
-from search.results.export import FORMATS
-from search.study.config import DEFAULT_STORAGE
-from search.study.storage import STORAGE_ENV
+from search.api.outputs import FORMATS
+from search.api.running import AUTO_PACK, DEFAULT_PACK, DEFAULT_STORAGE, DEVICES, MAX_PACK, MAX_WORKERS, STORAGE_ENV
 
 STORAGE_HELP = f"Optuna storage URL (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE}), or journal:PATH"
 

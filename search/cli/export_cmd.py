@@ -6,8 +6,8 @@ import sys
 
 from search import api
 from search.api.args import storage, study_name
+from search.api.outputs import FORMATS, PNG_HINT
 from search.cli.common import STORAGE_HELP, formats
-from search.results.export import FORMATS, PNG_HINT
 
 HELP = (
     "write a study's plots (k-sweep for a grid study; Optuna's and ours for a search; for a frontier its plot "

@@ -8,8 +8,8 @@ from search import api
 from search.api.args import DEFAULT_FRONTIER_POINTS, budget_spec, positive_int
 from search.api.frontier import DEFAULT_SEEDS, FRONTIER_OPTIONS
 from search.api.options import DATA_OPTIONS
+from search.api.outputs import FORMATS, check_output_folder, default_folder, write_figure
 from search.api.reading import MAX_RETRAIN_SEEDS
-from search.checks import printable
 from search.cli.common import (
     add_config_options,
     add_data_options,
@@ -20,10 +20,7 @@ from search.cli.common import (
     given_settings,
     run_options,
 )
-from search.errors import UsageError
-from search.results.export import FORMATS, PNG_HINT, check_output_folder, output_folder, safe_file_name, write_plots
-from search.results.plots import Plot
-from search.results.tables import FrontierRow
+from search.errors import printable
 
 HELP = "search a range of budgets (one study per budget), retrain each winner with several seeds, plot the frontier"
 
@@ -60,7 +57,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     options = run_options(args)
     name = options.pop("study") or "frontier"
-    out = args.out or f"exports/{safe_file_name(name)}"
+    out = args.out or default_folder(name)
     check_output_folder(out)
     done = api.frontier(
         args.config,
@@ -73,28 +70,15 @@ def run(args) -> int:
         **given_settings(args, (*FRONTIER_OPTIONS, *DATA_OPTIONS)),
     )
     print_table(done.name, done.rows)
-    if isinstance(done.plot, Plot):
-        write_figure(done.plot, out, args.format)
+    written, problem = write_figure(done.plot, out, args.format)
+    if problem:
+        print(f"archsearch: {printable(problem)}", file=sys.stderr)
+    if done.figure is not None:
+        print(f"frontier plot: {', '.join(str(path) for path in written)}")
     return 0
 
 
-def write_figure(plot: Plot, out: str, chosen: list[str]) -> None:
-    """The plot's CSV and HTML, then its PNG where a browser renders it: the frontier is stored by now,
-    so a PNG that cannot be made is one line on stderr, not a failed command."""
-    with output_folder(out) as folder:
-        written, _ = write_plots([plot], folder, [f for f in chosen if f != "png"])
-        if "png" in chosen:
-            try:
-                rendered, png = write_plots([plot], folder, ["png"])
-                written += [path for path in rendered if path.suffix == ".png"]
-                if not png:
-                    print(f"archsearch: {PNG_HINT}", file=sys.stderr)
-            except UsageError as error:
-                print(f"archsearch: {printable(str(error))}", file=sys.stderr)
-    print(f"frontier plot: {', '.join(str(path) for path in sorted(set(written)))}")
-
-
-def print_table(name: str, rows: list[FrontierRow]) -> None:
+def print_table(name: str, rows: list[api.FrontierRow]) -> None:
     """One line per budget: the winner, its validation loss and its retrained test error (`frontier`, `best`)."""
     print(f"frontier {name!r}: best by validation loss at each budget, retrained on all training images")
     print(

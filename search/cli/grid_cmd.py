@@ -14,7 +14,6 @@ from search.cli.common import (
     given_settings,
     run_options,
 )
-from search.results.tables import GridRow
 
 HELP = "train the uniform net (k, m_P(k)) once at every (budget, depth, seed) of a grid (resumable)"
 
@@ -42,7 +41,7 @@ def run(args) -> int:
     return 0
 
 
-def print_table(rows: list[GridRow], baseline: dict, seeds: int) -> None:
+def print_table(rows: list[api.GridRow], baseline: dict, seeds: int) -> None:
     print(f"{'budget':>7} {'depth':>5} {'width':>5} {'params':>7} {'seeds':>5} {'train loss':>10} {'test acc':>8}")
     for row in rows:
         loss = f"{row.mean:.4f}" if row.seeds else "-"

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from search.checks import printable
+from search.errors import printable
 
 
 class Parser(argparse.ArgumentParser):

@@ -16,7 +16,7 @@ import torch
 
 from models.budget import CLASSES, INPUTS
 from models.catalog import DATASET_FOLDERS, VALIDATION_SIZE
-from search.errors import UsageError
+from search.errors import UsageError, argument
 
 DATASETS = DATASET_FOLDERS
 RAW_FILES = {
@@ -157,7 +157,7 @@ def _download(root: Path, dataset: str) -> None:
         names = ", ".join(f"{n}.gz" for pair in RAW_FILES.values() for n in pair)
         raise UsageError(
             f"{dataset} not found in {raw} and could not be downloaded ({type(error).__name__}); "
-            f"put {names} there, or pass --data-dir / set ARCHSEARCH_DATA to a folder that has them"
+            f"put {names} there, or pass {argument('data_dir')} / set ARCHSEARCH_DATA to a folder that has them"
         ) from None
 
 

@@ -24,7 +24,7 @@ from search.engine.config import TrainConfig
 from search.engine.data import Split
 from search.engine.fused import fused_update
 from search.engine.sparse_rows import FirstLayer, SparseRows
-from search.errors import UsageError
+from search.errors import UsageError, worded
 
 EVAL_BATCH = 16_384
 SPLIT_BATCH = 8_192  # batches from this size on split their weight-gradient products by thread
@@ -75,7 +75,11 @@ def resolve_device(name: str, worker: int = 0) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: torch finds no usable CUDA device here; use --device cpu (or auto)")
+        asked, instead = (
+            worded(cli="--device cuda", api="device='cuda'"),
+            worded(cli="--device cpu", api="device='cpu'"),
+        )
+        raise UsageError(f"{asked}: torch finds no usable CUDA device here; use {instead} (or auto)")
     if name == "cuda":
         index = worker % torch.cuda.device_count()
         return torch.device("cuda", index) if index else torch.device("cuda")

@@ -19,7 +19,7 @@ from pathlib import Path
 import kaleido
 from kaleido.errors import ChromeNotFoundError
 
-from search.errors import UsageError
+from search.errors import UsageError, argument, worded
 from search.files import write_bytes_atomically
 from search.results.plots import Plot
 
@@ -52,9 +52,9 @@ def check_output_folder(out: str | Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise UsageError(f"cannot write to --out folder {path}: {existing} is not a folder")
+        raise UsageError(f"cannot write to {argument('out')} folder {path}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write to --out folder {path}: permission denied on {existing}")
+        raise UsageError(f"cannot write to {argument('out')} folder {path}: permission denied on {existing}")
 
 
 @contextlib.contextmanager
@@ -67,7 +67,7 @@ def output_folder(out: str | Path) -> Iterator[Path]:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as error:
-        raise UsageError(f"cannot write to --out folder {path}: {error.strerror}") from None
+        raise UsageError(f"cannot write to {argument('out')} folder {path}: {error.strerror}") from None
     try:
         yield path
     except BaseException:
@@ -150,5 +150,6 @@ def _write_pngs(placed: Sequence[tuple[Plot, Path]]) -> bool:
         return False
     except Exception as error:  # kaleido wraps browser failures in many types; any of them means no PNG
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"kaleido could not render PNG ({reason}); export with --format html instead") from None
+        html = worded(cli="--format html", api="formats='html'")
+        raise UsageError(f"kaleido could not render PNG ({reason}); export with {html} instead") from None
     return True

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from models.budget import uniform_parameters, width_for_budget
@@ -214,7 +215,8 @@ class Retrained:
 
 @dataclass(frozen=True)
 class BestTrial:
-    """A study's best trial as `archsearch best` shows it; its field names are the keys of `--json`."""
+    """A study's best trial as `archsearch best` shows it; its field names are the keys of `--json`, except
+    `optuna_study`: the optuna.Study it was read from (for Optuna's own tools; None where not attached)."""
 
     study_trial: int
     profile: str
@@ -230,9 +232,10 @@ class BestTrial:
     study_trials: int  # all trials of the study, of any state, when it was read
     retrained: Retrained | None = None
     exported: str | None = None
+    optuna_study: optuna.Study | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
-    def of(cls, trial: FrozenTrial, settings: dict, study_trials: int) -> BestTrial:
+    def of(cls, trial: FrozenTrial, settings: dict, study_trials: int, study: optuna.Study | None = None) -> BestTrial:
         record = TrialRecord.of(trial)
         train, validation = split_sizes(record, settings)
         return cls(
@@ -248,14 +251,17 @@ class BestTrial:
             test_accuracy=record.test_accuracy,
             trained_on=f"train split ({train:,} images; {validation:,} held out for validation)",
             study_trials=study_trials,
+            optuna_study=study,
         )
 
     def to_json(self) -> dict:
-        """The record as `--json` prints it: fields not filled in are left out."""
-        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None or key in _ALWAYS}
+        """The record as `--json` prints it: fields not filled in are left out, and the study is no JSON."""
+        fields = dataclasses.asdict(dataclasses.replace(self, optuna_study=None))
+        return {key: value for key, value in fields.items() if key in _JSON and (value is not None or key in _ALWAYS)}
 
 
-_ALWAYS = {field.name for field in dataclasses.fields(BestTrial)} - {"retrained", "exported"}
+_JSON = {field.name for field in dataclasses.fields(BestTrial)} - {"optuna_study"}
+_ALWAYS = _JSON - {"retrained", "exported"}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from search.errors import UsageError
+from search.errors import UsageError, worded
 from search.study.storage import disk_full
 
 if TYPE_CHECKING:
@@ -27,7 +27,8 @@ def artifact_store(directory: str | Path) -> FileSystemArtifactStore:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UsageError(f"cannot create artifact folder {path}: {error.strerror}; pass --artifacts DIR") from None
+        folder = worded(cli="--artifacts DIR", api="artifacts=DIR")
+        raise UsageError(f"cannot create artifact folder {path}: {error.strerror}; pass {folder}") from None
     return FileSystemArtifactStore(path)
 
 
@@ -93,7 +94,7 @@ def download_model(
     except (FileNotFoundError, ArtifactNotFound):
         raise UsageError(
             f"the model of trial {trial.number} is missing from {directory}; "
-            "pass --artifacts DIR, the folder the study saved its models in"
+            f"pass {worded(cli='--artifacts DIR', api='artifacts=DIR')}, the folder the study saved its models in"
         ) from None
     except OSError as error:
         raise UsageError(f"cannot write {target}: {error.strerror}") from None

@@ -25,11 +25,10 @@ from search.checks import (
     check_int,
     check_ints,
     is_finite,
-    printable,
     shown,
 )
 from search.engine.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED, OPTIMIZERS, SCHEDULES
-from search.errors import UsageError
+from search.errors import UsageError, printable
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")

@@ -26,7 +26,7 @@ from models.budget import (
 from models.profiles import UNIFORM
 from search.checks import check_int, check_ints, shown
 from search.engine.config import BASELINE_TRAIN, TrainConfig
-from search.errors import UsageError
+from search.errors import UsageError, argument
 from search.study.config import (
     BUDGET_ADVICE,
     DEFAULT_STORAGE,
@@ -81,7 +81,7 @@ class GridConfig:
         if self.train.seed != 0 or self.train.device != "auto":
             raise UsageError(
                 "[train] seed and device are not grid settings: a trial's seed is its grid seed, "
-                "and --device picks the device"
+                f"and {argument('device')} picks the device"
             )
         check_budgets(self.budgets, self.depths)
 
@@ -216,13 +216,13 @@ def _surplus(trial: optuna.Trial, reason: str) -> Surplus:
     return Surplus()
 
 
-def worker_setup(study: optuna.Study, args, device, artifacts):
+def worker_setup(study: optuna.Study, data_dir: str | None, worker_index: int, device, artifacts):
     """What `archsearch worker` runs for a grid study; grid trials save no models."""
     from search.engine.data import load_data
 
     config = config_from_dict(StudyRecord.of(study).settings, f"study {study.study_name}")
-    data = load_data(args.data_dir, config.dataset, str(device), limit=config.data_limit or None)
-    sampler = make_grid_sampler(config, args.worker_index)
+    data = load_data(data_dir, config.dataset, str(device), limit=config.data_limit or None)
+    sampler = make_grid_sampler(config, worker_index)
     return sampler, optuna.pruners.NopPruner(), GridObjective(config, data), len(grid_points(config))
 
 

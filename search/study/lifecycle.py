@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.errors import UsageError
+from search.errors import UsageError, argument
 from search.study.config import WARM_START_SETTINGS
 from search.study.record import StudyRecord, write_study
 from search.study.storage import (
@@ -67,7 +67,9 @@ def check_settings(storage, name: str, kind: str, config: dict) -> optuna.Study 
     _check_kind(study, kind)
     changed = _differences(StudyRecord.of(study).settings, config)
     if changed:
-        raise UsageError(f"study {name!r} exists with other settings ({changed}); use another --study to start anew")
+        raise UsageError(
+            f"study {name!r} exists with other settings ({changed}); use another {argument('study')} to start anew"
+        )
     return study
 
 
@@ -89,10 +91,11 @@ def _check_kind(study: optuna.Study, kind: str) -> None:
     The kind is read once: a run creating the same study may store it between two reads."""
     stored_kind = StudyRecord.of(study).kind
     if stored_kind is None and study.get_trials(deepcopy=False):
-        raise UsageError(f"study {study.study_name!r} was not made by archsearch; choose another --study")
+        raise UsageError(f"study {study.study_name!r} was not made by archsearch; choose another {argument('study')}")
     if stored_kind not in (None, kind):
         raise UsageError(
-            f"study {study.study_name!r} is a {stored_kind} study, not a {kind} study; choose another --study"
+            f"study {study.study_name!r} is a {stored_kind} study, not a {kind} study; "
+            f"choose another {argument('study')}"
         )
 
 
@@ -180,7 +183,7 @@ def _claim(storage, study: optuna.Study, kind: str, stored: dict) -> optuna.Stud
     if changed:
         raise UsageError(
             f"study {study.study_name!r} was created at the same moment by another run with other settings "
-            f"({changed}); use another --study"
+            f"({changed}); use another {argument('study')}"
         )
     return study
 

@@ -18,8 +18,8 @@ from optuna.trial import FrozenTrial
 
 from models.catalog import TRAINING_IMAGES, VALIDATION_SIZE
 from models.profiles import UNIFORM
-from search.checks import printable, shown
-from search.errors import UsageError
+from search.checks import shown
+from search.errors import UsageError, printable
 
 DEFAULT_PROFILE = UNIFORM  # grid trials, and search trials from before the profile was recorded
 SURPLUS = "surplus"  # how a fail reason starts for a trial failed unrun by the exactly-N guard

@@ -17,7 +17,6 @@ import functools
 import inspect
 import sqlite3
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -28,7 +27,7 @@ import optuna
 import sqlalchemy
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from search.errors import UsageError
+from search.errors import UsageError, argument
 from search.study.storage_files import (
     OPTUNA_TABLES,
     STAMP_TABLE,
@@ -98,8 +97,6 @@ RACES = ("already exists", "UNIQUE constraint failed", "duplicate key value", "d
 # What a storage raises when it stops working under a running study: Optuna wraps SQLAlchemy's errors.
 STORAGE_FAILURES = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
 
-optuna.logging.set_verbosity(optuna.logging.ERROR)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 _calls_within: Callable[[], AbstractContextManager] = contextlib.nullcontext
 
@@ -298,7 +295,7 @@ def _open_journal(path: Path, must_exist: bool, read_only: bool = False) -> Jour
     if path.is_dir():
         raise UsageError(f"journal storage {path} is a folder; give a file, e.g. journal:{path / 'studies.log'}")
     if must_exist and not path.is_file():
-        raise UsageError(f"no study journal at {path}; check --storage")
+        raise UsageError(f"no study journal at {path}; check {argument('storage')}")
     if not must_exist:
         check_folder(path)
     try:
@@ -316,7 +313,7 @@ def _open_journal(path: Path, must_exist: bool, read_only: bool = False) -> Jour
         raise
     except Exception as error:  # a file that is not a journal fails in many ways while its log is replayed
         raise UsageError(
-            f"{path} is not an Optuna journal ({type(error).__name__} while reading it); check --storage"
+            f"{path} is not an Optuna journal ({type(error).__name__} while reading it); check {argument('storage')}"
         ) from None
 
 

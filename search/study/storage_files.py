@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
-from search.errors import UsageError
+from search.errors import UsageError, argument
 from search.study.urls import describe
 
 OPTUNA_TABLES = ("studies", "trials", "version_info")
@@ -156,10 +156,12 @@ def _held(lock: JournalFileSymlinkLock) -> Iterator[None]:
 def check_sqlite_study_file(path: Path) -> None:
     """An existing SQLite file with Optuna's tables, checked through a read-only connection."""
     if not path.is_file():
-        raise UsageError(f"no study database at {path}; check --storage")
+        raise UsageError(f"no study database at {path}; check {argument('storage')}")
     tables, stamped = _sqlite_tables(path, reader_uri(path), and_stamped=True)
     if not set(OPTUNA_TABLES) <= tables:
-        raise UsageError(f"{path} is not an Optuna study database (it has no Optuna tables); check --storage")
+        raise UsageError(
+            f"{path} is not an Optuna study database (it has no Optuna tables); check {argument('storage')}"
+        )
     if not stamped:
         raise UsageError(_unfinished(str(path)))
 
@@ -216,9 +218,9 @@ def _sqlite_tables(path: Path, uri: str, and_stamped: bool = False) -> Any:
     except sqlite3.OperationalError as error:
         if is_disk_full(str(error)):
             raise disk_full(path.resolve().parent) from None
-        raise UsageError(f"cannot read the database {path}: {error}; check --storage") from None
+        raise UsageError(f"cannot read the database {path}: {error}; check {argument('storage')}") from None
     except sqlite3.DatabaseError as error:
-        raise UsageError(f"{path} is not a study database ({error}); check --storage") from None
+        raise UsageError(f"{path} is not a study database ({error}); check {argument('storage')}") from None
 
 
 def check_not_foreign(path: Path) -> None:
@@ -229,7 +231,9 @@ def check_not_foreign(path: Path) -> None:
         return
     tables = _sqlite_tables(path, f"{path.resolve().as_uri()}?mode=ro")
     if tables and not tables & {"studies", "version_info"}:
-        raise UsageError(f"{path} is another program's SQLite database, not a study database; check --storage")
+        raise UsageError(
+            f"{path} is another program's SQLite database, not a study database; check {argument('storage')}"
+        )
 
 
 def check_optuna_tables(parsed: sqlalchemy.engine.URL, engine_kwargs: dict[str, Any]) -> None:

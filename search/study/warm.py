@@ -37,7 +37,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.errors import UsageError
+from search.errors import UsageError, argument
 from search.study.config import StudyConfig
 from search.study.lifecycle import load_study, study_names
 from search.study.record import StudyRecord, TrialRecord, trial_attrs, write_study
@@ -133,7 +133,7 @@ def warm_start_done(study: optuna.Study) -> bool:
     if cold:
         raise UsageError(
             f"study {study.study_name!r} already has {len(cold)} trial(s) without a warm start, which comes before "
-            "the first trial; choose another --study, or resume this one without --warm-start"
+            f"the first trial; choose another {argument('study')}, or resume this one without {argument('warm_start')}"
         )
     return False
 
