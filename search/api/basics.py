@@ -13,7 +13,7 @@ from models.catalog import INIT_NAMES, Init
 from search.api.calls import api_call
 from search.api.progress import progress
 from search.checks import check_choice, check_float, check_int, check_ints
-from search.engine.config import BASELINE_TRAIN, MAX_SEED, TrainConfig
+from search.engine.config import BASELINE_TRAIN, DEFAULT_DEVICE, MAX_SEED, TrainConfig
 from search.errors import UsageError
 from search.study.config import DATASET_NAMES, MAX_DATA_LIMIT, MAX_SEED_COUNT
 
@@ -87,7 +87,7 @@ def baseline(
     init: str = "default",
     init_value: float = 0.0,
     seed: int = 0,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     data_dir: str | None = None,
     dataset: str | None = None,
     data_limit: int | None = None,
@@ -135,7 +135,7 @@ def init_study(
     lr: float | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     data_dir: str | None = None,
     dataset: str | None = None,
     data_limit: int | None = None,

@@ -19,6 +19,7 @@ from search.api.handover import flag
 from search.api.progress import progress
 from search.api.running import artifacts_dir, check_device, storage_url
 from search.checks import check_int
+from search.engine.config import DEFAULT_DEVICE
 from search.errors import UsageError
 from search.files import replaced_atomically
 from search.results.plots import Plot, Skipped, study_plots
@@ -72,7 +73,7 @@ def best(
     export: str | None = None,
     retrain: bool = False,
     seeds: int = 1,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     data_dir: str | None = None,
     artifacts: str | None = None,
     quiet: bool = False,
@@ -215,7 +216,7 @@ def report(
     init_study: bool = False,
     init_epochs: int | None = None,
     seeds: Sequence[int] | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     data_dir: str | None = None,
     dataset: str | None = None,
     data_limit: int | None = None,

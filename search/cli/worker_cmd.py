@@ -27,7 +27,12 @@ from search.cli.common import (
 from search.errors import Interrupted, Terminated, UsageError
 from search.study.lifecycle import load_study, make_pruner, make_sampler
 from search.study.record import StudyRecord
-from search.study.storage import STORAGE_FAILURES, open_storage
+from search.study.storage import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_HEARTBEAT_SECONDS,
+    STORAGE_FAILURES,
+    open_storage,
+)
 
 HELP = "join an existing search or grid study and run trials until it has its number of trials"
 
@@ -69,7 +74,8 @@ def run(args) -> int:
     if kind not in KINDS:
         raise UsageError(f"study {args.study!r} was not made by archsearch (kind {kind!r}); nothing to run")
     config = StudyRecord.of(study).settings
-    storage = open_storage(url, config.get("heartbeat_seconds", 5), config.get("grace_seconds", 20), must_exist=True)
+    heartbeat = config.get("heartbeat_seconds", DEFAULT_HEARTBEAT_SECONDS)
+    storage = open_storage(url, heartbeat, config.get("grace_seconds", DEFAULT_GRACE_SECONDS), must_exist=True)
     from search.engine.trainer import resolve_device  # torch loads only once the study is known good
 
     device = resolve_device(args.device, args.worker_index)  # workers spread over the visible GPUs

@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from models.budget import LINEAR_PARAMETERS, count_parameters
+from models.budget import CLASSES, INPUTS, LINEAR_PARAMETERS, count_parameters
 from models.profiles import PROFILES
 from search.results.tables import FrontierRow, GridRow, completed, grid_table, shape_rows
 from search.study.record import StudyRecord
@@ -445,7 +445,7 @@ class Reference:
 
     @property
     def label(self) -> str:
-        shape = "-".join(map(str, (784, *self.widths, 10)))
+        shape = "-".join(map(str, (INPUTS, *self.widths, CLASSES)))
         return f"{self.source}: {shape}{f' ({self.note})' if self.note else ''}"
 
     @property

@@ -30,6 +30,7 @@ from search.checks import (
 )
 from search.engine.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED, OPTIMIZERS, SCHEDULES
 from search.errors import UsageError
+from search.study.storage import DEFAULT_GRACE_SECONDS, DEFAULT_HEARTBEAT_SECONDS
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
@@ -113,8 +114,8 @@ class StudyConfig:
     dataset: str = "mnist"
     data_limit: int = 0
     storage: str = DEFAULT_STORAGE
-    heartbeat_seconds: int = 5
-    grace_seconds: int = 20
+    heartbeat_seconds: int = DEFAULT_HEARTBEAT_SECONDS
+    grace_seconds: int = DEFAULT_GRACE_SECONDS
     warm_start: tuple[str, ...] = ()  # stored search studies whose best trials this one tries first
     warm_start_top: int = DEFAULT_WARM_START_TOP
     space: SearchSpace = field(default_factory=SearchSpace)

@@ -50,6 +50,9 @@ OPTUNA_TABLES = ("studies", "trials", "version_info")
 STAMP_TABLE = "alembic_version"
 # What a storage raises when it stops working under a running study: Optuna wraps SQLAlchemy's errors.
 STORAGE_FAILURES = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
+# A running trial's heartbeat, and how long one may go unheard before the trial counts as stale and is failed.
+DEFAULT_HEARTBEAT_SECONDS = 5
+DEFAULT_GRACE_SECONDS = 20
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -265,7 +268,11 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def open_storage(
-    url: str, heartbeat_seconds: int = 5, grace_seconds: int = 20, must_exist: bool = False, read_only: bool = False
+    url: str,
+    heartbeat_seconds: int = DEFAULT_HEARTBEAT_SECONDS,
+    grace_seconds: int = DEFAULT_GRACE_SECONDS,
+    must_exist: bool = False,
+    read_only: bool = False,
 ):
     """Any Optuna storage URL, or `journal:PATH` for a journal file; errors become one line.
 
