@@ -16,8 +16,9 @@ import optuna
 from search.api.basics import divergence_refused
 from search.api.calls import api_call
 from search.api.handover import flag
+from search.api.options import check_device
 from search.api.progress import progress
-from search.api.running import artifacts_dir, check_device, storage_url
+from search.api.running import artifacts_dir, storage_url
 from search.checks import check_int
 from search.engine.config import DEFAULT_DEVICE
 from search.errors import UsageError

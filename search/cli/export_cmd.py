@@ -5,16 +5,14 @@ from __future__ import annotations
 import sys
 
 from search import api
-from search.api.args import storage, study_name
-from search.cli.common import STORAGE_HELP, formats
+from search.cli.common import add_storage_options, formats
 from search.results.export import FORMATS, PNG_HINT
 
 HELP = "write a study's plots (k-sweep for a grid study; Optuna's and ours for a search) as HTML, PNG and CSV"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--study", type=study_name, required=True, help="study name")
-    parser.add_argument("--storage", type=storage, help=STORAGE_HELP)
+    add_storage_options(parser, study_required=True, artifacts=False)
     parser.add_argument("--out", help="output folder (default exports/STUDY, the name made safe as a folder name)")
     parser.add_argument("--format", type=formats, default=list(FORMATS), help="html, png or html,png (default)")
 

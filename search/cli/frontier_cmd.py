@@ -6,19 +6,18 @@ import sys
 
 from search import api
 from search.api.args import DEFAULT_FRONTIER_POINTS, budget_spec, positive_int
-from search.api.frontier import DEFAULT_SEEDS, FRONTIER_OPTIONS
-from search.api.options import DATA_OPTIONS
+from search.api.frontier import DEFAULT_FRONTIER, DEFAULT_SEEDS
+from search.api.options import DATA_OPTIONS, FRONTIER_OPTIONS, RUN_OPTIONS
 from search.api.reading import MAX_RETRAIN_SEEDS
 from search.checks import printable
 from search.cli.common import (
-    add_config_options,
     add_data_options,
     add_device_option,
+    add_options,
     add_storage_options,
     add_worker_options,
     formats,
-    given_settings,
-    run_options,
+    given,
 )
 from search.errors import UsageError
 from search.results.export import FORMATS, PNG_HINT, check_output_folder, output_folder, safe_file_name, write_plots
@@ -49,7 +48,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--out", help="folder for the frontier's plot (default exports/NAME)")
     parser.add_argument("--format", type=formats, default=list(FORMATS), help="html, png or html,png (default)")
-    add_config_options(parser, FRONTIER_OPTIONS)
+    add_options(parser, FRONTIER_OPTIONS)
     add_storage_options(parser)
     add_worker_options(parser)
     add_device_option(parser)
@@ -57,19 +56,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    options = run_options(args)
-    name = options.pop("study") or "frontier"
-    out = args.out or f"exports/{safe_file_name(name)}"
+    out = args.out or f"exports/{safe_file_name(args.study or DEFAULT_FRONTIER)}"
     check_output_folder(out)
     done = api.frontier(
         args.config,
-        name=name,
         budgets=args.budgets,
         seeds=args.seeds,
-        artifacts=args.artifacts,
         warm_start=args.warm_start,
-        **options,
-        **given_settings(args, (*FRONTIER_OPTIONS, *DATA_OPTIONS)),
+        **given(args, (*RUN_OPTIONS, *FRONTIER_OPTIONS, *DATA_OPTIONS)),
     )
     print_table(done)
     if isinstance(done.plot, Plot):

@@ -8,6 +8,7 @@ import time
 
 from search.api.args import seed, trial_count
 from search.api.handover import flag
+from search.api.options import RUN
 from search.api.running import (
     artifacts_dir,
     end_with_parent,
@@ -17,13 +18,7 @@ from search.api.running import (
     storage_failure,
     storage_url,
 )
-from search.cli.common import (
-    add_data_options,
-    add_device_option,
-    add_pack_option,
-    add_storage_options,
-    add_timeout_option,
-)
+from search.cli.common import add_data_options, add_device_option, add_options, add_storage_options
 from search.errors import Interrupted, Terminated, UsageError
 from search.study.lifecycle import load_study, make_pruner, make_sampler
 from search.study.record import StudyRecord
@@ -46,8 +41,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--trials", type=trial_count, help="finished trials wanted (default: the study's own)")
     parser.add_argument("--worker-index", type=seed, default=0, help="varies the sampler seed per worker")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no per-trial lines")
-    add_pack_option(parser)
-    add_timeout_option(parser)
+    add_options(parser, [RUN["pack"], RUN["timeout"]])
     add_device_option(parser)
     add_data_options(parser)
 

@@ -142,10 +142,17 @@ class StudyConfig:
             raise UsageError(f"space must be a table of search ranges, got {shown(self.space)}")
 
 
+def check_data_settings(dataset: str | None, data_limit: int | None) -> None:
+    """The data a command trains on; None: not given, the default."""
+    if dataset is not None:
+        check_choice("dataset", dataset, DATASET_NAMES)
+    if data_limit is not None:
+        check_int("data_limit", data_limit, 0, MAX_DATA_LIMIT, "0 uses every sample")
+
+
 def check_run_settings(dataset: str, data_limit: int, heartbeat_seconds: int, grace_seconds: int) -> None:
     """The settings every study kind (search and grid) shares: the data and the heartbeat timing."""
-    check_choice("dataset", dataset, DATASET_NAMES)
-    check_int("data_limit", data_limit, 0, MAX_DATA_LIMIT, "0 uses every sample")
+    check_data_settings(dataset, data_limit)
     check_int("heartbeat_seconds", heartbeat_seconds, 1, MAX_HEARTBEAT_SECONDS)
     check_int("grace_seconds", grace_seconds, 1, MAX_GRACE_SECONDS)
     if grace_seconds <= heartbeat_seconds:
