@@ -23,7 +23,17 @@ from search.study.config import check_study_name, to_value
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 
-def api_call(function: Function | None = None, *, check_study: Callable[[str], None] = check_study_name) -> Any:
+@typing.overload
+def api_call(function: Function) -> Function: ...
+
+
+@typing.overload
+def api_call(*, check_study: Callable[[str], None]) -> Callable[[Function], Function]: ...
+
+
+def api_call(
+    function: Function | None = None, *, check_study: Callable[[str], None] = check_study_name
+) -> Function | Callable[[Function], Function]:
     """Bad input of any kind leaves as a UsageError whose message is the line the CLI prints.
 
     Every argument is checked at the boundary, before the function runs: against its annotation (a path

@@ -127,24 +127,24 @@ class Option:
         return field_type(self.owner, self.path)
 
     @property
-    def default(self) -> Any:
+    def table(self) -> type:
+        """The dataclass that holds the field itself: the owner, or the nested table the path leads into."""
         owner = self.owner
-        *tables, name = self.path.split(".")
-        for table in tables:
+        for table in self.path.split(".")[:-1]:
             owner = field_type(owner, table)
-        (found,) = [f for f in dataclasses.fields(owner) if f.name == name]
+        return owner
+
+    @property
+    def default(self) -> Any:
+        (found,) = [f for f in dataclasses.fields(self.table) if f.name == self.name]
         return found.default if found.default is not dataclasses.MISSING else found.default_factory()
 
     def read(self, text: str) -> Any:
         """A flag's text as this setting's value, refused as argparse refuses a value (one line, exit 2)."""
         value = self.parse(text)
         if self.alone:
-            owner = self.owner
-            *tables, name = self.path.split(".")
-            for table in tables:
-                owner = field_type(owner, table)
             try:
-                owner(**{name: value})  # the field's one check, its dataclass's own
+                self.table(**{self.name: value})  # the field's one check, its dataclass's own
             except UsageError as error:
                 raise argparse.ArgumentTypeError(str(error)) from None
         return value
