@@ -48,11 +48,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from models.budget import CLASSES, INPUTS
 from models.mlp import build_mlp
 from search.cli import Parser
 from search.engine import packed, sparse_rows
 from search.engine.config import TrainConfig
-from search.engine.data import Split, load_data
+from search.engine.data import PIXEL_LEVELS, Split, load_data, scaled_pixels
 from search.engine.fused import fused_update
 from search.engine.sparse_rows import SparseRows
 from search.engine.trainer import MLPStep, flatten_parameters, make_optimizer, tanh_, weight_grad
@@ -136,9 +137,9 @@ def cpu_model() -> str:
 def mnist_like(rows: int, density: float, seed: int = 0) -> Split:
     """Pixels/255 - 0.5 with `density` of them lit at random, as tests/test_sparse_rows.py makes them."""
     generator = torch.Generator().manual_seed(seed)
-    lit = torch.rand(rows, 784, generator=generator) < density
-    pixels = torch.randint(1, 256, (rows, 784), generator=generator, dtype=torch.uint8) * lit
-    return Split(pixels.float().div_(255.0).sub_(0.5), torch.randint(0, 10, (rows,), generator=generator))
+    lit = torch.rand(rows, INPUTS, generator=generator) < density
+    pixels = torch.randint(1, PIXEL_LEVELS + 1, (rows, INPUTS), generator=generator, dtype=torch.uint8) * lit
+    return Split(scaled_pixels(pixels.float()), torch.randint(0, CLASSES, (rows,), generator=generator))
 
 
 def mlp_step(config: TrainConfig = ADAM) -> MLPStep:
@@ -219,7 +220,7 @@ def first_layer_products(split: Split, rounds: int) -> None:
     x = split.x
     sparse, _ = build_sparse(x)
     torch.manual_seed(0)
-    linear = nn.Linear(784, WIDTHS[0])
+    linear = nn.Linear(INPUTS, WIDTHS[0])
     linear.weight.requires_grad_(False)
     linear.bias.requires_grad_(False)
     linear.weight.grad = torch.zeros_like(linear.weight)
@@ -232,7 +233,7 @@ def first_layer_products(split: Split, rounds: int) -> None:
         s_t_csr = s.t().contiguous().to_sparse_csr()  # rows of s^T, for s^T G
     del s
     grad = torch.randn(len(x), WIDTHS[0])  # d loss / d output, (rows, outputs) as the step has it
-    out = torch.empty(WIDTHS[0], 784)
+    out = torch.empty(WIDTHS[0], INPUTS)
     first = sparse.step_view(linear)
 
     def sparse_forward() -> None:
@@ -314,9 +315,9 @@ def flat_parameters(split: Split, rounds: int) -> None:
 def split_weight_grad(split: Split, rounds: int) -> None:
     threads = torch.get_num_threads()
     note = "" if threads > 1 else "; one thread: weight_grad is torch.mm"
-    section(f"(e) weight gradient over all {len(split):,} rows of 784 inputs, {threads} thread(s){note}")
+    section(f"(e) weight gradient over all {len(split):,} rows of {INPUTS} inputs, {threads} thread(s){note}")
     torch.manual_seed(0)
-    out = torch.empty(WIDTHS[0], 784)
+    out = torch.empty(WIDTHS[0], INPUTS)
     grad = torch.randn(len(split), WIDTHS[0])  # (rows, outputs); the step passes its transpose
     compare(
         "grad_t @ x, 64 x 784 out",
@@ -353,7 +354,7 @@ def classes_as_rows(rounds: int) -> None:
     section("(g) log-softmax over 10 classes (MLPStep.forward_backward)")
     for batch, calls in ((SMALL_BATCH, UPDATES_PER_REPEAT), (sparse_rows.CHUNK_ROWS, 50), (ROWS, 5)):
         torch.manual_seed(0)
-        logits = torch.randn(batch, 10)
+        logits = torch.randn(batch, CLASSES)
         logits_t = logits.t().contiguous()
         compare(
             f"batch {batch:,}",

@@ -34,6 +34,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from models.budget import count_parameters
+from search.engine.config import DEFAULT_DEVICE, DEVICES
 from search.engine.data import Data, load_data
 from search.engine.trainer import resolve_device
 from search.study.config import SAMPLERS, SearchSpace, StudyConfig
@@ -371,7 +372,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--naive-linear", action="store_true", help="sample n_units linearly, not log-uniformly")
     parser.add_argument("--data-limit", type=int, default=0, help="trim every split to this many images (0: all)")
     parser.add_argument("--data-dir", help="MNIST root (default $ARCHSEARCH_DATA, else ./data)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=DEVICES, default=DEFAULT_DEVICE)
     parser.add_argument("--skip-studies", action="store_true", help="part 1 only")
     parser.add_argument(
         "--retry-naive",

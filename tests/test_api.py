@@ -275,7 +275,7 @@ def test_every_setting_of_the_cli_is_a_keyword_of_the_api():
 
     for function, options in ((api.search, SEARCH_OPTIONS), (api.grid, GRID_OPTIONS)):
         keywords = inspect.signature(function).parameters
-        assert {option.dest for option in (*options, *DATA_OPTIONS)} <= set(keywords)
+        assert {option.name for option in (*options, *DATA_OPTIONS)} <= set(keywords)
 
 
 def test_the_api_says_what_it_runs_unless_quiet(tmp_path, mnist_root, monkeypatch, capsys):

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from models.budget import INPUTS
 from search.engine import data as data_module
 from search.engine.data import load_data
 from search.errors import UsageError
@@ -18,7 +19,7 @@ def test_reads_gzip_only_root_without_writing(tiny_mnist):
     assert snapshot(tiny_mnist) == before
     assert len(data.train_full) == 12_000
     assert (len(data.train), len(data.validation), len(data.test)) == (2_000, 10_000, 300)
-    assert data.train.x.shape[1] == 784 and data.train.x.dtype == torch.float32
+    assert data.train.x.shape[1] == INPUTS and data.train.x.dtype == torch.float32
     assert data.train.x.min() >= -0.5 and data.train.x.max() <= 0.5
 
 

@@ -102,7 +102,7 @@ def test_a_bad_budget_range_is_one_line_and_writes_nothing(budgets, says, tmp_pa
         lambda url: api.frontier(budgets=[100], storage=url),
         lambda url: api.frontier(budgets=[20_000], seeds=0, storage=url),
         lambda url: api.frontier(budgets=[20_000], budget=20_000, storage=url),
-        lambda url: api.frontier(budgets=[20_000], name="a/b", storage=url),
+        lambda url: api.frontier(budgets=[20_000], study="a/b", storage=url),
     ],
     ids=["no budgets", "too small", "no seeds", "a budget keyword", "a name with a slash"],
 )

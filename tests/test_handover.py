@@ -19,7 +19,8 @@ from optuna.trial import TrialState
 from search import api
 from search.api.args import MAX_DURATION_SECONDS
 from search.api.handover import worker_args, worker_command
-from search.api.running import MAX_WORKERS, resume_hint
+from search.api.options import MAX_WORKERS, RunOptions
+from search.api.running import resume_hint
 from search.cli import build_parser, main
 from search.engine.config import DEVICES, MAX_SEED, TrainConfig
 from search.errors import UsageError
@@ -62,7 +63,7 @@ PATHS = st.one_of(st.sampled_from(["-d", "--data", "a=b", "/x y", "~"]), st.text
 @example(study="-z", device="cpu", pack=1, timeout=1_002_240.0, data_dir=None, artifacts=None, index=1)
 def test_every_setting_handed_to_a_worker_reads_back_as_given(study, device, pack, timeout, data_dir, artifacts, index):
     try:
-        handed = worker_args(study, device, pack, timeout, data_dir, artifacts)
+        handed = worker_args(RunOptions(study, None, 2, pack, timeout, device, data_dir, artifacts))
     except UsageError as refused:  # only what the worker's parser would misread: "--" as a path
         assert "--" in (data_dir, artifacts), refused
         return

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.budget import count_parameters
+from models.budget import CLASSES, INPUTS, count_parameters
 from models.profiles import PROFILES, profile_widths, relative_widths, solve_scale
 
 
@@ -49,7 +49,7 @@ def test_scale_is_exact_in_reals():
     relative = [1.0, 0.5, 0.25]
     scale = solve_scale(relative, 60_000)
     real = [scale * r for r in relative]
-    sizes = [784, *real, 10]
+    sizes = [INPUTS, *real, CLASSES]
     assert sum((a + 1) * b for a, b in itertools.pairwise(sizes)) == pytest.approx(60_000)
 
 

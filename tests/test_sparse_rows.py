@@ -5,10 +5,11 @@ import copy
 import pytest
 import torch
 
+from models.budget import CLASSES, INPUTS
 from models.mlp import build_mlp
 from search.engine import trainer
 from search.engine.config import TrainConfig
-from search.engine.data import Split
+from search.engine.data import PIXEL_LEVELS, Split, scaled_pixels
 from search.engine.sparse_rows import SparseRows
 from search.engine.trainer import MLPStep, train
 
@@ -16,9 +17,9 @@ from search.engine.trainer import MLPStep, train
 def mnist_like(rows: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixels/255 - 0.5 with a fifth of the pixels lit, as in MNIST."""
     generator = torch.Generator().manual_seed(seed)
-    lit = torch.rand(rows, 784, generator=generator) < 0.2
-    pixels = torch.randint(1, 256, (rows, 784), generator=generator) * lit
-    return pixels / 255.0 - 0.5, torch.randint(0, 10, (rows,), generator=generator)
+    lit = torch.rand(rows, INPUTS, generator=generator) < 0.2
+    pixels = torch.randint(1, PIXEL_LEVELS + 1, (rows, INPUTS), generator=generator) * lit
+    return scaled_pixels(pixels.float()), torch.randint(0, CLASSES, (rows,), generator=generator)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "gelu"])
@@ -43,7 +44,7 @@ def test_sparse_full_batch_matches_dense(activation, widths):
 
 
 def test_dense_inputs_stay_dense():
-    assert SparseRows.of(torch.randn(200, 784)) is None
+    assert SparseRows.of(torch.randn(200, INPUTS)) is None
     half_lit, _ = mnist_like(200)
     half_lit[:, :500] = torch.rand(200, 500)  # most entries differ from the common value
     assert SparseRows.of(half_lit) is None

@@ -1,8 +1,9 @@
-"""Argument types and options shared by several subcommands.
+"""Argument types shared by several subcommands.
 
 Each type refuses a bad value with an `ArgumentTypeError`, which the parser prints as one line with
-exit status 2; the limits are the configuration's own (search/study/config.py, search/engine/config.py,
-models/budget.py).
+exit status 2. The types of the declared settings (search/api/options.py) read a value's form only (a whole
+number, a list, a duration): its range is checked once, where its dataclass is built. The others carry
+the limits of the configuration they feed (search/study/config.py, search/engine/config.py, models/budget.py).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import argparse
 import math
 import re
 from collections.abc import Callable
+from decimal import Decimal
 
 from models.budget import MAX_BUDGET, MAX_DEPTH, MIN_BUDGET, log_budgets
 from search.checks import float_bounds, int_bounds, shown
 from search.engine.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED
 from search.errors import UsageError
-from search.study.config import MAX_DATA_LIMIT, MAX_SEED_COUNT, MAX_TRIALS, check_study_name
-from search.study.workers import AUTO_PACK, MAX_PACK, PackSize
+from search.study.config import MAX_SEED_COUNT, MAX_TRIALS, check_study_name
+from search.study.workers import AUTO_PACK, PackSize
 
 # The largest whole number any flag takes unless it has a tighter limit of its own: SQLite and
 # Optuna's storages keep integers in 64 bits, so anything larger can only be a typo.
@@ -27,6 +29,30 @@ DURATION_FORMS = "45s, 90m, 1h30m, 1.5h, 2d or plain seconds (3600)"
 _DURATION_UNITS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
 _DECIMAL = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _DURATION = re.compile("".join(rf"(?:(?P<{unit}>{_DECIMAL}){unit})?" for unit in _DURATION_UNITS))
+
+
+def whole_number(text: str) -> int:
+    return _number(text, int)
+
+
+def whole_numbers(text: str) -> tuple[int, ...]:
+    """Comma-separated whole numbers; their dataclass checks how many, which, and that none repeats."""
+    try:
+        return tuple(whole_number(part) for part in text.split(",") if part.strip())
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers, got {shown(text)}: {error}"
+        ) from None
+
+
+def batch_size_form(text: str) -> int:
+    """A batch size: 'full' is 0, the full batch."""
+    return 0 if text == "full" else whole_number(text)
+
+
+def pack_form(text: str) -> PackSize:
+    """Trials a process trains at once: a whole number, or AUTO_PACK."""
+    return AUTO_PACK if text == AUTO_PACK else whole_number(text)
 
 
 def positive_int(text: str, high: int = MAX_FLAG_INT) -> int:
@@ -71,14 +97,6 @@ def trial_count(text: str) -> int:
 def seed(text: str) -> int:
     """A random seed, as numpy and Optuna take them."""
     return _int_between(text, 0, MAX_SEED)
-
-
-def seed_count(text: str) -> int:
-    return _int_between(text, 1, MAX_SEED_COUNT)
-
-
-def data_limit(text: str) -> int:
-    return _int_between(text, 0, MAX_DATA_LIMIT, "0 uses every sample")
 
 
 def batch_size(text: str) -> int:
@@ -129,16 +147,6 @@ def seed_list(text: str) -> list[int]:
     return values
 
 
-def pack_size(text: str) -> PackSize:
-    """Trials a process trains at once: 1 to MAX_PACK, or AUTO_PACK."""
-    if text == AUTO_PACK:
-        return AUTO_PACK
-    try:
-        return positive_int(text, high=MAX_PACK)
-    except argparse.ArgumentTypeError as error:
-        raise argparse.ArgumentTypeError(f"{error}; or give {AUTO_PACK} to measure the size that pays") from None
-
-
 def study_name(text: str) -> str:
     """A study name that `check_study_name` accepts."""
     try:
@@ -157,7 +165,8 @@ def storage(text: str) -> str:
 
 
 def duration(text: str) -> float:
-    """Seconds, from a wall-clock time such as 45s, 90m, 1h30m, 1.5h, 2d or plain seconds (3600)."""
+    """Seconds, from a wall-clock time such as 45s, 90m, 1h30m, 1.5h, 2d or plain seconds (3600); a timeout's
+    range is RunOptions' (search/api/options.py)."""
     compact = re.sub(r"\s+", "", text).lower()
     if re.fullmatch(_DECIMAL, compact):
         seconds = float(compact)
@@ -166,13 +175,13 @@ def duration(text: str) -> float:
         if not compact or match is None:
             raise argparse.ArgumentTypeError(f"expected a duration such as {DURATION_FORMS}, got {shown(text)}")
         seconds = sum(float(match[unit] or 0) * factor for unit, factor in _DURATION_UNITS.items())
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"must be a duration above 0, got {shown(text)}; e.g. {DURATION_FORMS}")
-    if seconds > MAX_DURATION_SECONDS:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {MAX_DURATION_SECONDS // 86_400} days, got {shown(text)}; resume the study to run longer"
-        )
     return seconds
+
+
+def seconds_text(seconds: float) -> str:
+    """Seconds as `duration` reads them back to the same float: the shortest decimal that is that float,
+    written out without an exponent (`duration` takes 1728000.0s, not 1.728e+06s)."""
+    return f"{Decimal(repr(float(seconds))):f}s"
 
 
 def _list(text: str, parse: Callable[[str], int], what: str) -> list[int]:

@@ -13,9 +13,9 @@ from models.catalog import INIT_NAMES, Init
 from search.api.calls import api_call
 from search.api.progress import progress
 from search.checks import check_choice, check_float, check_int, check_ints
-from search.engine.config import BASELINE_TRAIN, MAX_SEED, TrainConfig
+from search.engine.config import BASELINE_TRAIN, DEFAULT_DEVICE, MAX_SEED, TrainConfig
 from search.errors import UsageError, argument, worded
-from search.study.config import DATASET_NAMES, MAX_DATA_LIMIT, MAX_SEED_COUNT
+from search.study.config import MAX_SEED_COUNT, StudyConfig, check_data_settings
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,13 @@ def baseline_config(
 
 
 def _data(config: TrainConfig, data_dir: str | None, dataset: str | None, data_limit: int | None):
-    check_choice("dataset", dataset or "mnist", DATASET_NAMES)
-    if data_limit is not None:
-        check_int("data_limit", data_limit, 0, MAX_DATA_LIMIT, "0 uses every sample")
+    dataset = dataset or StudyConfig.dataset
+    check_data_settings(dataset, data_limit)
     from search.engine.data import load_data  # torch loads only once the options are known good
     from search.engine.trainer import resolve_device
 
     device = resolve_device(config.device)
-    return load_data(data_dir, dataset or "mnist", str(device), limit=data_limit or None)
+    return load_data(data_dir, dataset, str(device), limit=data_limit or None)
 
 
 @api_call
@@ -87,7 +86,7 @@ def baseline(
     init: str = "default",
     init_value: float = 0.0,
     seed: int = 0,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     data_dir: str | None = None,
     dataset: str | None = None,
     data_limit: int | None = None,
@@ -136,7 +135,7 @@ def init_study(
     lr: float | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     data_dir: str | None = None,
     dataset: str | None = None,
     data_limit: int | None = None,

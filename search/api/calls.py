@@ -1,5 +1,5 @@
 """What every API function shares: one exception type for bad input, stops handled as in the terminal,
-and keyword settings checked against the same option tables as the CLI's flags."""
+and keyword settings converted and checked as a study file's keys are."""
 
 from __future__ import annotations
 
@@ -15,23 +15,36 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from search.api import signals
-from search.api.options import ConfigOption, apply_config_options
+from search.api.options import Option, apply_settings
 from search.checks import shown
 from search.errors import UsageError, as_usage_error
-from search.study.config import check_study_name, field_type, to_value
+from search.study.config import check_study_name, to_value
 from search.study.quiet import optuna_quieted
 
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 
-def api_call(function: Function) -> Function:
+@typing.overload
+def api_call(function: Function) -> Function: ...
+
+
+@typing.overload
+def api_call(*, check_study: Callable[[str], None]) -> Callable[[Function], Function]: ...
+
+
+def api_call(
+    function: Function | None = None, *, check_study: Callable[[str], None] = check_study_name
+) -> Function | Callable[[Function], Function]:
     """Bad input of any kind leaves as a UsageError whose message is the line the CLI prints, naming keyword
     arguments where the CLI names flags (search/errors.py `argument`). Optuna is kept quiet for the length
     of the call only (search/study/quiet.py): a caller's own studies log as before.
 
     Every argument is checked at the boundary, before the function runs: against its annotation (a path
     may also be an os.PathLike, handed on as text), and by name where text has rules of its own (a study
-    name, a storage, a path). A value of the right type is then checked by the function itself."""
+    name, by `check_study`; a storage, a path). A value of the right type is then checked by the function
+    itself. `@api_call` or, for a study name with rules of its own, `@api_call(check_study=...)`."""
+    if function is None:
+        return functools.partial(api_call, check_study=check_study)
     signature = inspect.signature(function)
     hints = typing.get_type_hints(function)
 
@@ -42,9 +55,9 @@ def api_call(function: Function) -> Function:
         except TypeError as error:  # a missing argument, one too many, an unknown keyword
             raise UsageError(f"{function.__name__}(): {error}") from None
         for name, value in list(bound.arguments.items()):
-            parameter = signature.parameters[name]
-            if parameter.kind is not inspect.Parameter.VAR_KEYWORD:
-                bound.arguments[name] = checked_argument(function.__name__, name, value, hints.get(name, Any))
+            bound.arguments[name] = checked_argument(function.__name__, name, value, hints.get(name, Any))
+            if name == "study" and value is not None:
+                check_study(value)
         try:
             with optuna_quieted():
                 return function(*bound.args, **bound.kwargs)
@@ -72,8 +85,6 @@ def checked_argument(function: str, name: str, value: Any, hint: Any) -> Any:
     if isinstance(value, str) and name in (*PATH_ARGUMENTS, "storage") and not value.strip():
         what = "a storage URL" if name == "storage" else "a path"
         raise UsageError(f"{function}(): {name} is empty; give {what}, or leave it out for the default")
-    if name == "study" and value is not None:  # a frontier's `name` has a limit of its own (frontier.py)
-        check_study_name(value)
     return value
 
 
@@ -120,38 +131,8 @@ def stops_handled() -> Iterator[None]:
         yield
 
 
-def with_settings(config: Any, settings: dict[str, Any], options: Sequence[ConfigOption], caller: str) -> Any:
-    """`config` with keyword `settings` laid over it, each converted and checked as a study file's key is."""
-    known = {option.dest: option for option in options}
-    unknown = sorted(set(settings) - set(known))
-    if unknown:
-        raise UsageError(f"{caller}() got unknown setting(s) {', '.join(unknown)}; its settings: {', '.join(known)}")
-    values = {}
-    for name, value in settings.items():
-        if value is not None:
-            values[name] = to_value(value, field_type(type(config), known[name].path), name)
-    return apply_config_options(config, _Given(values), options)
-
-
-class _Given:
-    """The given settings as apply_config_options reads flags: absent ones are None."""
-
-    def __init__(self, values: dict[str, Any]):
-        self.values = values
-
-    def __getattr__(self, name: str) -> Any:
-        return self.values.get(name)
-
-
-def settings_signature(function: Callable, options: Sequence[ConfigOption]) -> inspect.Signature:
-    """The function's signature with each setting as a keyword, so help() and a notebook's completion
-    list them; the defaults come from the study file, or the config's own, so they show as None."""
-    signature = inspect.signature(function)
-    fixed = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
-    names = {p.name for p in fixed}
-    extra = [
-        inspect.Parameter(option.dest, inspect.Parameter.KEYWORD_ONLY, default=None)
-        for option in options
-        if option.dest not in names
-    ]
-    return signature.replace(parameters=[*fixed, *extra])
+def with_settings(config: Any, settings: dict[str, Any], options: Sequence[Option]) -> Any:
+    """`config` with the given keyword `settings` laid over it, each converted as a study file's key is
+    (a list to a tuple, a whole number to a float where the field is one) and checked where the config is built."""
+    values = {o.name: to_value(settings[o.name], o.type, o.name) for o in options if o.name in settings}
+    return apply_settings(config, values, options)

@@ -18,6 +18,7 @@ searches every budget cold, to compare. A budget's study that already ran trials
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import shlex
@@ -29,13 +30,14 @@ import optuna
 import plotly.graph_objects as go
 
 from models.budget import INPUTS, MAX_BUDGET, MIN_BUDGET
-from search.api.calls import api_call, settings_signature, stops_handled
+from search.api.calls import api_call, stops_handled
 from search.api.handover import flag, worker_args
-from search.api.options import DATA_OPTIONS, SEARCH_OPTIONS
+from search.api.options import DATA_OPTIONS, DEFAULT_PACK, FRONTIER_OPTIONS, RunOptions, given_settings
 from search.api.reading import MAX_RETRAIN_SEEDS, retrain_trial
-from search.api.running import DEFAULT_PACK, PackSize, check_run_options, storage_url
+from search.api.running import PackSize, storage_url
 from search.api.studies import run_search, search_config
 from search.checks import check_int, check_ints, shown
+from search.engine.config import DEFAULT_DEVICE
 from search.errors import UsageError
 from search.results.frontier_plot import frontier_plot
 from search.results.plots import Plot, Skipped
@@ -46,9 +48,8 @@ from search.study.record import StudyRecord, write_study
 from search.study.storage import open_storage, public_url
 from search.study.warm import can_warm_start
 
-# The frontier sets each study's budget and warm-start sources itself (warm_start_top still applies).
-FRONTIER_OPTIONS = tuple(option for option in SEARCH_OPTIONS if option.dest not in ("budget", "warm_start"))
 DEFAULT_SEEDS = 3
+DEFAULT_FRONTIER = "frontier"  # the name of a frontier given none
 
 
 # A frontier's name leaves room for "@BUDGET" in each budget's study name, whatever the budget.
@@ -85,58 +86,62 @@ class Frontier:
         return self.plot.figure if isinstance(self.plot, Plot) else None
 
 
-@api_call
+@api_call(check_study=check_frontier_name)
 def frontier(
     config: str | None = None,
     *,
-    name: str = "frontier",
+    study: str | None = None,
     budgets: Sequence[int] = (),
     seeds: int = DEFAULT_SEEDS,
+    warm_start: bool = True,
     storage: str | None = None,
     workers: int = 1,
     pack: PackSize = DEFAULT_PACK,
     timeout: float | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     data_dir: str | None = None,
     artifacts: str | None = None,
     quiet: bool = False,
-    warm_start: bool = True,
-    **settings,
+    tolerance: float | None = None,
+    trials: int | None = None,
+    epochs: int | None = None,
+    profiles: Sequence[str] | None = None,
+    max_depth: int | None = None,
+    sampler: str | None = None,
+    pruner: str | None = None,
+    seed: int | None = None,
+    warm_start_top: int | None = None,
+    dataset: str | None = None,
+    data_limit: int | None = None,
 ) -> Frontier:
     """Search every budget of `budgets` (`archsearch frontier`) in increasing order, each warm-started from
     the budgets below it unless `warm_start` is False, then retrain each winner with `seeds` seeds on all
-    training images; `config` and the settings (trials, epochs, ...) apply to every budget."""
+    training images. `study`: the frontier's name (default "frontier"), each budget's study is STUDY@BUDGET;
+    `config` and the settings from `tolerance` on apply to every budget, as in `search`."""
+    given = given_settings(locals(), (*FRONTIER_OPTIONS, *DATA_OPTIONS))
+    run = RunOptions(study or DEFAULT_FRONTIER, storage, workers, pack, timeout, device, data_dir, artifacts)
     with stops_handled():
-        return _frontier(
-            config, name, budgets, seeds, storage, workers, pack, timeout, device, data_dir, artifacts, quiet,
-            warm_start, settings,
-        )  # fmt: skip
-
-
-frontier.__signature__ = settings_signature(frontier, (*FRONTIER_OPTIONS, *DATA_OPTIONS))
+        return _frontier(config, run, budgets, seeds, warm_start, quiet, given)
 
 
 def _frontier(
-    config, name, budgets, seeds, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, warm, given
-):
-    check_frontier_name(name)
+    config: str | None, run: RunOptions, budgets: Sequence[int], seeds: int, warm: bool, quiet: bool, given: dict
+) -> Frontier:
+    name = run.study
     if not isinstance(warm, bool):
         raise UsageError(f"warm_start must be True or False, got {shown(warm)}")
     budgets = tuple(budgets)
     check_ints("budgets", budgets, MIN_BUDGET, MAX_BUDGET, f"{MIN_BUDGET} parameters is the smallest MLP")
     check_int("seeds", seeds, 1, MAX_RETRAIN_SEEDS)
-    check_run_options(workers, pack, timeout, device)
-    if "budget" in given:
-        raise UsageError("a frontier sets each study's budget from budgets; leave budget out")
-    url = storage_url(storage)
+    url = storage_url(run.storage)
     # Every budget's settings are checked against its stored study before the first one is written.
     settings = {}
     for budget in budgets:
         settings[budget], chosen = _budget_settings(config, name, url, given, budget)
         check_new_run(url, chosen.name, "search", {k: v for k, v in to_dict(chosen).items() if k != "name"})
-        if workers > 1:
-            worker_args(chosen.name, device, pack, timeout, data_dir)
-    deadline = None if timeout is None else time.monotonic() + timeout
+        if run.workers > 1:
+            worker_args(dataclasses.replace(run, study=chosen.name))
+    deadline = None if run.timeout is None else time.monotonic() + run.timeout
     stopped = False
     searched: list[str] = []  # the studies of the budgets below the next one, nearest first
     for budget in sorted(budgets):
@@ -146,17 +151,17 @@ def _frontier(
             break
         member = member_name(name, budget)
         chosen_settings = {**settings[budget], **_warm_setting(url, member, searched, warm)}
-        run = run_search(
-            config, member, url, workers, pack, left, device, data_dir, artifacts, quiet, chosen_settings
-        )  # fmt: skip
+        searched_run = run_search(
+            config, dataclasses.replace(run, study=member, storage=url, timeout=left), quiet, chosen_settings
+        )
         searched.insert(0, member)
-        study = load_study(open_storage(url), run.study)
+        study = load_study(open_storage(url), searched_run.study)
         if StudyRecord.of(study).frontier != name:
             write_study(study, frontier=name)
-        stopped = stopped or run.stopped_at_timeout
+        stopped = stopped or searched_run.stopped_at_timeout
     if not stopped:
         for budget in sorted(budgets):
-            _retrain_winner(url, member_name(name, budget), seeds, device, data_dir, quiet)
+            _retrain_winner(url, member_name(name, budget), seeds, run.device, run.data_dir, quiet)
     members = [load_study(open_storage(url, read_only=True), member_name(name, b)) for b in budgets]
     rows = frontier_rows(members, name)
     return Frontier(name, public_url(url), rows, stopped, frontier_plot(rows, name), budget_studies(rows, members))
@@ -206,10 +211,10 @@ def _retrain_winner(url: str, study_name: str, seeds: int, device: str, data_dir
     write_study(study, retrained={"trial": winner.number, **asdict(done)})
 
 
-@api_call
-def frontier_of(name: str = "frontier", *, storage: str | None = None) -> Frontier:
+@api_call(check_study=check_frontier_name)
+def frontier_of(study: str = DEFAULT_FRONTIER, *, storage: str | None = None) -> Frontier:
     """A stored frontier, read only: its rows and figure."""
-    check_frontier_name(name)
+    name = study
     url = storage_url(storage)
     members = frontier_studies(open_storage(url, read_only=True), name)
     rows = frontier_rows(members, name)

@@ -1,5 +1,5 @@
 """What a run hands the worker processes it spawns: every setting as one `--flag=value` word, in a form that
-the worker's own parser (the types of search/api/args.py) reads back as the same value.
+the worker's own parser (the declared options' `read`, search/api/options.py) reads back as the same value.
 
 Each word is read back here, with those same types, before the run's first write: a setting a worker would
 refuse (a timeout printed as `1.728e+06s`, say) is one line now, not workers that die while the run goes on
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
-from search.api.args import duration, non_negative_int, pack_size, study_name
+from search.api.args import non_negative_int
+from search.api.options import HANDED_OPTIONS, RUN, RunOptions
 from search.checks import shown
-from search.engine.config import DEVICES
 from search.errors import UsageError, argument, worded
 
 # How argparse takes `--flag=--`: as no value at all, which the CLI's parser refuses (search/cli/__init__.py).
@@ -25,16 +24,6 @@ NO_VALUE = "--"
 def flag(name: str, value: object) -> str:
     """One flag and its value as one word, as a printed command or a worker's command line gives it."""
     return f"{name}={value}"
-
-
-def seconds_text(seconds: float) -> str:
-    """Seconds as `duration` reads them back to the same float: the shortest decimal that is that float,
-    written out without an exponent (`duration` takes 1728000.0s, not 1.728e+06s)."""
-    return f"{Decimal(repr(float(seconds))):f}s"
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else str(value)
 
 
 def _read_back(name: str, value: Any, text: str, read: Callable[[str], Any]) -> str:
@@ -55,27 +44,24 @@ def _read_back(name: str, value: Any, text: str, read: Callable[[str], Any]) -> 
     return flag(name, text)
 
 
-def worker_args(
-    study: str,
-    device: str,
-    pack: Any,
-    timeout: float | None,
-    data_dir: str | None,
-    artifacts: str | None = None,
-) -> list[str]:
-    """The settings every spawned worker of a run gets, each read back as the worker reads it."""
-    words = [
-        _read_back("--study", study, study, study_name),
-        _read_back("--device", device, device, lambda text: text if text in DEVICES else None),
-        _read_back("--pack", pack, _text(pack), pack_size),
-    ]
-    if timeout is not None:
-        words.append(_read_back("--timeout", timeout, seconds_text(timeout), duration))
-    if data_dir:
-        words.append(_read_back("--data-dir", data_dir, data_dir, str))
-    if artifacts is not None:
-        words.append(_read_back("--artifacts", artifacts, artifacts, str))
+def worker_args(run: RunOptions) -> list[str]:
+    """The settings every spawned worker of a run gets (HANDED_OPTIONS, those given), each read back as the
+    worker reads it."""
+    words = []
+    for option in HANDED_OPTIONS:
+        value = getattr(run, option.name)
+        if value is not None:
+            words.append(_read_back(option.flag, value, option.text(value), option.read))
     return words
+
+
+def resume_flags(run: RunOptions) -> list[str]:
+    """The flags of this run that its stored study does not remember, where they differ from their defaults."""
+    return [
+        flag(option.flag, option.text(getattr(run, option.name)))
+        for option in (RUN["workers"], RUN["pack"], RUN["data_dir"], RUN["device"])
+        if getattr(run, option.name) not in (None, option.default)
+    ]
 
 
 def worker_command(args: list[str], index: int) -> list[str]:

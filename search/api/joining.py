@@ -13,10 +13,9 @@ import optuna
 
 from search.api.calls import api_call, stops_handled
 from search.api.handover import flag
+from search.api.options import DEFAULT_PACK, RunOptions
 from search.api.running import (
-    DEFAULT_PACK,
     artifacts_dir,
-    check_run_options,
     end_with_parent,
     is_spawned,
     resume_hint,
@@ -25,13 +24,19 @@ from search.api.running import (
     storage_url,
 )
 from search.checks import check_int
-from search.engine.config import MAX_SEED
+from search.engine.config import DEFAULT_DEVICE, MAX_SEED
 from search.errors import Interrupted, Terminated, UsageError
 from search.study import grid
 from search.study.config import MAX_TRIALS
 from search.study.lifecycle import load_study, make_pruner, make_sampler
 from search.study.record import StudyRecord
-from search.study.storage import STORAGE_FAILURES, open_storage, public_url
+from search.study.storage import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_HEARTBEAT_SECONDS,
+    STORAGE_FAILURES,
+    open_storage,
+    public_url,
+)
 from search.study.workers import PackSize, count_trials
 
 
@@ -74,7 +79,7 @@ def worker(
     worker_index: int = 0,
     pack: PackSize = DEFAULT_PACK,
     timeout: float | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     data_dir: str | None = None,
     artifacts: str | None = None,
     quiet: bool = False,
@@ -88,7 +93,7 @@ def worker(
 
 def _worker(study, storage, trials, worker_index, pack, timeout, device, data_dir, artifacts, quiet) -> WorkerRun:
     end_with_parent()
-    check_run_options(1, pack, timeout, device)
+    RunOptions(pack=pack, timeout=timeout, device=device)  # checked as the flags of the same names are
     if trials is not None:
         check_int("trials", trials, 1, MAX_TRIALS)
     check_int("worker_index", worker_index, 0, MAX_SEED)
@@ -100,7 +105,8 @@ def _worker(study, storage, trials, worker_index, pack, timeout, device, data_di
     if kind not in SETUPS:
         raise UsageError(f"study {study!r} was not made by archsearch (kind {kind!r}); nothing to run")
     config = StudyRecord.of(opened).settings
-    writable = open_storage(url, config.get("heartbeat_seconds", 5), config.get("grace_seconds", 20), must_exist=True)
+    heartbeat = config.get("heartbeat_seconds", DEFAULT_HEARTBEAT_SECONDS)
+    writable = open_storage(url, heartbeat, config.get("grace_seconds", DEFAULT_GRACE_SECONDS), must_exist=True)
     from search.engine.trainer import resolve_device  # torch loads only once the study is known good
 
     torch_device = resolve_device(device, worker_index)  # workers spread over the visible GPUs

@@ -17,9 +17,11 @@ import plotly.graph_objects as go
 from search.api.basics import divergence_refused
 from search.api.calls import api_call
 from search.api.handover import flag
+from search.api.options import check_device
 from search.api.progress import progress
-from search.api.running import artifacts_dir, check_device, storage_url
+from search.api.running import artifacts_dir, storage_url
 from search.checks import check_int
+from search.engine.config import DEFAULT_DEVICE
 from search.errors import UsageError, worded
 from search.files import replaced_atomically
 from search.results.frontier_plot import frontier_plot
@@ -110,7 +112,7 @@ def best(
     export: str | None = None,
     retrain: bool = False,
     seeds: int = 1,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     data_dir: str | None = None,
     artifacts: str | None = None,
     quiet: bool = False,
@@ -317,7 +319,7 @@ def report(
     init_study: bool = False,
     init_epochs: int | None = None,
     seeds: Sequence[int] | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     data_dir: str | None = None,
     dataset: str | None = None,
     data_limit: int | None = None,

@@ -17,11 +17,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.api import signals
-from search.api.args import MAX_DURATION_SECONDS
 from search.api.handover import flag, worker_command
 from search.api.progress import progress
-from search.checks import check_choice, check_float, check_int, shown
-from search.engine.config import DEVICES
 from search.errors import Interrupted, Terminated, UsageError, worded
 from search.study.config import DEFAULT_STORAGE
 from search.study.record import StudyRecord, TrialRecord
@@ -38,33 +35,9 @@ from search.study.storage import (
     scrub,
     sqlite_path,
 )
-from search.study.workers import AUTO_PACK, MAX_PACK, PackSize, count_trials, run_until
+from search.study.workers import PackSize, count_trials, run_until
 
-MAX_WORKERS = 32  # each worker holds its own copy of torch and the data (about 0.5 GB)
-DEFAULT_PACK = 1
 PARENT_ENV = "ARCHSEARCH_PARENT_PID"  # set for spawned workers: they end when this process does
-
-
-def check_device(device: str) -> None:
-    check_choice("device", device, DEVICES)
-
-
-def check_run_options(workers: int, pack: PackSize, timeout: float | None, device: str) -> None:
-    """How a study runs, checked as the flags of the same names are."""
-    check_int("workers", workers, 1, MAX_WORKERS, "1 runs the study in this process alone")
-    if isinstance(pack, str) and pack != AUTO_PACK:
-        raise UsageError(f'pack must be a whole number or "{AUTO_PACK}", got {shown(pack)}')
-    if pack != AUTO_PACK:
-        check_int("pack", pack, 1, MAX_PACK, advice=f'or give "{AUTO_PACK}" to measure the size that pays')
-    if timeout is not None:
-        check_float("timeout", timeout, 0, None, low_open=True, advice="a number of seconds")
-        if timeout > MAX_DURATION_SECONDS:
-            days = MAX_DURATION_SECONDS // 86_400
-            raise UsageError(
-                f"timeout must be at most {days} days ({MAX_DURATION_SECONDS:,} s), got {timeout:g}; "
-                "resume the study to run longer"
-            )
-    check_device(device)
 
 
 def summary_line(trial: FrozenTrial) -> str:

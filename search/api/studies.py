@@ -7,24 +7,25 @@ write, prints one line saying what it runs, then a line per finished trial under
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import optuna
 from optuna.trial import TrialState
 
 from models.budget import depth_range
-from search.api.calls import api_call, settings_signature, stops_handled, with_settings
-from search.api.handover import flag, worker_args
-from search.api.options import DATA_OPTIONS, GRID_OPTIONS, SEARCH_OPTIONS
+from search.api.calls import api_call, stops_handled, with_settings
+from search.api.handover import flag, resume_flags, worker_args
+from search.api.options import DATA_OPTIONS, DEFAULT_PACK, GRID_OPTIONS, SEARCH_OPTIONS, RunOptions, given_settings
 from search.api.running import (
-    DEFAULT_PACK,
     PackSize,
     artifacts_dir,
-    check_run_options,
     run_study,
     storage_url,
     summary_line,
 )
+from search.engine.config import DEFAULT_DEVICE
 from search.errors import UsageError, argument
 from search.results.tables import BestTrial, GridRow, grid_table
 from search.study.config import StudyConfig, load_toml, replace, study_from_dict, to_dict
@@ -76,7 +77,7 @@ def search_config(config: str | None, study: str | None, storage: str | None, se
     else:
         stored = stored_settings(storage_url(storage), study, "search") if study else None
         base = study_from_dict(stored, f"study {study!r}") if stored is not None else StudyConfig(name="")
-    merged = with_settings(base, settings, (*SEARCH_OPTIONS, *DATA_OPTIONS), "search")
+    merged = with_settings(base, settings, (*SEARCH_OPTIONS, *DATA_OPTIONS))
     merged = replace(merged, storage=storage_url(storage, base.storage), name=study)
     if not merged.name:
         merged = replace(merged, name=f"profiles-{merged.budget}")
@@ -98,32 +99,45 @@ def search(
     workers: int = 1,
     pack: PackSize = DEFAULT_PACK,
     timeout: float | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     data_dir: str | None = None,
     artifacts: str | None = None,
     quiet: bool = False,
-    **settings,
+    budget: int | None = None,
+    tolerance: float | None = None,
+    trials: int | None = None,
+    epochs: int | None = None,
+    profiles: Sequence[str] | None = None,
+    max_depth: int | None = None,
+    sampler: str | None = None,
+    pruner: str | None = None,
+    seed: int | None = None,
+    warm_start: Sequence[str] | None = None,
+    warm_start_top: int | None = None,
+    dataset: str | None = None,
+    data_limit: int | None = None,
 ) -> SearchRun:
     """Search layer-width profiles and hyperparameters under a parameter budget (`archsearch search`).
 
-    `config`: a study file's path or a preset's name (profiles-50k, profiles-100k); the settings
-    (budget, trials, epochs, max_depth, data_limit, ...) override it. `warm_start`: stored search studies
-    whose best trials (`warm_start_top` of each) a new study runs first. `timeout` is in seconds."""
+    `config`: a study file's path or a preset's name (profiles-50k, profiles-100k); the settings from
+    `budget` on override it, and one left as None keeps the study file's value (else the stored study's,
+    else the default). `warm_start`: stored search studies whose best trials (`warm_start_top` of each) a
+    new study runs first. The run options (`study` to `artifacts`) are RunOptions' (search/api/options.py);
+    `timeout` is in seconds."""
+    settings = given_settings(locals(), (*SEARCH_OPTIONS, *DATA_OPTIONS))
+    run = RunOptions(study, storage, workers, pack, timeout, device, data_dir, artifacts)
     with stops_handled():
-        return run_search(config, study, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, settings)
+        return run_search(config, run, quiet, settings)
 
 
-search.__signature__ = settings_signature(search, (*SEARCH_OPTIONS, *DATA_OPTIONS))
-
-
-def run_search(config, study_name, storage, workers, pack, timeout, device, data_dir, artifacts, quiet, settings):
-    check_run_options(workers, pack, timeout, device)
-    chosen = search_config(config, study_name, storage, settings)
+def run_search(config: str | None, run: RunOptions, quiet: bool, settings: dict) -> SearchRun:
+    chosen = search_config(config, run.study, run.storage, settings)
     url = chosen.storage
     study_settings = {k: v for k, v in to_dict(chosen).items() if k != "name"}
     check_new_run(url, chosen.name, "search", study_settings)
-    if workers > 1:  # what the workers will be handed reads back as given, before the first write
-        worker_args(chosen.name, device, pack, timeout, data_dir)
+    run = dataclasses.replace(run, study=chosen.name)
+    if run.workers > 1:  # what the workers will be handed reads back as given, before the first write
+        worker_args(run)
     warm = plan_warm_start(url, chosen)
     # torch loads only now: a settings or storage mistake is reported without its two seconds of import.
     from search.engine.data import load_data
@@ -132,10 +146,10 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
     from search.study.objective import SearchObjective
 
     # Everything that can fail on bad input (device, data, artifact folder) fails before the first write.
-    torch_device = resolve_device(device)
-    data = load_data(data_dir, chosen.dataset, str(torch_device), limit=chosen.data_limit or None)
-    if artifacts:
-        artifact_store(artifacts)  # creates the folder, or says why it cannot
+    torch_device = resolve_device(run.device)
+    data = load_data(run.data_dir, chosen.dataset, str(torch_device), limit=chosen.data_limit or None)
+    if run.artifacts:
+        artifact_store(run.artifacts)  # creates the folder, or says why it cannot
     opened = open_storage(url, chosen.heartbeat_seconds, chosen.grace_seconds)
     study = create_study(
         opened,
@@ -146,21 +160,23 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
         make_pruner(chosen.pruner, chosen.epochs),
     )
     queued = warm is not None and queue_warm_start(study, warm)
-    folder = artifacts_dir(artifacts, study, url).resolve()
+    folder = artifacts_dir(run.artifacts, study, url).resolve()
     objective = SearchObjective(chosen, data, folder)
     if StudyRecord.of(study).artifacts != str(folder):
         write_study(study, artifacts=str(folder))
-    handed = worker_args(chosen.name, device, pack, timeout, data_dir, str(folder)) if workers > 1 else []
+    handed = worker_args(dataclasses.replace(run, artifacts=str(folder))) if run.workers > 1 else []
     if not quiet:
         print(
             f"study {chosen.name!r} in {describe(url)}: {chosen.trials} trials, "
             f"budget {chosen.budget} ±{chosen.tolerance:.0%}, {chosen.epochs} epochs, "
-            f"{workers} worker(s), training on {torch_device}"
+            f"{run.workers} worker(s), training on {torch_device}"
         )
         if queued:
             print(warm.summary())
-    resume = ["search", flag("--study", chosen.name), *_resume_flags(workers, pack, data_dir, device)]
-    finished = run_study(study, objective, chosen.trials, resume, url, workers, handed, timeout, pack, opened, quiet)
+    resume = ["search", flag("--study", chosen.name), *resume_flags(run)]
+    finished = run_study(
+        study, objective, chosen.trials, resume, url, run.workers, handed, run.timeout, run.pack, opened, quiet
+    )
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
     best = best_trial(study) if complete else None
@@ -176,20 +192,6 @@ def run_search(config, study_name, storage, workers, pack, timeout, device, data
         first_pruned_reason=(TrialRecord.of(pruned[0]).pruned_reason or "pruned") if pruned else None,
         optuna_study=study,
     )
-
-
-def _resume_flags(workers: int, pack: PackSize, data_dir: str | None, device: str) -> list[str]:
-    """The flags of this run that the stored study does not remember."""
-    return [
-        flag(name, value)
-        for name, value in (
-            ("--workers", workers if workers > 1 else None),
-            ("--pack", pack if pack != DEFAULT_PACK else None),
-            ("--data-dir", data_dir),
-            ("--device", device if device != "auto" else None),
-        )
-        if value is not None
-    ]
 
 
 def _finished(study: optuna.Study, target: int) -> int:
@@ -208,7 +210,7 @@ def grid_config(config: str | None, study: str | None, storage: str | None, sett
         name = study or GridConfig.name
         stored = stored_settings(storage_url(storage), name, "grid")
         base = config_from_dict(stored, f"study {name!r}") if stored is not None else GridConfig()
-    merged = with_settings(base, settings, (*GRID_OPTIONS, *DATA_OPTIONS), "grid")
+    merged = with_settings(base, settings, (*GRID_OPTIONS, *DATA_OPTIONS))
     return replace(merged, name=study, storage=storage_url(storage, base.storage))
 
 
@@ -221,40 +223,49 @@ def grid(
     workers: int = 1,
     pack: PackSize = DEFAULT_PACK,
     timeout: float | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     data_dir: str | None = None,
     quiet: bool = False,
-    **settings,
+    budgets: Sequence[int] | None = None,
+    depths: Sequence[int] | None = None,
+    seeds: int | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    optimizer: str | None = None,
+    activation: str | None = None,
+    dataset: str | None = None,
+    data_limit: int | None = None,
 ) -> GridRun:
     """Train the uniform net (k, m_P(k)) once at every (budget, depth, seed) of a grid (`archsearch grid`).
 
-    `config`: a grid file's path or a preset's name (ksweep); the settings (budgets, depths, seeds,
-    epochs, lr, ...) override it."""
+    `config`: a grid file's path or a preset's name (ksweep); the settings from `budgets` on override it,
+    and one left as None keeps the grid file's value (else the stored study's, else the default); the run
+    options (`study` to `data_dir`) are RunOptions' (search/api/options.py)."""
+    settings = given_settings(locals(), (*GRID_OPTIONS, *DATA_OPTIONS))
+    run = RunOptions(study, storage, workers, pack, timeout, device, data_dir)
     with stops_handled():
-        return _grid(config, study, storage, workers, pack, timeout, device, data_dir, quiet, settings)
+        return _grid(config, run, quiet, settings)
 
 
-grid.__signature__ = settings_signature(grid, (*GRID_OPTIONS, *DATA_OPTIONS))
-
-
-def _grid(config, study_name, storage, workers, pack, timeout, device, data_dir, quiet, settings):
+def _grid(config: str | None, run: RunOptions, quiet: bool, settings: dict) -> GridRun:
     from optuna.storages import fail_stale_trials
 
     from search.study.grid import enqueue_missing, grid_points, make_grid_sampler, reference_baseline
     from search.study.grid import settings as grid_settings
 
-    check_run_options(workers, pack, timeout, device)
-    chosen = grid_config(config, study_name, storage, settings)
+    chosen = grid_config(config, run.study, run.storage, settings)
     url = chosen.storage
     points = grid_points(chosen)
     check_new_run(url, chosen.name, "grid", grid_settings(chosen))
-    handed = worker_args(chosen.name, device, pack, timeout, data_dir) if workers > 1 else []  # before any write
+    run = dataclasses.replace(run, study=chosen.name)
+    handed = worker_args(run) if run.workers > 1 else []  # before any write
     from search.engine.data import load_data  # torch loads only once the settings and storage are known good
     from search.engine.trainer import resolve_device
     from search.study.grid import GridObjective
 
-    torch_device = resolve_device(device)
-    data = load_data(data_dir, chosen.dataset, str(torch_device), limit=chosen.data_limit or None)
+    torch_device = resolve_device(run.device)
+    data = load_data(run.data_dir, chosen.dataset, str(torch_device), limit=chosen.data_limit or None)
     opened = open_storage(url, chosen.heartbeat_seconds, chosen.grace_seconds)
     study = create_study(
         opened, chosen.name, "grid", grid_settings(chosen), make_grid_sampler(chosen), optuna.pruners.NopPruner()
@@ -267,13 +278,15 @@ def _grid(config, study_name, storage, workers, pack, timeout, device, data_dir,
             f"grid study {chosen.name!r} in {describe(url)}: {len(chosen.budgets)} budgets x {len(chosen.depths)} "
             f"depths x {chosen.seeds} seeds = {len(points)} trials ({queued} queued now); {train.epochs} epochs of "
             f"{train.optimizer} at lr {train.lr:g}, batch {train.batch_size or 'full'}, {train.activation}; "
-            f"{workers} worker(s), training on {torch_device}"
+            f"{run.workers} worker(s), training on {torch_device}"
         )
     if StudyRecord.of(study).baseline is None:
         write_study(study, baseline=reference_baseline(data))
-    resume = ["grid", flag("--study", chosen.name), *_resume_flags(workers, pack, data_dir, device)]
+    resume = ["grid", flag("--study", chosen.name), *resume_flags(run)]
     objective = GridObjective(chosen, data)
-    finished = run_study(study, objective, len(points), resume, url, workers, handed, timeout, pack, opened, quiet)
+    finished = run_study(
+        study, objective, len(points), resume, url, run.workers, handed, run.timeout, run.pack, opened, quiet
+    )
     return GridRun(
         study=chosen.name,
         storage=public_url(url),

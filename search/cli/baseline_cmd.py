@@ -10,8 +10,7 @@ from models.catalog import INIT_NAMES
 from search import api
 from search.api.args import batch_size, epoch_count, finite_float, positive_float, seed, seed_list
 from search.api.basics import BASELINE_TRAIN
-from search.api.running import DEVICES
-from search.cli.common import add_data_options, add_json_option
+from search.cli.common import add_data_options, add_device_option, add_json_option
 
 HELP = f"train the linear softmax baseline ({INPUTS} -> {CLASSES}) with full-batch SGD, or compare initializations"
 
@@ -25,7 +24,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--init", choices=INIT_NAMES, default="default")
     parser.add_argument("--init-value", type=finite_float, default=0.0, help="std for normal, value for constant")
     parser.add_argument("--seed", type=seed, default=0)
-    parser.add_argument("--device", choices=DEVICES, default="auto")
+    add_device_option(parser)
     parser.add_argument("--init-study", action="store_true", help="compare several initializations over several seeds")
     parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="seeds for --init-study (default 0,1,2)")
     add_data_options(parser)

@@ -1,89 +1,64 @@
-"""The flags the commands share; each sets an option of the API (search/api) of the same name."""
+"""The flags the commands share, built from the declared options (search/api/options.py); each sets the
+API keyword of the same name."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import Any
 
-from search.api.args import duration, pack_size, positive_int, storage, study_name
-from search.api.options import DATA_OPTIONS, ConfigOption
+from search.api.options import DATA_OPTIONS, RUN, Option
 from search.api.outputs import FORMATS
-from search.api.running import AUTO_PACK, DEFAULT_PACK, DEFAULT_STORAGE, DEVICES, MAX_PACK, MAX_WORKERS, STORAGE_ENV
 
-STORAGE_HELP = f"Optuna storage URL (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE}), or journal:PATH"
+STORAGE_HELP = RUN["storage"].help
 
 
-def add_storage_options(parser, study_required: bool = False, artifacts: bool = True) -> None:
-    parser.add_argument("--study", type=study_name, required=study_required, help="study name")
-    parser.add_argument("--storage", type=storage, help=STORAGE_HELP)
-    if artifacts:
+def add_options(
+    parser: argparse.ArgumentParser, options: Sequence[Option], required: Sequence[str] = (), **help: str
+) -> None:
+    """A flag for each declared option: its text read by the option's type, its help (or the one given
+    here by name, where a command says more). A study's setting left out is None, so the study file's
+    value stands; a run option left out takes its default."""
+    for option in options:
         parser.add_argument(
-            "--artifacts", help="folder for saved models (default: artifacts/ beside a SQLite database)"
+            option.flag,
+            dest=option.name,
+            type=option.read,
+            default=None if option.stored else option.default,
+            metavar="{" + ",".join(option.choices) + "}" if option.choices else None,
+            help=help.get(option.name, option.help),
+            required=option.name in required,
         )
 
 
+def add_storage_options(parser, study_required: bool = False, artifacts: bool = True) -> None:
+    chosen = [RUN["study"], RUN["storage"], *([RUN["artifacts"]] if artifacts else [])]
+    add_options(parser, chosen, required=("study",) if study_required else ())
+
+
 def add_device_option(parser) -> None:
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="training device")
+    add_options(parser, [RUN["device"]])
 
 
 def add_worker_options(parser) -> None:
-    parser.add_argument(
-        "--workers",
-        type=worker_count,
-        default=1,
-        help=f"processes working on the study: 1 (default) runs it in this process alone, at most {MAX_WORKERS}",
-    )
-    add_pack_option(parser)
-    add_timeout_option(parser)
-
-
-def add_pack_option(parser) -> None:
-    parser.add_argument(
-        "--pack",
-        type=pack_size,
-        default=DEFAULT_PACK,
-        help=f"trials each process trains at once, as one batched model (1: one at a time; at most {MAX_PACK}; "
-        f"{AUTO_PACK}: for each pack, the size measured to pay on this machine; default {DEFAULT_PACK}); "
-        "a search packs only around the structures of its best trials, and explores alone",
-    )
-
-
-def worker_count(text: str) -> int:
-    """1 to MAX_WORKERS processes: 1 runs the study in this process alone; 0 would run no worker at all."""
-    return positive_int(text, high=MAX_WORKERS)
-
-
-def add_timeout_option(parser) -> None:
-    parser.add_argument(
-        "--timeout",
-        type=duration,
-        help="stop starting trials after this wall-clock time (90m, 2h, 45s); the same command resumes",
-    )
+    add_options(parser, [RUN["workers"], RUN["pack"], RUN["timeout"]])
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="dataset root in torchvision's layout (default: $ARCHSEARCH_DATA or ./data)")
-    add_config_options(parser, DATA_OPTIONS)
-
-
-def add_config_options(parser: argparse.ArgumentParser, options: Sequence[ConfigOption]) -> None:
-    for option in options:
-        parser.add_argument(option.flag, dest=option.dest, type=option.type, choices=option.choices, help=option.help)
+    add_options(parser, [RUN["data_dir"], *DATA_OPTIONS])
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
 
 
-def given_settings(args: argparse.Namespace, options: Sequence[ConfigOption]) -> dict:
-    """The settings flags given on the command line, as the API's keyword arguments."""
-    return {option.dest: getattr(args, option.dest) for option in options if getattr(args, option.dest) is not None}
-
-
-def run_options(args: argparse.Namespace) -> dict:
-    """How `search` and `grid` run (study, storage, workers, pack, timeout, device, data), as API keywords."""
-    names = ("study", "storage", "workers", "pack", "timeout", "device", "data_dir")
-    return {name: getattr(args, name) for name in names}
+def given(args: argparse.Namespace, options: Sequence[Option]) -> dict[str, Any]:
+    """The options of `options` as the API's keyword arguments: a study's setting only where its flag was given."""
+    return {
+        option.name: getattr(args, option.name)
+        for option in options
+        if not (option.stored and getattr(args, option.name) is None)
+    }
 
 
 def formats(text: str) -> list[str]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 
 from search import api
-from search.api.args import storage, study_name
 from search.api.outputs import FORMATS, PNG_HINT
-from search.cli.common import STORAGE_HELP, formats
+from search.cli.common import add_storage_options, formats
 
 HELP = (
     "write a study's plots (k-sweep for a grid study; Optuna's and ours for a search; for a frontier its plot "
@@ -16,8 +15,7 @@ HELP = (
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--study", type=study_name, required=True, help="study name")
-    parser.add_argument("--storage", type=storage, help=STORAGE_HELP)
+    add_storage_options(parser, study_required=True, artifacts=False)
     parser.add_argument("--out", help="output folder (default exports/STUDY, the name made safe as a folder name)")
     parser.add_argument("--format", type=formats, default=list(FORMATS), help="html, png or html,png (default)")
 

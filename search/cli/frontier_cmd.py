@@ -6,19 +6,18 @@ import sys
 
 from search import api
 from search.api.args import DEFAULT_FRONTIER_POINTS, budget_spec, positive_int
-from search.api.frontier import DEFAULT_SEEDS, FRONTIER_OPTIONS
-from search.api.options import DATA_OPTIONS
+from search.api.frontier import DEFAULT_FRONTIER, DEFAULT_SEEDS
+from search.api.options import DATA_OPTIONS, FRONTIER_OPTIONS, RUN_OPTIONS
 from search.api.outputs import FORMATS, check_output_folder, default_folder, write_figure
 from search.api.reading import MAX_RETRAIN_SEEDS
 from search.cli.common import (
-    add_config_options,
     add_data_options,
     add_device_option,
+    add_options,
     add_storage_options,
     add_worker_options,
     formats,
-    given_settings,
-    run_options,
+    given,
 )
 from search.errors import printable
 
@@ -47,7 +46,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--out", help="folder for the frontier's plot (default exports/NAME)")
     parser.add_argument("--format", type=formats, default=list(FORMATS), help="html, png or html,png (default)")
-    add_config_options(parser, FRONTIER_OPTIONS)
+    add_options(parser, FRONTIER_OPTIONS)
     add_storage_options(parser)
     add_worker_options(parser)
     add_device_option(parser)
@@ -55,19 +54,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    options = run_options(args)
-    name = options.pop("study") or "frontier"
-    out = args.out or default_folder(name)
+    out = args.out or default_folder(args.study or DEFAULT_FRONTIER)
     check_output_folder(out)
     done = api.frontier(
         args.config,
-        name=name,
         budgets=args.budgets,
         seeds=args.seeds,
-        artifacts=args.artifacts,
         warm_start=args.warm_start,
-        **options,
-        **given_settings(args, (*FRONTIER_OPTIONS, *DATA_OPTIONS)),
+        **given(args, (*RUN_OPTIONS, *FRONTIER_OPTIONS, *DATA_OPTIONS)),
     )
     print_table(done.name, done.rows)
     written, problem = write_figure(done.plot, out, args.format)

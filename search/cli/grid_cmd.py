@@ -3,39 +3,27 @@
 from __future__ import annotations
 
 from search import api
-from search.api.args import storage, study_name
-from search.api.options import DATA_OPTIONS, GRID_OPTIONS
-from search.cli.common import (
-    STORAGE_HELP,
-    add_config_options,
-    add_data_options,
-    add_device_option,
-    add_worker_options,
-    given_settings,
-    run_options,
-)
+from search.api.options import DATA_OPTIONS, GRID_OPTIONS, GRID_RUN_OPTIONS, RUN
+from search.cli.common import add_data_options, add_device_option, add_options, add_worker_options, given
 
 HELP = "train the uniform net (k, m_P(k)) once at every (budget, depth, seed) of a grid (resumable)"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", help="grid file (TOML) or preset name, e.g. ksweep; flags override it")
-    add_config_options(parser, GRID_OPTIONS)
-    parser.add_argument(
-        "--study", type=study_name, help="study name (default: the grid file's, else ksweep); resumes if it exists"
+    add_options(parser, GRID_OPTIONS)
+    add_options(
+        parser,
+        [RUN["study"], RUN["storage"]],
+        study="study name (default: the grid file's, else ksweep); resumes if it exists",
     )
-    parser.add_argument("--storage", type=storage, help=STORAGE_HELP)
     add_worker_options(parser)
     add_device_option(parser)
     add_data_options(parser)
 
 
 def run(args) -> int:
-    done = api.grid(
-        args.config,
-        **run_options(args),
-        **given_settings(args, (*GRID_OPTIONS, *DATA_OPTIONS)),
-    )
+    done = api.grid(args.config, **given(args, (*GRID_RUN_OPTIONS, *GRID_OPTIONS, *DATA_OPTIONS)))
     if not done.stopped_at_timeout:
         print_table(done.rows, done.baseline, done.seeds)
     return 0

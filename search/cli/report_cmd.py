@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from search import api
-from search.api.args import epoch_count, seed_list, storage
+from search.api.args import epoch_count, seed_list
+from search.api.options import RUN
 from search.api.reading import HOW_TO_MEASURE, INIT_FILE
-from search.cli.common import STORAGE_HELP, add_data_options, add_device_option
+from search.cli.common import add_data_options, add_device_option, add_options
 
 HELP = "write report.html: the answers to the original study's questions, from all studies in the storage"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--storage", type=storage, help=STORAGE_HELP)
+    add_options(parser, [RUN["storage"]])
     parser.add_argument("--out", default="report", help="output folder (default report/)")
     parser.add_argument(
         "--init-json",

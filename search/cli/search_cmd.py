@@ -6,15 +6,14 @@ import shlex
 
 from search import api
 from search.api.handover import flag
-from search.api.options import DATA_OPTIONS, SEARCH_OPTIONS
+from search.api.options import DATA_OPTIONS, RUN_OPTIONS, SEARCH_OPTIONS
 from search.cli.common import (
-    add_config_options,
     add_data_options,
     add_device_option,
+    add_options,
     add_storage_options,
     add_worker_options,
-    given_settings,
-    run_options,
+    given,
 )
 
 HELP = "search layer-width profiles and hyperparameters under a parameter budget (resumable)"
@@ -22,7 +21,7 @@ HELP = "search layer-width profiles and hyperparameters under a parameter budget
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", help="study file (TOML) or preset name, e.g. profiles-50k; flags override it")
-    add_config_options(parser, SEARCH_OPTIONS)
+    add_options(parser, SEARCH_OPTIONS)
     add_storage_options(parser)
     add_worker_options(parser)
     add_device_option(parser)
@@ -30,12 +29,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    done = api.search(
-        args.config,
-        artifacts=args.artifacts,
-        **run_options(args),
-        **given_settings(args, (*SEARCH_OPTIONS, *DATA_OPTIONS)),
-    )
+    done = api.search(args.config, **given(args, (*RUN_OPTIONS, *SEARCH_OPTIONS, *DATA_OPTIONS)))
     if done.stopped_at_timeout:
         return 0
     if done.best is None:  # every trial was pruned (diverged, or too far from the budget): say why, not "resume"

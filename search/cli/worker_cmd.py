@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from search import api
 from search.api.args import seed, trial_count
-from search.cli.common import (
-    add_data_options,
-    add_device_option,
-    add_pack_option,
-    add_storage_options,
-    add_timeout_option,
-)
+from search.api.options import RUN
+from search.cli.common import add_data_options, add_device_option, add_options, add_storage_options
 
 HELP = "join an existing search or grid study and run trials until it has its number of trials"
 
@@ -20,8 +15,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--trials", type=trial_count, help="finished trials wanted (default: the study's own)")
     parser.add_argument("--worker-index", type=seed, default=0, help="varies the sampler seed per worker")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no per-trial lines")
-    add_pack_option(parser)
-    add_timeout_option(parser)
+    add_options(parser, [RUN["pack"], RUN["timeout"]])
     add_device_option(parser)
     add_data_options(parser)
 

@@ -13,7 +13,8 @@ from search.checks import check_choice, check_float, check_int
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
-DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_DEVICE = "auto"  # the first GPU torch sees, else the CPU
+DEVICES = (DEFAULT_DEVICE, "cpu", "cuda")
 MAX_EPOCHS = 10_000  # the studies train 10 to 150 epochs
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds from 0 to 2**32 - 1
 MAX_BATCH_SIZE = 1_000_000  # above any split (MNIST's has 60,000 images); 0 asks for the full batch
@@ -46,7 +47,7 @@ class TrainConfig:
     schedule: str = "constant"
     activation: str = "tanh"
     seed: int = 0
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, 1, MAX_EPOCHS)

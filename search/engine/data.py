@@ -26,6 +26,9 @@ RAW_FILES = {
 DEFAULT_ROOT = "./data"
 IMAGE_SIDE = math.isqrt(INPUTS)
 IDX_UNSIGNED_BYTE = 0x08
+# A pixel byte p is the input p / PIXEL_LEVELS - PIXEL_OFFSET: 0 to 255 become -0.5 to 0.5.
+PIXEL_LEVELS = 255
+PIXEL_OFFSET = 0.5
 IDX_DIMS = {"images": 3, "labels": 1}  # (N, 28, 28) and (N,); the IDX magic is 0x0800 + this
 
 
@@ -221,7 +224,12 @@ def _rows(images: np.ndarray, labels: np.ndarray, index: torch.Tensor, device: t
     what it keeps."""
     x = torch.from_numpy(images.reshape(len(images), -1))[index]
     y = torch.from_numpy(labels.astype(np.int64))[index]
-    return Split(x.to(device=device, dtype=torch.float32).div_(255.0).sub_(0.5), y.to(device))
+    return Split(scaled_pixels(x.to(device=device, dtype=torch.float32)), y.to(device))
+
+
+def scaled_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """Float pixel bytes p, in place, as the inputs every model here trains on: p / 255 - 0.5."""
+    return pixels.div_(float(PIXEL_LEVELS)).sub_(PIXEL_OFFSET)
 
 
 @functools.lru_cache(maxsize=8)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.mlp import split_input_dropout
-from search.engine.config import TrainConfig
+from search.engine.config import DEFAULT_DEVICE, TrainConfig
 from search.engine.data import Split
 from search.engine.fused import fused_update
 from search.engine.sparse_rows import FirstLayer, SparseRows
@@ -72,7 +72,7 @@ def resolve_device(name: str, worker: int = 0) -> torch.device:
     On CUDA, worker k of a run's processes (its --worker-index) trains on visible GPU k mod their number, so
     workers spread over a machine's GPUs instead of all landing on the first; one GPU, or worker 0, keeps
     torch's current device."""
-    if name == "auto":
+    if name == DEFAULT_DEVICE:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         asked, instead = (

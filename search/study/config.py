@@ -29,6 +29,7 @@ from search.checks import (
 )
 from search.engine.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED, OPTIMIZERS, SCHEDULES
 from search.errors import UsageError, printable
+from search.study.storage import DEFAULT_GRACE_SECONDS, DEFAULT_HEARTBEAT_SECONDS
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
@@ -128,8 +129,8 @@ class StudyConfig:
     dataset: str = "mnist"
     data_limit: int = 0
     storage: str = DEFAULT_STORAGE
-    heartbeat_seconds: int = 5
-    grace_seconds: int = 20
+    heartbeat_seconds: int = DEFAULT_HEARTBEAT_SECONDS
+    grace_seconds: int = DEFAULT_GRACE_SECONDS
     warm_start: tuple[str, ...] = ()  # stored search studies whose best trials this one tries first
     warm_start_top: int = DEFAULT_WARM_START_TOP
     space: SearchSpace = field(default_factory=SearchSpace)
@@ -156,10 +157,17 @@ class StudyConfig:
             raise UsageError(f"space must be a table of search ranges, got {shown(self.space)}")
 
 
+def check_data_settings(dataset: str | None, data_limit: int | None) -> None:
+    """The data a command trains on; None: not given, the default."""
+    if dataset is not None:
+        check_choice("dataset", dataset, DATASET_NAMES)
+    if data_limit is not None:
+        check_int("data_limit", data_limit, 0, MAX_DATA_LIMIT, "0 uses every sample")
+
+
 def check_run_settings(dataset: str, data_limit: int, heartbeat_seconds: int, grace_seconds: int) -> None:
     """The settings every study kind (search and grid) shares: the data and the heartbeat timing."""
-    check_choice("dataset", dataset, DATASET_NAMES)
-    check_int("data_limit", data_limit, 0, MAX_DATA_LIMIT, "0 uses every sample")
+    check_data_settings(dataset, data_limit)
     check_int("heartbeat_seconds", heartbeat_seconds, 1, MAX_HEARTBEAT_SECONDS)
     check_int("grace_seconds", grace_seconds, 1, MAX_GRACE_SECONDS)
     if grace_seconds <= heartbeat_seconds:

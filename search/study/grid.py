@@ -25,7 +25,7 @@ from models.budget import (
 )
 from models.profiles import UNIFORM
 from search.checks import check_int, check_ints, shown
-from search.engine.config import BASELINE_TRAIN, TrainConfig
+from search.engine.config import BASELINE_TRAIN, DEFAULT_DEVICE, TrainConfig
 from search.errors import UsageError, argument
 from search.study.config import (
     BUDGET_ADVICE,
@@ -38,6 +38,7 @@ from search.study.config import (
     replace,
 )
 from search.study.record import SURPLUS, StudyRecord, write_trial
+from search.study.storage import DEFAULT_GRACE_SECONDS, DEFAULT_HEARTBEAT_SECONDS
 from search.study.workers import FINISHED, Surplus
 
 if TYPE_CHECKING:
@@ -58,8 +59,8 @@ class GridConfig:
     dataset: str = "mnist"
     data_limit: int = 0
     storage: str = DEFAULT_STORAGE
-    heartbeat_seconds: int = 5
-    grace_seconds: int = 20
+    heartbeat_seconds: int = DEFAULT_HEARTBEAT_SECONDS
+    grace_seconds: int = DEFAULT_GRACE_SECONDS
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -78,7 +79,7 @@ class GridConfig:
             raise UsageError(f"storage must be a URL, got {shown(self.storage)}")
         if not isinstance(self.train, TrainConfig):
             raise UsageError(f"train must be a table of training settings, got {shown(self.train)}")
-        if self.train.seed != 0 or self.train.device != "auto":
+        if self.train.seed != 0 or self.train.device != DEFAULT_DEVICE:
             raise UsageError(
                 "[train] seed and device are not grid settings: a trial's seed is its grid seed, "
                 f"and {argument('device')} picks the device"

@@ -96,6 +96,9 @@ SCHEMA_ATTEMPTS = 5
 RACES = ("already exists", "UNIQUE constraint failed", "duplicate key value", "database is locked")
 # What a storage raises when it stops working under a running study: Optuna wraps SQLAlchemy's errors.
 STORAGE_FAILURES = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
+# A running trial's heartbeat, and how long one may go unheard before the trial counts as stale and is failed.
+DEFAULT_HEARTBEAT_SECONDS = 5
+DEFAULT_GRACE_SECONDS = 20
 
 
 _calls_within: Callable[[], AbstractContextManager] = contextlib.nullcontext
@@ -153,7 +156,11 @@ class _JournalStorage(JournalStorage):
 
 
 def open_storage(
-    url: str, heartbeat_seconds: int = 5, grace_seconds: int = 20, must_exist: bool = False, read_only: bool = False
+    url: str,
+    heartbeat_seconds: int = DEFAULT_HEARTBEAT_SECONDS,
+    grace_seconds: int = DEFAULT_GRACE_SECONDS,
+    must_exist: bool = False,
+    read_only: bool = False,
 ):
     """Any Optuna storage URL, or `journal:PATH` for a journal file; errors become one line.
 

@@ -6,8 +6,8 @@ import weakref
 
 import torch
 
-PIXEL_LEVELS = 255  # search/engine/data.py loads a pixel p as p / 255 - 0.5
-PIXEL_OFFSET = 0.5
+from search.engine.data import PIXEL_LEVELS, PIXEL_OFFSET, scaled_pixels
+
 CHECK_ROWS = 4096
 
 _pixel_cache: tuple[weakref.ref, int, torch.Tensor | None] | None = None
@@ -38,7 +38,7 @@ def pixel_bytes(x: torch.Tensor) -> torch.Tensor | None:
 
 def scale_pixels(pixels: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """p / 255 - 0.5 into `out`, by the same float ops as search/engine/data.py."""
-    return out.copy_(pixels).div_(float(PIXEL_LEVELS)).sub_(PIXEL_OFFSET)
+    return scaled_pixels(out.copy_(pixels))
 
 
 def center_pixels(pixels: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
