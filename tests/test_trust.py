@@ -27,7 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from search.study.lifecycle import create_study
-from search.study.record import TrialRecord
+from search.study.record import TrialRecord, write_study
 from search.study.storage import open_storage
 from search.study.workers import owner_is_gone
 from tests.conftest import (
@@ -261,7 +261,7 @@ def test_a_kill_during_creation_leaves_a_study_the_next_run_completes(tmp_path, 
 def test_a_half_made_study_of_another_kind_is_refused_in_one_line(tmp_path, mnist_root):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     storage = open_storage(url)
-    optuna.create_study(study_name="half", storage=storage).set_user_attr("kind", "grid")
+    write_study(optuna.create_study(study_name="half", storage=storage), kind="grid")
     result = archsearch("search", "--study", "half", "--storage", url, "--trials", "1", "--epochs", "1", *QUICK,
                         env=command_env(mnist_root), cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2
