@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import _thread
-import gc
 import gzip
 import io
 import logging
@@ -149,6 +148,7 @@ def in_process(args, env: dict, cwd: Path | None, timeout: float) -> subprocess.
         previous_streams = [handler.stream for handler in optuna_streams]
         for handler in optuna_streams:
             handler.setStream(stderr)
+        engines_before = _sqlite_engines()
         os.environ.update(env)
         if env.get("OMP_NUM_THREADS"):
             torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
@@ -184,7 +184,7 @@ def in_process(args, env: dict, cwd: Path | None, timeout: float) -> subprocess.
                 handler.setStream(stream)
             optuna.logging.set_verbosity(verbosity)
             torch.set_num_threads(threads)
-            _as_at_exit(args, env)
+            _as_at_exit(args, env, engines_before)
     if timed_out.is_set():
         raise subprocess.TimeoutExpired([str(ENTRY_POINT), *args], timeout)
     return subprocess.CompletedProcess(
@@ -197,17 +197,25 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
-def _as_at_exit(args, env: dict) -> None:
-    """What the end of a command's process would do for the next command: connections closed (SQLite folds
-    its -wal back), and data of any folder but the real MNIST (read-only here) read again next time: a
-    command given another folder (in its environment, by --data-dir or a study file) forgets the data read."""
-    from search.engine import data
-    from search.study import storage
+def _sqlite_engines() -> set:
+    """The SQLite engines this process has opened and keeps for its exit hook (private to the storage module:
+    without it, none are known and none are closed)."""
+    try:
+        from search.study import storage
+    except ImportError:
+        return set()
+    return set(getattr(storage, "_engines_to_close", ()))
 
-    gc.collect()
-    close_engines = getattr(storage, "_close_engines", None)  # private: the storage's own exit hook
-    if close_engines is not None:
-        close_engines()
+
+def _as_at_exit(args, env: dict, engines_before: set) -> None:
+    """What the end of a command's process would do for the next command: the connections it opened closed
+    (SQLite folds its -wal back; the test's own stay open, as they would), and data of any folder but the
+    real MNIST (read-only here) read again next time: a command given another folder (in its environment,
+    by --data-dir or a study file) forgets the data read."""
+    from search.engine import data
+
+    for engine in _sqlite_engines() - engines_before:
+        engine.dispose()
     real = real_data_root()
     folder = env.get("ARCHSEARCH_DATA") or os.environ.get("ARCHSEARCH_DATA")  # os.environ is the test's again
     elsewhere = not folder or real is None or Path(folder) != real
