@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import _thread
 import gzip
+import io
+import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import search.api  # noqa: F401  what the CLI imports first, with the warning filters that importing it sets
 from tests.forked_cli import ForkedProcess, Server
 
 REPO = Path(__file__).resolve().parents[1]
+PYTEST_WARNING_FILTERS = {("always", None, DeprecationWarning, None), ("always", None, PendingDeprecationWarning, None)}
+# A command's process has Python's filters and those its imports add (conftest is loaded under pytest's own).
+COMMAND_WARNING_FILTERS = [f for f in warnings.filters if f[:4] not in PYTEST_WARNING_FILTERS]
 ENTRY_POINT = Path(sys.executable).with_name("archsearch")
 
 
@@ -71,20 +81,148 @@ def tiny_mnist(tmp_path_factory) -> Path:
 
 _forked_cli: Server | None = None
 _forked_cli_lock = threading.Lock()
+_in_process_lock = threading.Lock()  # one in-process command at a time: they share os.environ, cwd and streams
 
 
-def archsearch(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 900):
-    """Run a command as a user would, in a process of its own, and return its CompletedProcess.
+def command_env(data_root: Path, **extra: str) -> dict[str, str]:
+    """What a test's command adds to the environment: its data folder, and one torch thread (the test
+    process's share of the cores), as each test process gets from pytest_configure."""
+    return {"ARCHSEARCH_DATA": str(data_root), "OMP_NUM_THREADS": "1", **extra}
 
-    The process is forked from one that has imported the CLI and torch already (tests/forked_cli.py) and
-    calls what the console script calls. A command given a PYTHONPATH (a test's sitecustomize.py, which
-    runs as an interpreter starts) runs the console script itself, as do tests about the script."""
+
+def archsearch(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 900, process: bool = False
+) -> subprocess.CompletedProcess:
+    """Run a command as a user would and return its CompletedProcess (status, stdout, stderr).
+
+    By default the command runs in this process: `search.cli.main(argv)`, what the console script calls,
+    with this environment, folder, argv and streams, all restored afterwards (see `in_process`). A process
+    of its own is kept for what needs one: `process=True` (a test about the process itself), a call from
+    another thread than the main one (only the main thread may set signal handlers), and a command given a
+    PYTHONPATH (a test's sitecustomize.py, which runs as an interpreter starts), which runs the console
+    script itself. Other processes are forked from one that imported the CLI and torch already
+    (tests/forked_cli.py)."""
     full_env = {**os.environ, **(env or {})}
     if env and "PYTHONPATH" in env:
         return subprocess.run(
             [str(ENTRY_POINT), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
         )
-    return forked_cli().run(args, full_env, cwd, timeout)
+    if process or threading.current_thread() is not threading.main_thread():
+        return forked_cli().run(args, full_env, cwd, timeout)
+    return in_process(args, env or {}, cwd, timeout)
+
+
+def in_process(args, env: dict, cwd: Path | None, timeout: float) -> subprocess.CompletedProcess:
+    """`main(argv)` as the console script runs it, its state put back afterwards: environment variables, the
+    working folder, sys.argv and the standard streams (stdout strict UTF-8, as under a UTF-8 locale), Ctrl-C's
+    and SIGTERM's handlers, warning filters, torch's thread count (from OMP_NUM_THREADS, as a fresh process
+    reads it), Optuna's verbosity and where its log lines go (the command's stderr). What a process's exit
+    does is done too: the SQLite engines it opened are closed (folding their -wal back) and data read from
+    a folder other than the real MNIST is forgotten, so a later command reads that folder afresh. `timeout`
+    is a hang guard: SIGTERM's handler runs (the command stops as on SIGTERM), then TimeoutExpired."""
+    import optuna
+    import torch
+
+    from search.cli import main
+
+    out, err = io.BytesIO(), io.BytesIO()
+    stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+    stderr = io.TextIOWrapper(err, encoding="utf-8", errors="backslashreplace", write_through=True)
+    timed_out, running = threading.Event(), [True]
+    guard_lock = threading.Lock()
+
+    def guard() -> None:  # the hang guard signals only while main() runs
+        with guard_lock:
+            if running[0]:
+                timed_out.set()
+                _thread.interrupt_main(signal.SIGTERM)
+
+    with _in_process_lock, warnings.catch_warnings():  # not pytest's filters: a warning goes to stderr, as it would
+        warnings.filters[:] = COMMAND_WARNING_FILTERS
+        warnings.showwarning = _print_warning
+        saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+        saved_streams = sys.stdout, sys.stderr, sys.stdin
+        handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        threads, verbosity = torch.get_num_threads(), optuna.logging.get_verbosity()
+        optuna_streams = [h for h in logging.getLogger("optuna").handlers if isinstance(h, logging.StreamHandler)]
+        previous_streams = [handler.stream for handler in optuna_streams]
+        for handler in optuna_streams:
+            handler.setStream(stderr)
+        engines_before = _sqlite_engines()
+        os.environ.update(env)
+        if env.get("OMP_NUM_THREADS"):
+            torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+        timer = threading.Timer(timeout, guard)
+        timer.daemon = True
+        try:
+            if cwd is not None:
+                os.chdir(cwd)
+            sys.argv = [str(ENTRY_POINT), *args]
+            sys.stdout, sys.stderr, sys.stdin = stdout, stderr, io.StringIO()
+            timer.start()
+            try:
+                status = main(list(args))
+            except SystemExit as stop:
+                status = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+                if not isinstance(stop.code, int | None):
+                    print(stop.code, file=sys.stderr)
+            except BaseException:  # what the interpreter prints for an exception nothing caught
+                traceback.print_exc()
+                status = 1
+        finally:
+            with guard_lock:
+                running[0] = False
+            timer.cancel()
+            sys.stdout, sys.stderr, sys.stdin = saved_streams
+            sys.argv = saved_argv
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            for handler, stream in zip(optuna_streams, previous_streams, strict=True):
+                handler.setStream(stream)
+            optuna.logging.set_verbosity(verbosity)
+            torch.set_num_threads(threads)
+            _as_at_exit(args, env, engines_before)
+    if timed_out.is_set():
+        raise subprocess.TimeoutExpired([str(ENTRY_POINT), *args], timeout)
+    return subprocess.CompletedProcess(
+        [str(ENTRY_POINT), *args], status, out.getvalue().decode("utf-8", "backslashreplace"),
+        err.getvalue().decode("utf-8", "backslashreplace"),
+    )  # fmt: skip
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _sqlite_engines() -> set:
+    """The SQLite engines this process has opened and keeps for its exit hook (private to the storage module:
+    without it, none are known and none are closed)."""
+    try:
+        from search.study import storage
+    except ImportError:
+        return set()
+    return set(getattr(storage, "_engines_to_close", ()))
+
+
+def _as_at_exit(args, env: dict, engines_before: set) -> None:
+    """What the end of a command's process would do for the next command: the connections it opened closed
+    (SQLite folds its -wal back; the test's own stay open, as they would), and data of any folder but the
+    real MNIST (read-only here) read again next time: a command given another folder (in its environment,
+    by --data-dir or a study file) forgets the data read."""
+    from search.engine import data
+
+    for engine in _sqlite_engines() - engines_before:
+        engine.dispose()
+    real = real_data_root()
+    folder = env.get("ARCHSEARCH_DATA") or os.environ.get("ARCHSEARCH_DATA")  # os.environ is the test's again
+    elsewhere = not folder or real is None or Path(folder) != real
+    if elsewhere or any(arg.startswith(("--data-dir", "--config")) for arg in args):
+        for cached in (data.load_data, getattr(data, "_load_arrays", None)):
+            if cached is not None:
+                cached.cache_clear()
 
 
 def start_archsearch(

@@ -1,11 +1,12 @@
 """Run the console script's entry point in fresh processes forked from one that imported it already.
 
-A test that runs `archsearch ...` as a user would pays the interpreter's start and the imports each time:
-about 0.5 s of CPU for a command that reads, 4 s for one that trains (torch takes 2.3, and 1.5 more for the
-torch._dynamo it imports when a command builds its first optimizer). A suite that
-runs about 180 commands on two cores spends minutes of CPU on that. So `tests.conftest.archsearch` sends each
-command to a server (this module run as a script) that imported torch and our packages once, before any
-thread or torch operation started; for each command it forks a child that takes the command's argv,
+Most commands a test runs run in the test process (`tests.conftest.archsearch`). A test that needs the
+command in a process of its own (to signal or kill it: `start_archsearch`; `archsearch(..., process=True)`)
+would pay the interpreter's start and the imports each time: about 0.5 s of CPU for a command that reads,
+4 s for one that trains (torch takes 2.3, and 1.5 more for the torch._dynamo it imports when a command
+builds its first optimizer). So such a command goes to a server (this module run as a script) that
+imported torch and our packages once, before any thread or torch operation started; for each command it
+forks a child that takes the command's argv,
 working folder, environment and standard streams, calls `search.cli.run` (what the console script calls)
 and exits with its status, as the script would. The child is a real process of its own, so a command can
 spawn workers, catch signals and be killed as when run from a shell.

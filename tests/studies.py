@@ -1,5 +1,6 @@
-"""Studies made directly through Optuna, with the attributes archsearch stores, for the results tests:
-no training, so export, report and dashboard tests start at once."""
+"""Studies made directly through Optuna, with the attributes archsearch stores (written through its record
+types, search/study/record.py), for the results tests: no training, so export, report and dashboard tests
+start at once."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from optuna.trial import TrialState, create_trial
 
 from models.budget import count_parameters, width_for_budget
 from models.profiles import profile_widths
+from search.study.record import trial_attrs, write_study
 
 BASELINE = {
     "train_loss": 0.4321,
@@ -42,10 +44,9 @@ def add_grid_study(
 ) -> optuna.Study:
     """A grid study as `archsearch grid` stores it, built directly so these tests stand alone."""
     study = optuna.create_study(study_name=name, storage=url)
-    study.set_user_attr("kind", "grid")
-    study.set_user_attr("config", {"budgets": list(budgets), "depths": list(depths), "seeds": seeds})
+    write_study(study, kind="grid", config={"budgets": list(budgets), "depths": list(depths), "seeds": seeds})
     if baseline is not None:
-        study.set_user_attr("baseline", baseline)
+        write_study(study, baseline=baseline)
     distributions = {
         "budget": CategoricalDistribution(budgets),
         "depth": CategoricalDistribution(depths),
@@ -61,14 +62,14 @@ def add_grid_study(
                         params={"budget": budget, "depth": depth, "seed": seed},
                         distributions=distributions,
                         value=loss,
-                        user_attrs={
-                            "widths": widths,
-                            "params": count_parameters(widths),
-                            "train_loss": loss,
-                            "profile": "uniform",
-                            "seed": seed,
-                            "test_accuracy": 0.9,
-                        },
+                        user_attrs=trial_attrs(
+                            widths=widths,
+                            params=count_parameters(widths),
+                            train_loss=loss,
+                            profile="uniform",
+                            seed=seed,
+                            test_accuracy=0.9,
+                        ),
                     )
                 )
     return study
@@ -88,8 +89,8 @@ SEARCH_TRIALS = [
 def add_search_study(url: str, name: str = "profiles", budget: int = 20_000, trials=SEARCH_TRIALS) -> optuna.Study:
     """A search study as `archsearch search` stores it, with one pruned trial beside the completed ones."""
     study = optuna.create_study(study_name=name, storage=url)
-    study.set_user_attr("kind", "search")
-    study.set_user_attr("config", {"budget": budget, "tolerance": 0.02, "trials": len(trials) + 1, "epochs": 3})
+    config = {"budget": budget, "tolerance": 0.02, "trials": len(trials) + 1, "epochs": 3}
+    write_study(study, kind="search", config=config)
     distributions = {
         "depth": IntDistribution(1, 4),
         "profile": CategoricalDistribution(("uniform", "decreasing", "increasing", "free")),
@@ -117,17 +118,17 @@ def add_search_study(url: str, name: str = "profiles", budget: int = 20_000, tri
                 distributions=distributions,
                 value=loss,
                 intermediate_values=curve,
-                user_attrs={
-                    "profile": profile,
-                    "widths": widths,
-                    "params": count_parameters(widths),
-                    "weight_decay": decay,
-                    "val_loss": loss,
-                    "val_accuracy": 1 - loss / 3,
-                    "test_loss": loss + 0.01,
-                    "test_accuracy": 1 - loss / 3 - 0.005,
-                    "train_config": {"weight_decay": decay, "lr": 1e-3},
-                },
+                user_attrs=trial_attrs(
+                    profile=profile,
+                    widths=widths,
+                    params=count_parameters(widths),
+                    weight_decay=decay,
+                    val_loss=loss,
+                    val_accuracy=1 - loss / 3,
+                    test_loss=loss + 0.01,
+                    test_accuracy=1 - loss / 3 - 0.005,
+                    train_config={"weight_decay": decay, "lr": 1e-3},
+                ),
             )
         )
     study.add_trial(
@@ -136,7 +137,7 @@ def add_search_study(url: str, name: str = "profiles", budget: int = 20_000, tri
             params={**params, "profile": "free"},
             distributions=distributions,
             intermediate_values={1: 0.9},
-            user_attrs={"profile": "free", "pruned_reason": "pruner stopped it at epoch 1"},
+            user_attrs=trial_attrs(profile="free", pruned_reason="pruner stopped it at epoch 1"),
         )
     )
     return study

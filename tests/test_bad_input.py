@@ -19,14 +19,13 @@ import hashlib
 import os
 import re
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pytest
 
-from tests.conftest import archsearch
+from tests.conftest import archsearch, command_env
 
 PG = os.environ.get("ARCHSEARCH_TEST_PG")
 ONE_LINE_ERROR = re.compile(r"^archsearch( [a-z]+)?: error: \S.*$")
@@ -155,7 +154,7 @@ def database_state(folder: Path) -> tuple[str, str | None]:
 def outcomes(tmp_path_factory, mnist_root):
     """One real database with a finished search and a finished grid, then every case against a copy of it."""
     root = tmp_path_factory.mktemp("bad-input")
-    env = {"ARCHSEARCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
+    env = command_env(mnist_root)
     url = f"sqlite:///{root / 'studies.db'}"
     quick = ("--epochs", "1", "--data-limit", "200", "--device", "cpu")
     made = archsearch("search", "--study", "real", "--storage", url, "--trials", "2", "--budget", "20000",
@@ -202,8 +201,7 @@ def outcomes(tmp_path_factory, mnist_root):
         return result, before, database_state(folder)
 
     runnable = [c for c in CASES if PG or not c.postgres]
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        results = dict(zip((c.id for c in runnable), pool.map(run, runnable), strict=True))
+    results = {c.id: run(c) for c in runnable}
     assert database_state(root) == original
     return original, results
 

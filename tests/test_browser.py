@@ -11,6 +11,7 @@ import urllib.request
 import optuna
 import pytest
 
+from search.study.record import write_trial
 from tests.conftest import ENTRY_POINT, archsearch, free_port
 from tests.studies import SEARCH_TRIALS, add_grid_study, add_search_study
 
@@ -121,10 +122,7 @@ def test_dashboard_shows_trials_and_curves_added_while_it_runs(dashboard):
     trial.report(0.75, 1)
     running = {"number": trial.number, "state": "Running", "intermediate_values": [{"step": 1, "value": 0.75}]}
     wait_for(base, number, lambda detail: running.items() <= detail["trials"][-1].items(), "the running trial")
-    trial.set_user_attr("profile", "uniform")
-    trial.set_user_attr("widths", [25])
-    trial.set_user_attr("params", 19_885)
-    trial.set_user_attr("weight_decay", 0.0)
+    write_trial(trial, profile="uniform", widths=(25,), params=19_885, weight_decay=0.0)
     study.tell(trial, 0.19)
 
     def refreshed(detail: dict) -> bool:

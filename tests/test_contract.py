@@ -778,7 +778,8 @@ def test_sigterm_while_optuna_records_a_trial(world, monkeypatch):
         return record(*args, **kwargs)
 
     monkeypatch.setattr(_optimize, "_tell_with_warning", sigterm_then_record)
-    outcome = run_case(world, ["search", *BASE["search"], "--study", "n", "--trials", "3"])
+    # Only a hang stops it otherwise: CASE_SECONDS' SIGTERM could land first on a busy machine, before any trial.
+    outcome = run_case(world, ["search", *BASE["search"], "--study", "n", "--trials", "3"], seconds=HANG_GUARD_SECONDS)
     assert sent, ("no trial was recorded", outcome.status, last_line(outcome.stderr))
     check(world, outcome)
     assert outcome.status == 143, (outcome.status, last_line(outcome.stderr))

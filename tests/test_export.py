@@ -5,6 +5,7 @@ import optuna
 import pytest
 
 from models.budget import width_for_budget
+from search.study.record import write_study
 from tests.conftest import archsearch
 from tests.studies import BASELINE, SEARCH_PLOTS, SEARCH_TRIALS, add_grid_study, add_search_study, grid_loss
 
@@ -133,7 +134,7 @@ def test_bad_input_is_one_line_and_writes_nothing(storage, tmp_path, args, messa
 def test_empty_grid_study_has_nothing_to_export(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     empty = optuna.create_study(study_name="empty", storage=url)
-    empty.set_user_attr("kind", "grid")
+    write_study(empty, kind="grid")
     result = archsearch("export", "--study", "empty", "--storage", url, "--out", str(tmp_path / "out"))
     assert (
         result.returncode == 2 and "nothing to export" in result.stderr and "no completed grid trials" in result.stderr

@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from search.study.storage import open_storage
-from tests.conftest import archsearch, children_of, start_archsearch, wait_for
+from tests.conftest import archsearch, children_of, command_env, start_archsearch, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 EPOCHS = 10
@@ -41,10 +41,6 @@ def write_study(
 SLOW_SPACE = 'batch_sizes = [16]\noptimizers = ["adam"]\nschedules = ["constant"]'
 # With depth 1, one structure (search/study/packs.py is_proven): every trial after the first joins a pack.
 ONE_STRUCTURE = SLOW_SPACE + '\nprofiles = ["uniform"]\nactivations = ["tanh"]'
-
-
-def env_for(mnist_root: Path) -> dict[str, str]:
-    return {**os.environ, "ARCHSEARCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
 
 
 def trials_of(folder: Path, name: str) -> list[FrozenTrial]:
@@ -77,7 +73,7 @@ def test_killed_worker_trial_is_failed_retried_and_nothing_is_lost(tmp_path, mni
     err_path = tmp_path / "err"
     search = start_archsearch(
         "search", "--config", str(config), "--workers", "2", "--device", "cpu",
-        env=env_for(mnist_root), cwd=tmp_path, stdout=tmp_path / "out", stderr=err_path,
+        env=command_env(mnist_root), cwd=tmp_path, stdout=tmp_path / "out", stderr=err_path,
     )  # fmt: skip
     try:
         # Both processes (the search and its one spawned worker) are in the middle of a trial.
@@ -106,7 +102,7 @@ def test_ctrl_c_marks_running_trials_failed_and_says_how_to_resume(tmp_path, mni
     err_path = tmp_path / "err"
     search = start_archsearch(
         "search", "--config", str(config), "--workers", "2", "--device", "cpu",
-        env=env_for(mnist_root), cwd=tmp_path, stderr=err_path, new_session=True,
+        env=command_env(mnist_root), cwd=tmp_path, stderr=err_path, new_session=True,
     )  # fmt: skip
     try:
         wait_for(lambda: mid_trial(tmp_path) == 2, search, err_path)
@@ -128,7 +124,7 @@ def test_ctrl_c_marks_running_trials_failed_and_says_how_to_resume(tmp_path, mni
     # The printed command, as is, finishes the study.
     command = shlex.split(hints[0].split("Resume with: ", 1)[1])
     assert command[:2] == ["archsearch", "search"]
-    resumed = archsearch(*command[1:], env=env_for(mnist_root), cwd=tmp_path)
+    resumed = archsearch(*command[1:], env=command_env(mnist_root), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert sum(t.state in FINISHED for t in trials_of(tmp_path, "stop")) == TRIALS
 
@@ -141,7 +137,7 @@ def test_diverging_trials_are_pruned_with_their_reason(tmp_path, mnist_root, lr,
     # Uniform profiles meet the budget at every depth, so divergence is the only reason to prune here.
     space = f'lr = {lr}\noptimizers = ["sgd"]\nschedules = ["constant"]\nbatch_sizes = [64]\nprofiles = ["uniform"]'
     config = write_study(tmp_path, "boom", trials=8, epochs=1, data_limit=300, space=space)
-    result = archsearch("search", "--config", str(config), "--device", "cpu", env=env_for(mnist_root), cwd=tmp_path)
+    result = archsearch("search", "--config", str(config), "--device", "cpu", env=command_env(mnist_root), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     trials = trials_of(tmp_path, "boom")
@@ -166,7 +162,7 @@ def test_a_pack_killed_mid_training_loses_only_its_trials_and_resumes_to_exactly
     config = write_study(tmp_path, "pack", trials=6, epochs=EPOCHS, data_limit=5_000, space=ONE_STRUCTURE, max_depth=1)
     command = ["search", "--config", str(config), "--pack", "4", "--device", "cpu"]
     err_path = tmp_path / "err"
-    search = start_archsearch(*command, env=env_for(mnist_root), cwd=tmp_path, stderr=err_path)
+    search = start_archsearch(*command, env=command_env(mnist_root), cwd=tmp_path, stderr=err_path)
     try:
         wait_for(lambda: mid_trial(tmp_path) == 4, search, err_path)  # the whole pack, part-way
         search.send_signal(signal.SIGKILL)
@@ -175,7 +171,7 @@ def test_a_pack_killed_mid_training_loses_only_its_trials_and_resumes_to_exactly
         search.kill()
     killed = [t.number for t in trials_of(tmp_path, "pack") if t.state == TrialState.RUNNING]
     assert len(killed) == 4
-    resumed = archsearch(*command, env=env_for(mnist_root), cwd=tmp_path, timeout=600)
+    resumed = archsearch(*command, env=command_env(mnist_root), cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert "Traceback" not in resumed.stderr
     trials = trials_of(tmp_path, "pack")

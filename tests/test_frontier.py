@@ -18,19 +18,15 @@ from search import api
 from search.results.frontier_plot import LITERATURE, frontier_plot
 from search.results.plots import Plot, Skipped
 from search.results.tables import FrontierRow, Retrained
-from tests.conftest import archsearch, start_archsearch, stored_states
+from tests.conftest import archsearch, command_env, start_archsearch, stored_states
 
 TINY = ("--budgets", "10000:40000:3", "--trials", "3", "--epochs", "1", "--max-depth", "2", "--seeds", "2",
         "--data-limit", "2000", "--device", "cpu")  # fmt: skip
 
 
-def _env(mnist_root) -> dict:
-    return {"ARCHSEARCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
-
-
 def test_a_frontier_over_three_budgets_has_one_retrained_winner_within_each_budget(tmp_path, mnist_root):
     url = f"sqlite:///{tmp_path / 'f.db'}"
-    done = archsearch("frontier", "--study", "f", "--storage", url, *TINY, env=_env(mnist_root), cwd=tmp_path)
+    done = archsearch("frontier", "--study", "f", "--storage", url, *TINY, env=command_env(mnist_root), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     frontier = api.frontier_of("f", storage=url)
     assert [row.budget for row in frontier.rows] == [10_000, 20_000, 40_000]
@@ -53,7 +49,7 @@ def test_a_frontier_resumes_to_its_trials_after_sigkill(tmp_path, mnist_root):
     url = f"sqlite:///{tmp_path / 'k.db'}"
     longer = [*TINY[: TINY.index("--epochs") + 1], "4", *TINY[TINY.index("--epochs") + 2 :]]  # a wider window
     argv = ["frontier", "--study", "k", "--storage", url, *longer]
-    env = {**os.environ, **_env(mnist_root)}
+    env = {**os.environ, **command_env(mnist_root)}
     first = start_archsearch(*argv, env=env, cwd=tmp_path)
     deadline = time.monotonic() + 600  # a hang guard: the second budget's first trial starts long before
     while TrialState.RUNNING not in _states(url, "k@20000"):
@@ -139,7 +135,7 @@ def test_a_frontier_without_a_retrained_winner_has_no_plot_yet():
 
 def test_best_retrains_with_several_seeds_and_reports_mean_and_spread(tmp_path, mnist_root):
     url = f"sqlite:///{tmp_path / 's.db'}"
-    env = _env(mnist_root)
+    env = command_env(mnist_root)
     quick = ("--epochs", "1", "--data-limit", "1000", "--device", "cpu")
     made = archsearch("search", "--study", "s", "--storage", url, "--trials", "2", "--budget", "20000",
                       "--max-depth", "2", *quick, env=env, cwd=tmp_path)  # fmt: skip

@@ -30,7 +30,7 @@ from search.study.grid import (
 from search.study.lifecycle import create_study
 from search.study.storage import open_storage
 from search.study.workers import FINISHED, run_until
-from tests.conftest import ENTRY_POINT, REPO, archsearch, start_archsearch
+from tests.conftest import ENTRY_POINT, REPO, archsearch, command_env, start_archsearch
 
 GRID = ("--budgets", "1000,2000", "--depths", "1,2", "--seeds", "2")
 FULL = sorted(GridPoint(b, d, s) for b in (1000, 2000) for d in (1, 2) for s in (0, 1))
@@ -40,7 +40,7 @@ QUICK = ("--epochs", "1", "--data-limit", "300", "--device", "cpu")
 
 @pytest.fixture()
 def env(mnist_root: Path) -> dict[str, str]:
-    return {"ARCHSEARCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return command_env(mnist_root, PYTHONUNBUFFERED="1")
 
 
 def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, archsearch
+from tests.conftest import REPO, archsearch, command_env
 
 # Lower layers first; a module may import its own layer and any earlier one, never a later one.
 LAYERS = [
@@ -139,7 +139,7 @@ def test_pure_modules_load_neither():
 def small_storage(tmp_path_factory, mnist_root) -> str:
     folder = tmp_path_factory.mktemp("layers")
     url = f"sqlite:///{folder / 'studies.db'}"
-    env = {"ARCHSEARCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
+    env = command_env(mnist_root)
     quick = ("--epochs", "1", "--data-limit", "200", "--device", "cpu")
     made = archsearch("search", "--study", "s", "--storage", url, "--trials", "2", "--budget", "20000",
                       "--max-depth", "2", *quick, env=env, cwd=folder)  # fmt: skip

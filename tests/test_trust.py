@@ -27,18 +27,22 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from search.study.lifecycle import create_study
-from search.study.record import TrialRecord
+from search.study.record import TrialRecord, write_study
 from search.study.storage import open_storage
 from search.study.workers import owner_is_gone
-from tests.conftest import ENTRY_POINT, archsearch, children_of, free_port, start_archsearch, wait_for
+from tests.conftest import (
+    ENTRY_POINT,
+    archsearch,
+    children_of,
+    command_env,
+    free_port,
+    start_archsearch,
+    wait_for,
+)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PG = os.environ.get("ARCHSEARCH_TEST_PG")
 QUICK = ("--budget", "20000", "--max-depth", "2", "--data-limit", "2000", "--device", "cpu")
-
-
-def env_for(data_root: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "ARCHSEARCH_DATA": str(data_root), "OMP_NUM_THREADS": "1", **extra}
 
 
 def study_file(folder: Path, name: str, storage: str, trials: int, epochs: int, slow: bool = False) -> Path:
@@ -101,7 +105,7 @@ def test_a_database_password_is_found_nowhere(tmp_path, mnist_root, pg_schema_ur
         ).render_as_string(hide_password=False)  # fmt: skip
         assert secret in url and f":{secret}@" not in url
     name = f"secret-{uuid.uuid4().hex[:8]}"
-    env = env_for(mnist_root)
+    env = {**os.environ, **command_env(mnist_root)}
     seen: list[str] = []
     search = subprocess.Popen(
         [str(ENTRY_POINT), "search", "--study", name, "--storage", url, "--workers", "2", "--trials", "40",
@@ -191,8 +195,8 @@ def test_resume_hint_is_quoted_and_printed_once(tmp_path, mnist_root):
     search = subprocess.Popen(
         [str(ENTRY_POINT), "search", "--study", name, "--storage", url, "--workers", "2", "--trials", "20",
          "--epochs", "20", *QUICK],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env_for(mnist_root), cwd=tmp_path,
-        start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **command_env(mnist_root)},
+        cwd=tmp_path, start_new_session=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 240
@@ -242,12 +246,12 @@ def test_a_kill_during_creation_leaves_a_study_the_next_run_completes(tmp_path, 
     else:
         args = ("grid", "--study", "half", "--storage", url, "--budgets", "5000", "--depths", "1", "--seeds", "2",
                 "--epochs", "1", "--data-limit", "500", "--device", "cpu")  # fmt: skip
-    killed = archsearch(*args, env=env_for(mnist_root, PYTHONPATH=str(hook)), cwd=tmp_path)
+    killed = archsearch(*args, env=command_env(mnist_root, PYTHONPATH=str(hook)), cwd=tmp_path)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     half = load(url, "half")
     assert "kind" in half.user_attrs and "config" not in half.user_attrs  # the kill struck in between
 
-    resumed = archsearch(*args, env=env_for(mnist_root), cwd=tmp_path)
+    resumed = archsearch(*args, env=command_env(mnist_root), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     study = load(url, "half")
     assert study.user_attrs["kind"] == command and "config" in study.user_attrs
@@ -257,9 +261,9 @@ def test_a_kill_during_creation_leaves_a_study_the_next_run_completes(tmp_path, 
 def test_a_half_made_study_of_another_kind_is_refused_in_one_line(tmp_path, mnist_root):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     storage = open_storage(url)
-    optuna.create_study(study_name="half", storage=storage).set_user_attr("kind", "grid")
+    write_study(optuna.create_study(study_name="half", storage=storage), kind="grid")
     result = archsearch("search", "--study", "half", "--storage", url, "--trials", "1", "--epochs", "1", *QUICK,
-                        env=env_for(mnist_root), cwd=tmp_path)  # fmt: skip
+                        env=command_env(mnist_root), cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "archsearch: error: study 'half' is a grid study, not a search study; choose another --study"
@@ -308,7 +312,7 @@ def test_simultaneous_creations_end_on_one_study(tmp_path):
 def test_journal_resume_after_sigkill_ends_within_the_grace_period(tmp_path, mnist_root):
     url = f"journal:{tmp_path / 'studies.log'}"
     config = study_file(tmp_path, "journal", url, trials=3, epochs=8, slow=True)
-    env = env_for(mnist_root)
+    env = command_env(mnist_root)
     err = tmp_path / "err"
     search = start_archsearch("search", "--config", str(config), "--device", "cpu", env=env, cwd=tmp_path, stderr=err)
     try:
@@ -351,7 +355,7 @@ def test_sigterm_fails_running_trials_stops_workers_and_says_how_to_resume(tmp_p
     err = tmp_path / "err"
     search = start_archsearch(
         "search", "--config", str(config), "--workers", "2", "--device", "cpu",
-        env=env_for(mnist_root), cwd=tmp_path, stderr=err,
+        env=command_env(mnist_root), cwd=tmp_path, stderr=err,
     )  # fmt: skip
     try:
         wait_for(lambda: running_trials(url, "term") >= 2, search, err)
@@ -376,7 +380,7 @@ def test_workers_end_when_their_parent_is_killed(tmp_path, mnist_root):
     err = tmp_path / "err"
     search = start_archsearch(
         "search", "--config", str(config), "--workers", "3", "--device", "cpu",
-        env=env_for(mnist_root), cwd=tmp_path, stderr=err,
+        env=command_env(mnist_root), cwd=tmp_path, stderr=err,
     )  # fmt: skip
     try:
         wait_for(lambda: len(children_of(search.pid)) == 2 and running_trials(url, "orphans") >= 1, search, err)
@@ -398,7 +402,7 @@ def test_timeout_stops_cleanly_and_the_same_command_resumes_to_exactly_n(tmp_pat
     asked = 50
     args = ("search", "--study", "timed", "--storage", url, "--trials", str(asked), "--epochs", "2",
             "--workers", "2", *QUICK)  # fmt: skip
-    first = archsearch(*args, "--timeout", "2s", env=env_for(mnist_root), cwd=tmp_path)
+    first = archsearch(*args, "--timeout", "2s", env=command_env(mnist_root), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     line = next(line for line in first.stdout.splitlines() if line.startswith("stopped at --timeout"))
     done = int(line.split(": ", 1)[1].split(" of ")[0])
@@ -406,7 +410,7 @@ def test_timeout_stops_cleanly_and_the_same_command_resumes_to_exactly_n(tmp_pat
     assert "Resume with: archsearch search --study=timed" in line
     trials = load(url, "timed").get_trials(deepcopy=False)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    resumed = archsearch(*args, env=env_for(mnist_root), cwd=tmp_path)
+    resumed = archsearch(*args, env=command_env(mnist_root), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     states = Counter(t.state for t in load(url, "timed").get_trials(deepcopy=False))
     assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == asked, states
@@ -434,7 +438,7 @@ def fill(folder: Path, leave: int) -> None:
 
 
 def test_a_full_disk_is_one_line_leaves_no_partial_files_and_the_study_resumes(tmp_path, small_disk, mnist_root):
-    env = env_for(mnist_root)
+    env = command_env(mnist_root)
     url = f"sqlite:///{small_disk / 'studies.db'}"
     args = ("search", "--study", "full", "--storage", url, "--trials", "40", "--epochs", "1", *QUICK)
     fill(small_disk, leave=900_000)

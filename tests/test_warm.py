@@ -30,15 +30,11 @@ from search.study.lifecycle import check_settings, stored_form
 from search.study.record import StudyRecord, TrialRecord, trial_attrs, write_study
 from search.study.space import suggest
 from search.study.warm import contains, fitted, plan_warm_start, queue_warm_start, space_distributions
-from tests.conftest import archsearch
+from tests.conftest import archsearch, command_env
 from tests.studies import add_grid_study
 
 ONE_LINE_ERROR = re.compile(r"^archsearch( [a-z]+)?: error: \S.*$")
 TINY = ("--epochs", "1", "--max-depth", "2", "--data-limit", "300", "--device", "cpu")
-
-
-def _env(mnist_root) -> dict:
-    return {"ARCHSEARCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
 
 
 def add_source(url: str, name: str, config: StudyConfig, values, kind: str | None = "search", seed: int = 0):
@@ -220,7 +216,7 @@ def test_contains_reads_the_distributions_public_fields(distribution, value, ins
 
 
 def _search(url: str, study: str, *flags: str, mnist_root, cwd: Path):
-    return archsearch("search", "--study", study, "--storage", url, *TINY, *flags, env=_env(mnist_root), cwd=cwd)
+    return archsearch("search", "--study", study, "--storage", url, *TINY, *flags, env=command_env(mnist_root), cwd=cwd)
 
 
 def test_a_warm_study_at_another_budget_tries_the_sources_best_first_and_never_queues_twice(tmp_path, mnist_root):
@@ -358,7 +354,7 @@ def test_the_frontier_warm_starts_a_budget_from_the_nearest_one_below_that_compl
 
 def _frontier(url: str, name: str, *flags: str, mnist_root, cwd: Path):
     argv = ("frontier", "--study", name, "--storage", url, "--budgets", "10000,20000", "--trials", "2", "--seeds", "1")
-    return archsearch(*argv, *TINY, "--format", "html", *flags, env=_env(mnist_root), cwd=cwd)
+    return archsearch(*argv, *TINY, "--format", "html", *flags, env=command_env(mnist_root), cwd=cwd)
 
 
 def test_the_frontier_warm_starts_each_budget_from_the_ones_below_and_says_so(tmp_path, mnist_root):

@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.study.storage import open_storage
-from tests.conftest import archsearch
+from tests.conftest import archsearch, command_env
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Small and quick: a few hundred images, one epoch; one thread per process on the 2-core machine.
@@ -90,7 +90,7 @@ search.study.objective.train_packed = train_packed
 
 def env_for(mnist_root: Path, slow_trials_in: Path | None = None, workers: int = 1) -> dict[str, str]:
     """The command's environment; with `slow_trials_in`, its `workers` processes train as SLOW_TRIALS says."""
-    env = {"ARCHSEARCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
+    env = command_env(mnist_root)
     if slow_trials_in is not None:
         slow_trials_in.mkdir()
         (slow_trials_in / "sitecustomize.py").write_text(SLOW_TRIALS)
