@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -155,3 +156,63 @@ def test_best_retrains_with_several_seeds_and_reports_mean_and_spread(tmp_path, 
 def test_the_frontier_command_is_listed():
     done = subprocess.run([sys.executable, "-m", "search", "frontier", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--budgets" in done.stdout and "--seeds" in done.stdout
+
+
+# A stopped frontier prints the frontier command that resumes it ----------------------------------------
+
+SMALL = ("--budgets", "10000,20000", "--trials", "3", "--max-depth", "2", "--seeds", "1", "--data-limit", "300",
+         "--device", "cpu")  # fmt: skip
+
+
+def _resumed_as_printed(printed: str, url: str, name: str, epochs: int, env: dict, cwd) -> list[FrontierRow]:
+    """Run the one resume command `printed` says, as a user pastes it, and check that it completed the frontier
+    asked for: each budget exactly its trials, with the settings of the first command, its winner retrained."""
+    (hint,) = [line for line in printed.splitlines() if "Resume with: " in line]
+    words = shlex.split(hint.split("Resume with: ", 1)[1])
+    assert words[:2] == ["archsearch", "frontier"] and f"--storage={url}" in words, words
+    done = archsearch(*words[1:], env=env, cwd=cwd, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = api.frontier_of(name, storage=url).rows
+    assert [row.budget for row in rows] == [10_000, 20_000]
+    for row in rows:
+        states = _states(url, row.study)
+        assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == 3, row.study
+        assert TrialState.RUNNING not in states and row.retrained is not None and len(row.retrained.seeds) == 1
+        stored = optuna.load_study(study_name=row.study, storage=url).user_attrs["config"]
+        assert (stored["epochs"], stored["data_limit"], stored["space"]["max_depth"]) == (epochs, 300, 2)
+    return rows
+
+
+def test_a_frontier_stopped_at_its_timeout_prints_the_frontier_command_that_completes_it(tmp_path, mnist_root):
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    name = "it's t"  # a name that needs quoting
+    env = command_env(mnist_root)
+    argv = ["frontier", "--study", name, "--storage", url, *SMALL, "--epochs", "1", "--no-warm-start"]
+    stopped = archsearch(*argv, "--timeout", "0.000001s", env=env, cwd=tmp_path)  # over before the first budget
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped at --timeout before budget 10000 was searched. Resume with: " in stopped.stdout
+    assert "--no-warm-start" in stopped.stdout and "--timeout" not in stopped.stdout.split("Resume with: ")[1]
+    rows = _resumed_as_printed(stopped.stdout, url, name, 1, env, tmp_path)
+    for row in rows:  # searched cold, as asked: no trial of the second budget was queued from the first
+        assert optuna.load_study(study_name=row.study, storage=url).user_attrs["config"]["warm_start"] == []
+
+
+def test_a_frontier_terminated_in_its_second_budget_prints_the_frontier_command_that_completes_it(tmp_path, mnist_root):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    env = {**os.environ, **command_env(mnist_root)}
+    err = tmp_path / "err"
+    argv = ["frontier", "--study", "s", "--storage", url, *SMALL, "--epochs", "4"]
+    first = start_archsearch(*argv, env=env, cwd=tmp_path, stderr=err)
+    try:
+        deadline = time.monotonic() + 600  # a hang guard: the second budget's first trial starts long before
+        while TrialState.RUNNING not in (_states(url, "s@20000") or []):
+            assert time.monotonic() < deadline and first.poll() is None, err.read_text()
+            time.sleep(0.05)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=300) != 0
+    finally:
+        first.kill()
+    printed = err.read_text()
+    assert "terminated; the running trials were marked failed. Resume with: archsearch frontier " in printed, printed
+    assert "archsearch search" not in printed
+    _resumed_as_printed(printed, url, "s", 4, command_env(mnist_root), tmp_path)

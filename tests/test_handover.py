@@ -151,3 +151,55 @@ def test_a_data_folder_named_like_a_flag_reaches_the_initialization_study(tmp_pa
         storage=url, out=str(tmp_path / "r"), init_study=True, init_epochs=1, seeds=[0], data_dir="-d", data_limit=200
     )
     assert done.init_answered and done.path.is_file()
+
+
+GIVEN_PATHS = PATHS.filter(lambda path: path != "--")  # "--" as a path is refused on the first command line
+
+
+def _frontier_resume_words(argv: list[str], storage: str) -> list[str]:
+    """The printed resume command of `archsearch frontier ARGV`, as the frontier builds it from what the CLI
+    hands the API, split as a shell splits it."""
+    from search.api.frontier import DEFAULT_FRONTIER, frontier_resume
+    from search.api.options import DATA_OPTIONS, FRONTIER_OPTIONS, given_settings
+    from search.cli.common import given as cli_given
+
+    args = build_parser().parse_args(["frontier", *argv])
+    keywords = cli_given(args, (*FRONTIER_OPTIONS, *DATA_OPTIONS))
+    settings = given_settings({o.name: keywords.get(o.name) for o in (*FRONTIER_OPTIONS, *DATA_OPTIONS)},
+                              (*FRONTIER_OPTIONS, *DATA_OPTIONS))  # fmt: skip
+    run = RunOptions(args.study or DEFAULT_FRONTIER, storage, args.workers, args.pack, args.timeout, args.device,
+                     args.data_dir, args.artifacts)  # fmt: skip
+    resume = frontier_resume(args.config, run, args.budgets, args.seeds, args.warm_start, settings)
+    hint = resume_hint(resume, storage)
+    return shlex.split(hint.removeprefix("Resume with: "))
+
+
+@settings(max_examples=100, deadline=None)
+@given(study=NAMES, warm=st.booleans(), config=st.none() | GIVEN_PATHS, data_dir=st.none() | GIVEN_PATHS)
+@example(study="x;touch PWNED;#", warm=False, config="a b.toml", data_dir="-d")
+def test_a_frontier_resume_command_asks_again_for_all_that_was_asked(study, warm, config, data_dir):
+    storage = "sqlite:///a b.db"
+    argv = [f"--study={study}", "--budgets", "266610,100000,636010", "--seeds", "2", "--trials", "16",
+            "--epochs", "5", "--profiles", "uniform,free", "--tolerance", "0.05", "--max-depth", "3",
+            "--sampler", "random", "--pruner", "none", "--seed", "7", "--warm-start-top", "2",
+            "--dataset", "kmnist", "--data-limit", "300", "--workers", "2", "--pack", "auto",
+            "--device", "cpu", "--timeout", "90m", "--artifacts", "my models"]  # fmt: skip
+    argv += [f"--config={config}"] * (config is not None) + [f"--data-dir={data_dir}"] * (data_dir is not None)
+    argv += ["--no-warm-start"] * (not warm)
+    words = _frontier_resume_words(argv, storage)
+    assert words[:2] == ["archsearch", "frontier"]
+    asked = vars(build_parser().parse_args(["frontier", *argv]))
+    again = vars(build_parser().parse_args(words[1:]))
+    asked["storage"] = storage
+    # Everything asked comes back but the timeout, which a resume leaves out as `search`'s does.
+    assert again.pop("timeout") is None
+    assert {k: v for k, v in again.items() if k != "func"} == {
+        k: v for k, v in asked.items() if k not in ("timeout", "func")
+    }
+    assert again["profiles"] == ("uniform", "free") and again["warm_start"] is warm and again["trials"] == 16
+
+
+def test_a_frontier_resume_command_repeats_no_setting_that_was_not_given():
+    words = _frontier_resume_words(["--budgets", "10000:40000:3"], "sqlite:///x.db")
+    assert words == ["archsearch", "frontier", "--study=frontier", "--budgets=10000,20000,40000", "--seeds=3",
+                     "--storage=sqlite:///x.db"]  # fmt: skip

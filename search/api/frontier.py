@@ -31,19 +31,26 @@ import plotly.graph_objects as go
 
 from models.budget import INPUTS, MAX_BUDGET, MIN_BUDGET
 from search.api.calls import api_call, stops_handled
-from search.api.handover import flag, worker_args
+from search.api.handover import flag, resume_flags, setting_flags, worker_args
 from search.api.options import DATA_OPTIONS, DEFAULT_PACK, FRONTIER_OPTIONS, RunOptions, given_settings
 from search.api.reading import MAX_RETRAIN_SEEDS, retrain_trial
-from search.api.running import PackSize, storage_url
+from search.api.running import PackSize, resume_hint, storage_url
 from search.api.studies import run_search, search_config
 from search.checks import check_int, check_ints, shown
 from search.engine.config import DEFAULT_DEVICE
-from search.errors import UsageError
+from search.errors import UsageError, worded
 from search.results.frontier_plot import frontier_plot
 from search.results.plots import Plot, Skipped
 from search.results.tables import BestTrial, FrontierRow, completed, frontier_rows
 from search.study.config import MAX_STUDY_NAME_LENGTH, MAX_TOLERANCE, StudyConfig, check_study_name, to_dict
-from search.study.lifecycle import best_trial, check_new_run, frontier_studies, load_study, member_name
+from search.study.lifecycle import (
+    best_trial,
+    check_new_run,
+    frontier_studies,
+    load_study,
+    member_name,
+    study_names,
+)
 from search.study.record import StudyRecord, write_study
 from search.study.storage import open_storage, public_url
 from search.study.warm import can_warm_start
@@ -141,18 +148,22 @@ def _frontier(
         check_new_run(url, chosen.name, "search", {k: v for k, v in to_dict(chosen).items() if k != "name"})
         if run.workers > 1:
             worker_args(dataclasses.replace(run, study=chosen.name))
+    resume = frontier_resume(config, run, budgets, seeds, warm, given)
     deadline = None if run.timeout is None else time.monotonic() + run.timeout
     stopped = False
     searched: list[str] = []  # the studies of the budgets below the next one, nearest first
     for budget in sorted(budgets):
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
+            if not stopped and not quiet:  # a budget's search that stopped at the timeout said how to resume
+                stop = worded(cli="stopped at --timeout", api="stopped at the timeout")
+                print(f"{stop} before budget {budget} was searched. {resume_hint(resume, url)}")
             stopped = True
             break
         member = member_name(name, budget)
         chosen_settings = {**settings[budget], **_warm_setting(url, member, searched, warm)}
         searched_run = run_search(
-            config, dataclasses.replace(run, study=member, storage=url, timeout=left), quiet, chosen_settings
+            config, dataclasses.replace(run, study=member, storage=url, timeout=left), quiet, chosen_settings, resume
         )
         searched.insert(0, member)
         study = load_study(open_storage(url), searched_run.study)
@@ -162,9 +173,39 @@ def _frontier(
     if not stopped:
         for budget in sorted(budgets):
             _retrain_winner(url, member_name(name, budget), seeds, run.device, run.data_dir, quiet)
-    members = [load_study(open_storage(url, read_only=True), member_name(name, b)) for b in budgets]
+    members = _stored_members(url, name, budgets)
     rows = frontier_rows(members, name)
     return Frontier(name, public_url(url), rows, stopped, frontier_plot(rows, name), budget_studies(rows, members))
+
+
+def _stored_members(url: str, name: str, budgets: Sequence[int]) -> list[optuna.Study]:
+    """The studies of `budgets` stored so far: a frontier stopped at its timeout leaves the budgets it did not
+    reach unwritten (all of them, and the database itself, where it stopped before the first)."""
+    try:
+        storage = open_storage(url, read_only=True)
+    except UsageError:
+        return []  # stopped before the first budget's study was written: nothing is stored yet
+    stored = set(study_names(storage))
+    return [load_study(storage, member_name(name, b)) for b in budgets if member_name(name, b) in stored]
+
+
+def frontier_resume(
+    config: str | None, run: RunOptions, budgets: Sequence[int], seeds: int, warm: bool, given: dict
+) -> list[str]:
+    """The `frontier` command that resumes this one to what it asked for: the budgets whose studies were not
+    created yet take their settings from it, not from storage, so it repeats every setting given, and the
+    folder of saved models (a study that exists remembers its own)."""
+    return [
+        "frontier",
+        flag("--study", run.study),
+        flag("--budgets", ",".join(map(str, sorted(budgets)))),
+        flag("--seeds", seeds),
+        *([flag("--config", config)] if config is not None else []),
+        *([] if warm else ["--no-warm-start"]),
+        *setting_flags(given, (*FRONTIER_OPTIONS, *DATA_OPTIONS)),
+        *resume_flags(run),
+        *([flag("--artifacts", run.artifacts)] if run.artifacts else []),
+    ]
 
 
 def _budget_settings(config: str | None, name: str, url: str, given: dict, budget: int) -> tuple[dict, StudyConfig]:

@@ -9,11 +9,11 @@ in one process. `--flag=value` also keeps a value that starts with "-" (a study 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from search.api.args import non_negative_int
-from search.api.options import HANDED_OPTIONS, RUN, RunOptions
+from search.api.options import HANDED_OPTIONS, RUN, Option, RunOptions
 from search.checks import shown
 from search.errors import UsageError, argument, worded
 
@@ -61,6 +61,17 @@ def resume_flags(run: RunOptions) -> list[str]:
         flag(option.flag, option.text(getattr(run, option.name)))
         for option in (RUN["workers"], RUN["pack"], RUN["data_dir"], RUN["device"])
         if getattr(run, option.name) not in (None, option.default)
+    ]
+
+
+def setting_flags(settings: dict[str, Any], options: Sequence[Option]) -> list[str]:
+    """The `settings` given (by name, None: not given) as the flags that give them again, each value written
+    as its option writes it: for a command whose resume must repeat them (a frontier's budgets not created
+    yet take their settings from the command line, not from storage)."""
+    return [
+        flag(option.flag, option.text(settings[option.name]))
+        for option in options
+        if settings.get(option.name) is not None
     ]
 
 

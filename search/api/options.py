@@ -95,6 +95,11 @@ def name_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def name_list_text(names: str | Sequence[str]) -> str:
+    """Names as `name_list` reads them back (a single name given as a string stays itself)."""
+    return names if isinstance(names, str) else ",".join(names)
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting: the dataclass field it is (`path`, dotted into nested tables: `space.max_depth`,
@@ -194,7 +199,13 @@ SEARCH_OPTIONS = (
     Option(StudyConfig, "tolerance", finite_float, "allowed relative distance to P (default 0.02)"),
     Option(StudyConfig, "trials", whole_number, "finished trials wanted in total (resume counts)"),
     Option(StudyConfig, "epochs", whole_number),
-    Option(StudyConfig, "space.profiles", name_list, f"comma-separated subset of {','.join(PROFILES)}"),
+    Option(
+        StudyConfig,
+        "space.profiles",
+        name_list,
+        f"comma-separated subset of {','.join(PROFILES)}",
+        text=name_list_text,
+    ),
     Option(StudyConfig, "space.max_depth", whole_number),
     Option(StudyConfig, "sampler", choices=SAMPLERS),
     Option(StudyConfig, "pruner", choices=PRUNERS),
@@ -204,6 +215,7 @@ SEARCH_OPTIONS = (
         "warm_start",
         name_list,
         "comma-separated search studies of this storage, at any budget, whose best trials this new study tries first",
+        text=name_list_text,
     ),
     Option(
         StudyConfig,

@@ -130,7 +130,11 @@ def search(
         return run_search(config, run, quiet, settings)
 
 
-def run_search(config: str | None, run: RunOptions, quiet: bool, settings: dict) -> SearchRun:
+def run_search(
+    config: str | None, run: RunOptions, quiet: bool, settings: dict, resume: list[str] | None = None
+) -> SearchRun:
+    """Run one search study; `resume`: the command a stop prints to resume (default this study's `search`),
+    given by a caller that runs this study as part of its own (a frontier's budgets)."""
     chosen = search_config(config, run.study, run.storage, settings)
     url = chosen.storage
     study_settings = {k: v for k, v in to_dict(chosen).items() if k != "name"}
@@ -173,7 +177,7 @@ def run_search(config: str | None, run: RunOptions, quiet: bool, settings: dict)
         )
         if queued:
             print(warm.summary())
-    resume = ["search", flag("--study", chosen.name), *resume_flags(run)]
+    resume = resume or ["search", flag("--study", chosen.name), *resume_flags(run)]
     finished = run_study(
         study, objective, chosen.trials, resume, url, run.workers, handed, run.timeout, run.pack, opened, quiet
     )
