@@ -32,7 +32,7 @@ import plotly.graph_objects as go
 from models.budget import INPUTS, MAX_BUDGET, MIN_BUDGET
 from search.api.calls import api_call, stops_handled
 from search.api.handover import flag, resume_flags, setting_flags, worker_args
-from search.api.options import DATA_OPTIONS, DEFAULT_PACK, FRONTIER_OPTIONS, RunOptions, given_settings
+from search.api.options import DATA_OPTIONS, DEFAULT_PACK, FRONTIER_OPTIONS, FRONTIER_TRIALS, RunOptions, given_settings
 from search.api.reading import MAX_RETRAIN_SEEDS, retrain_trial
 from search.api.running import PackSize, resume_hint, storage_url
 from search.api.studies import run_search, search_config
@@ -42,13 +42,21 @@ from search.errors import UsageError, worded
 from search.results.frontier_plot import frontier_plot
 from search.results.plots import Plot, Skipped
 from search.results.tables import BestTrial, FrontierRow, completed, frontier_rows
-from search.study.config import MAX_STUDY_NAME_LENGTH, MAX_TOLERANCE, StudyConfig, check_study_name, to_dict
+from search.study.config import (
+    MAX_STUDY_NAME_LENGTH,
+    MAX_TOLERANCE,
+    StudyConfig,
+    check_study_name,
+    load_toml,
+    to_dict,
+)
 from search.study.lifecycle import (
     best_trial,
     check_new_run,
     frontier_studies,
     load_study,
     member_name,
+    stored_settings,
     study_names,
 )
 from search.study.record import StudyRecord, write_study
@@ -124,7 +132,8 @@ def frontier(
     """Search every budget of `budgets` (`archsearch frontier`) in increasing order, each warm-started from
     the budgets below it unless `warm_start` is False, then retrain each winner with `seeds` seeds on all
     training images. `study`: the frontier's name (default "frontier"), each budget's study is STUDY@BUDGET;
-    `config` and the settings from `tolerance` on apply to every budget, as in `search`."""
+    `config` and the settings from `tolerance` on apply to every budget, as in `search`, except that `trials`
+    defaults to 30 trials per budget (`FRONTIER_TRIALS`), a study file's or a stored study's count standing."""
     given = given_settings(locals(), (*FRONTIER_OPTIONS, *DATA_OPTIONS))
     run = RunOptions(study or DEFAULT_FRONTIER, storage, workers, pack, timeout, device, data_dir, artifacts)
     with stops_handled():
@@ -213,12 +222,21 @@ def _budget_settings(config: str | None, name: str, url: str, given: dict, budge
     (785 parameters, 7.9% of 10,000): below that, whole widths skip over the budget and a small budget's
     study would prune every trial. Larger budgets keep the tolerance asked for."""
     settings = {**given, "budget": budget}
+    if "trials" not in given and not _sets_trials(config, url, member_name(name, budget)):
+        settings["trials"] = FRONTIER_TRIALS
     chosen = search_config(config, member_name(name, budget), url, settings)
     grain = math.ceil((INPUTS + 1) / budget * 1000) / 1000
     if chosen.tolerance >= grain:
         return settings, chosen
     settings["tolerance"] = min(grain, MAX_TOLERANCE)
     return settings, search_config(config, member_name(name, budget), url, settings)
+
+
+def _sets_trials(config: str | None, url: str, member: str) -> bool:
+    """Whether a budget's trials are already decided: by the study file, or by its study stored before."""
+    if config:
+        return "trials" in load_toml(config)
+    return stored_settings(url, member, "search") is not None
 
 
 def _warm_setting(url: str, member: str, searched: list[str], warm: bool) -> dict:
