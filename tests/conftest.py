@@ -230,8 +230,8 @@ def start_archsearch(
 ) -> ForkedProcess:
     """Start a command as a user would, in a process of its own, and return it at once, to be signalled,
     killed or waited for as a subprocess.Popen; its streams go to these files (None: nowhere). Forked as
-    for `archsearch`, so it must not need a start-up hook (PYTHONPATH)."""
-    assert "PYTHONPATH" not in env, "a start-up hook needs the real script: use subprocess.Popen"
+    for `archsearch`; a start-up hook on its PYTHONPATH (`paced_epochs`) runs in the forked child before the
+    command, and in every worker it spawns as that interpreter starts."""
     streams = [str(path) if path is not None else os.devnull for path in (stdout, stderr)]
     return ForkedProcess(forked_cli(), args, {**os.environ, **env}, cwd, *streams, new_session)
 
@@ -243,6 +243,68 @@ def forked_cli() -> Server:
         if _forked_cli is None or _forked_cli.process.poll() is not None:
             _forked_cli = Server(str(ENTRY_POINT))
     return _forked_cli
+
+
+# A start-up hook (the sitecustomize.py of `paced_epochs`) that paces trials: after each epoch is reported,
+# its process sleeps ARCHSEARCH_TEST_EPOCH_SECONDS. A test that must catch trials part-way (to kill, stop or
+# interrupt them) or keep workers' trials overlapping then trains a few hundred images, and each trial still
+# lasts as long as the test needs, asleep: the CPU stays free, so a busy machine changes little but the
+# start-up of the processes. With ARCHSEARCH_TEST_ARRIVALS, each process also waits at its first report
+# until ARCHSEARCH_TEST_PROCESSES processes have reported one (a file each is the barrier; ten minutes is a
+# hang guard): a spawned worker, a fresh interpreter, takes seconds to import torch (more on a busy
+# machine), and the first process could otherwise finish the study before it starts. The reporter is looked
+# up at each trial (search/study/objective.py), so the hook works in a process that imported it already (a
+# forked command) as in a fresh one (a spawned worker).
+PACED_EPOCHS = """
+import os
+import time
+
+import search.study.objective
+
+_epoch_reporter = search.study.objective.epoch_reporter
+_PAUSE = float(os.environ["ARCHSEARCH_TEST_EPOCH_SECONDS"])
+_ARRIVALS = os.environ.get("ARCHSEARCH_TEST_ARRIVALS")
+_PROCESSES = int(os.environ.get("ARCHSEARCH_TEST_PROCESSES", "1"))
+
+
+def arrive():
+    mine = os.path.join(_ARRIVALS, str(os.getpid()))
+    if os.path.exists(mine):
+        return
+    open(mine, "w").close()
+    deadline = time.monotonic() + 600
+    while len(os.listdir(_ARRIVALS)) < _PROCESSES and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def epoch_reporter(trial):
+    report = _epoch_reporter(trial)
+
+    def paced(record):
+        report(record)
+        if _ARRIVALS:
+            arrive()
+        time.sleep(_PAUSE)
+
+    return paced
+
+
+search.study.objective.epoch_reporter = epoch_reporter
+"""
+
+
+def paced_epochs(folder: Path, seconds: float, processes: int = 1) -> dict[str, str]:
+    """The environment that makes every process of a command pause `seconds` after each epoch it reports,
+    and, with `processes` over 1, wait at its first report for that many processes to report theirs
+    (PACED_EPOCHS); its hook is written under `folder`. For `start_archsearch` and `command_env(..., **it)`."""
+    hook = folder / "paced-epochs"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(PACED_EPOCHS)
+    env = {"PYTHONPATH": str(hook), "ARCHSEARCH_TEST_EPOCH_SECONDS": str(seconds)}
+    if processes > 1:
+        (hook / "arrivals").mkdir(exist_ok=True)
+        env |= {"ARCHSEARCH_TEST_ARRIVALS": str(hook / "arrivals"), "ARCHSEARCH_TEST_PROCESSES": str(processes)}
+    return env
 
 
 def wait_for(condition, process: subprocess.Popen, stderr: Path, timeout: float = 600):

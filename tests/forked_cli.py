@@ -13,9 +13,11 @@ spawn workers, catch signals and be killed as when run from a shell.
 
 What the preload changes, and how the child makes up for it: OpenMP read OMP_NUM_THREADS when torch was
 imported, so the child sets torch's thread count from the command's environment. A start-up hook (a
-sitecustomize.py on the command's PYTHONPATH) runs only when an interpreter starts, so conftest.archsearch
-runs such commands through the real script, as do the tests about the script itself (which modules a
-command imports, argv bytes from the shell). The server also reads the MNIST files of ARCHSEARCH_DATA once
+sitecustomize.py on the command's PYTHONPATH) runs only when an interpreter starts, so the child runs the
+command's hook itself (`run_startup_hooks`); a hook that must act while the interpreter starts (before our
+modules are imported) needs the real script, as do the tests about the script itself (which modules a
+command imports, argv bytes from the shell), and conftest.archsearch runs a command given a PYTHONPATH
+through it. The server also reads the MNIST files of ARCHSEARCH_DATA once
 (search.engine.data keeps them per folder), so a child skips that read; a command given another folder (a
 damaged copy, a synthetic one) reads its own.
 
@@ -113,6 +115,7 @@ def run_child(request: dict, entry_point) -> None:
             opened = os.open(path, flags, 0o644)
             os.dup2(opened, fd)
             os.close(opened)
+        run_startup_hooks()
         threads = os.environ.get("OMP_NUM_THREADS")
         if threads:
             import torch
@@ -141,6 +144,19 @@ def run_child(request: dict, entry_point) -> None:
                 stream.flush()
     finally:
         os._exit(code)
+
+
+def run_startup_hooks() -> None:
+    """Run the sitecustomize.py of the command's PYTHONPATH, as an interpreter does when it starts: a test's
+    hook (tests/conftest.py paced_epochs) then reaches a forked command as it reaches the fresh interpreters of
+    the workers that command spawns, which inherit the PYTHONPATH."""
+    import runpy
+
+    for folder in filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)):
+        hook = Path(folder) / "sitecustomize.py"
+        if hook.is_file():
+            runpy.run_path(str(hook), run_name="sitecustomize")
+            return  # the interpreter imports the first one it finds
 
 
 class Server:

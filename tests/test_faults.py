@@ -14,14 +14,14 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from search.study.storage import open_storage
-from tests.conftest import archsearch, children_of, command_env, start_archsearch, wait_for
+from tests.conftest import archsearch, children_of, command_env, paced_epochs, start_archsearch, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-EPOCHS = 10
-# Two are caught mid-trial by the fault; the others keep both processes busy until it strikes. A trial takes
-# about 1.7 s, and the spawned worker, a fresh interpreter, takes 4 to 8 s on a busy 2-core machine to import
-# torch and start its first: with 5, the search's own process could finish the study before that.
-TRIALS = 8
+# Trials on a few hundred images, paced (conftest.paced_epochs) so that each epoch lasts PAUSE seconds, asleep:
+# long enough to be caught part-way, without the CPU that real long trials would take from the other tests.
+EPOCHS = 6
+PAUSE = 0.3
+TRIALS = 4  # two caught mid-trial by the fault, their retries, and the others
 
 
 def write_study(
@@ -37,7 +37,7 @@ def write_study(
     return path
 
 
-# Long enough to be caught mid-trial: 10 epochs of 600+ steps each.
+# One kind of trial, the slowest per image (batch 16), so every trial is alike.
 SLOW_SPACE = 'batch_sizes = [16]\noptimizers = ["adam"]\nschedules = ["constant"]'
 # With depth 1, one structure (search/study/packs.py is_proven): every trial after the first joins a pack.
 ONE_STRUCTURE = SLOW_SPACE + '\nprofiles = ["uniform"]\nactivations = ["tanh"]'
@@ -69,14 +69,16 @@ def integrity(folder: Path) -> str:
 
 
 def test_killed_worker_trial_is_failed_retried_and_nothing_is_lost(tmp_path, mnist_root):
-    config = write_study(tmp_path, "crash", trials=TRIALS, epochs=EPOCHS, data_limit=10_000, space=SLOW_SPACE)
+    config = write_study(tmp_path, "crash", trials=TRIALS, epochs=EPOCHS, data_limit=300, space=SLOW_SPACE)
     err_path = tmp_path / "err"
+    env = command_env(mnist_root, **paced_epochs(tmp_path, PAUSE, processes=2))
     search = start_archsearch(
         "search", "--config", str(config), "--workers", "2", "--device", "cpu",
-        env=command_env(mnist_root), cwd=tmp_path, stdout=tmp_path / "out", stderr=err_path,
+        env=env, cwd=tmp_path, stdout=tmp_path / "out", stderr=err_path,
     )  # fmt: skip
     try:
-        # Both processes (the search and its one spawned worker) are in the middle of a trial.
+        # Both processes (the search and its one spawned worker) are in the middle of a trial: the pacing holds
+        # each process's first trial at its first epoch until the other has reached its own.
         wait_for(lambda: mid_trial(tmp_path) == 2 and children_of(search.pid), search, err_path)
         (worker,) = children_of(search.pid)
         os.kill(worker, signal.SIGKILL)
@@ -98,11 +100,12 @@ def test_killed_worker_trial_is_failed_retried_and_nothing_is_lost(tmp_path, mni
 
 
 def test_ctrl_c_marks_running_trials_failed_and_says_how_to_resume(tmp_path, mnist_root):
-    config = write_study(tmp_path, "stop", trials=TRIALS, epochs=EPOCHS, data_limit=10_000, space=SLOW_SPACE)
+    config = write_study(tmp_path, "stop", trials=TRIALS, epochs=EPOCHS, data_limit=300, space=SLOW_SPACE)
     err_path = tmp_path / "err"
     search = start_archsearch(
         "search", "--config", str(config), "--workers", "2", "--device", "cpu",
-        env=command_env(mnist_root), cwd=tmp_path, stderr=err_path, new_session=True,
+        env=command_env(mnist_root, **paced_epochs(tmp_path, PAUSE, processes=2)), cwd=tmp_path, stderr=err_path,
+        new_session=True,
     )  # fmt: skip
     try:
         wait_for(lambda: mid_trial(tmp_path) == 2, search, err_path)
@@ -157,12 +160,13 @@ def test_diverging_trials_are_pruned_with_their_reason(tmp_path, mnist_root, lr,
 
 
 def test_a_pack_killed_mid_training_loses_only_its_trials_and_resumes_to_exactly_n(tmp_path, mnist_root):
-    # One process: its first trial alone, then a pack of 4 part-way for 7 of its 10 epochs, so half the images
-    # still give the poll time.
-    config = write_study(tmp_path, "pack", trials=6, epochs=EPOCHS, data_limit=5_000, space=ONE_STRUCTURE, max_depth=1)
+    # One process: its first trial alone, then a pack of 4, part-way for 3 of its epochs (each member's report
+    # is paced, so a pack's epoch lasts 4 pauses).
+    config = write_study(tmp_path, "pack", trials=6, epochs=EPOCHS, data_limit=300, space=ONE_STRUCTURE, max_depth=1)
     command = ["search", "--config", str(config), "--pack", "4", "--device", "cpu"]
     err_path = tmp_path / "err"
-    search = start_archsearch(*command, env=command_env(mnist_root), cwd=tmp_path, stderr=err_path)
+    env = command_env(mnist_root, **paced_epochs(tmp_path, PAUSE))
+    search = start_archsearch(*command, env=env, cwd=tmp_path, stderr=err_path)
     try:
         wait_for(lambda: mid_trial(tmp_path) == 4, search, err_path)  # the whole pack, part-way
         search.send_signal(signal.SIGKILL)

@@ -143,6 +143,8 @@ def frontier(
 def _frontier(
     config: str | None, run: RunOptions, budgets: Sequence[int], seeds: int, warm: bool, quiet: bool, given: dict
 ) -> Frontier:
+    # The timeout counts from the call's start: the checks below take their share of it too.
+    deadline = None if run.timeout is None else time.monotonic() + run.timeout
     name = run.study
     if not isinstance(warm, bool):
         raise UsageError(f"warm_start must be True or False, got {shown(warm)}")
@@ -158,7 +160,6 @@ def _frontier(
         if run.workers > 1:
             worker_args(dataclasses.replace(run, study=chosen.name))
     resume = frontier_resume(config, run, budgets, seeds, warm, given)
-    deadline = None if run.timeout is None else time.monotonic() + run.timeout
     stopped = False
     searched: list[str] = []  # the studies of the budgets below the next one, nearest first
     for budget in sorted(budgets):
