@@ -62,6 +62,8 @@ CASES = [
     case("budget-depths-word", "budget", "50000", "--depths", "1,two"),
     # baseline
     case("baseline-lr-nan", "baseline", "--lr", "nan"),
+    case("baseline-lr-zero", "baseline", "--lr", "0", says="argument --lr: lr must be positive"),
+    case("baseline-seeds-negative", "baseline", "--init-study", "--seeds", "0,-1", says="--seeds: every value"),
     case("baseline-unknown-init", "baseline", "--init", "orthogonal"),
     case("baseline-normal-init-without-std", "baseline", "--init", "normal"),
     case("baseline-unknown-dataset", "baseline", "--dataset", "cifar10"),
@@ -98,6 +100,7 @@ CASES = [
     # frontier
     case("frontier-reversed-range", "frontier", "--storage", "{db}", "--budgets", "40000:10000"),
     case("frontier-budget-below-smallest-net", "frontier", "--storage", "{db}", "--budgets", "100:5000"),
+    case("frontier-budgets-repeated", "frontier", "--storage", "{db}", "--budgets", "10000,10000", says="lists"),
     case("frontier-one-point", "frontier", "--storage", "{db}", "--budgets", "10000:40000:1"),
     case("frontier-seeds-zero", "frontier", "--storage", "{db}", "--budgets", "10000:40000", "--seeds", "0"),
     case("frontier-unwritable-out", "frontier", "--storage", "{db}", "--budgets", "10000:40000", "--out", "{file}/o"),
@@ -107,6 +110,8 @@ CASES = [
     case("frontier-postgres-wrong-password", "frontier", "--storage", "{pg_bad}", "--budgets", "10000,20000"),
     # worker
     case("worker-without-study", "worker", "--storage", "{db}"),
+    case("worker-trials-zero", "worker", *STUDY, "--trials", "0", says="argument --trials: trials must be positive"),
+    case("worker-index-negative", "worker", *STUDY, "--worker-index", "-1", says="--worker-index: worker_index"),
     case("worker-unknown-study", "worker", "--study", "nosuch", "--storage", "{db}"),
     case("worker-missing-database", "worker", "--study", "real", "--storage", NO_DB),
     case("worker-damaged-data", "worker", *STUDY, "--data-dir", "{damaged}"),
@@ -129,6 +134,7 @@ CASES = [
     case("export-missing-database", "export", "--study", "real", "--storage", NO_DB),
     case("export-postgres-wrong-password", "export", "--study", "x", "--storage", "{pg_bad}"),
     # report
+    case("report-init-epochs-zero", "report", "--storage", "{db}", "--init-epochs", "0", says="--init-epochs: epochs"),
     case("report-unwritable-out", "report", "--storage", "{db}", "--out", "{file}/out"),
     case("report-missing-init-json", "report", "--storage", "{db}", "--init-json", "{folder}/none.json"),
     case("report-storage-wrong-scheme", "report", "--storage", "ftp://host/studies"),

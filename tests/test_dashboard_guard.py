@@ -26,7 +26,8 @@ import pytest
 import sqlalchemy
 
 from search.api.serving import is_loopback
-from search.results.dashboard import READ_ONLY_REASON, guard
+from search.errors import worded_for_the_cli
+from search.results.dashboard import guard, read_only_reason
 from search.study.storage import open_storage
 from tests.conftest import ENTRY_POINT, archsearch, free_port
 
@@ -69,9 +70,21 @@ def test_anything_else_is_refused_before_the_dashboard(method):
     body = json.dumps({"study_name": "new", "directions": ["minimize"]}).encode()
     status, answer, stream = call(guard(fake_dashboard(calls)), method, body)
     assert status == "403 Forbidden"
-    assert json.loads(answer) == {"reason": READ_ONLY_REASON}
+    assert json.loads(answer) == {"reason": read_only_reason()}
     assert calls == []
     assert stream.tell() == len(body)  # read, so that closing the connection does not reset it
+
+
+def test_the_refusal_names_the_setting_as_the_dashboard_was_started():
+    """--allow-edits for `archsearch dashboard`, allow_edits=True for the API; fixed when the guard is built,
+    since requests are served on other threads."""
+    from_python = guard(fake_dashboard([]))
+    with worded_for_the_cli():
+        from_the_cli = guard(fake_dashboard([]))
+    api_reason = json.loads(call(from_python, "DELETE")[1])["reason"]
+    cli_reason = json.loads(call(from_the_cli, "DELETE")[1])["reason"]
+    assert "allow_edits=True" in api_reason and "--allow-edits" not in api_reason
+    assert "--allow-edits" in cli_reason and "allow_edits=" not in cli_reason
 
 
 def test_allow_edits_lets_everything_through():
@@ -192,7 +205,9 @@ def test_dashboard_reads_but_refuses_changes_unless_allowed(storage_url, tmp_pat
         assert len(json.loads(request("GET", f"{base}/api/studies/{number}")[1])["trials"]) == 2
 
         status, answer = request("DELETE", f"{base}/api/studies/{number}", {"remove_associated_artifacts": True})
-        assert (status, json.loads(answer)) == (403, {"reason": READ_ONLY_REASON})
+        with worded_for_the_cli():
+            from_the_command = read_only_reason()
+        assert (status, json.loads(answer)) == (403, {"reason": from_the_command})
         status, _ = request("POST", f"{base}/api/studies", {"study_name": created, "directions": ["minimize"]})
         assert status == 403
     assert len(optuna.load_study(study_name=name, storage=open_storage(url)).trials) == 2

@@ -17,6 +17,8 @@ import pytest
 from search import api
 from search.api.handover import resume_flags, worker_args, worker_command
 from search.api.options import (
+    BASELINE_OPTIONS,
+    BASELINE_SEED,
     DATA_OPTIONS,
     FRONTIER_OPTIONS,
     GRID_OPTIONS,
@@ -29,7 +31,7 @@ from search.api.options import (
     RunOptions,
 )
 from search.cli import build_parser
-from search.study.config import StudyConfig, study_from_dict
+from search.study.config import MAX_SEED_COUNT, StudyConfig, study_from_dict
 from search.study.grid import config_from_dict
 
 # Each run function: its declared options, and the parameters it has besides them.
@@ -41,8 +43,12 @@ FUNCTIONS = {
         {"config", "quiet", "budgets", "seeds", "warm_start"},
     ),
 }
+BASELINE_KEYWORDS = (*BASELINE_OPTIONS, RUN["device"], RUN["data_dir"], *DATA_OPTIONS)
+FUNCTIONS["baseline"] = (BASELINE_KEYWORDS, {"init", "init_value", "seed", "quiet"})
+FUNCTIONS["init_study"] = (BASELINE_KEYWORDS, {"seeds", "quiet"})
 COMMANDS = {"search": FUNCTIONS["search"][0], "grid": FUNCTIONS["grid"][0], "frontier": FUNCTIONS["frontier"][0]}
 COMMANDS["worker"] = tuple(RUN[name] for name in ("study", "storage", "pack", "timeout", "device", "data_dir"))
+COMMANDS["baseline"] = (*BASELINE_KEYWORDS, BASELINE_SEED)
 
 
 def keyword_type(option: Option) -> typing.Any:
@@ -103,6 +109,70 @@ def test_a_flag_is_refused_by_the_same_check_as_the_keyword(tmp_path, capsys):
             api.search(storage=url, quiet=True, **keyword)
         assert str(raised.value) in printed, (printed, raised.value)
     assert not (tmp_path / "x.db").exists()
+
+
+TOO_MANY_SEEDS = tuple(range(MAX_SEED_COUNT + 1))
+
+# Flags outside the option tables, each with the API call its keyword makes: (command line, call). A flag
+# reads its form only and is refused by the API's own check of that keyword, so both say the same.
+CHECKED_AS_THEIR_KEYWORD = {
+    "baseline --lr": (["baseline", "--lr=0"], lambda url: api.baseline(lr=0.0, quiet=True)),
+    "baseline --epochs": (["baseline", "--epochs=10001"], lambda url: api.baseline(epochs=10_001, quiet=True)),
+    "baseline --batch-size": (["baseline", "--batch-size=-1"], lambda url: api.baseline(batch_size=-1, quiet=True)),
+    "baseline --seed": (["baseline", "--seed=-1"], lambda url: api.baseline(seed=-1, quiet=True)),
+    "baseline --seeds": (["baseline", "--seeds=0,-1"], lambda url: api.init_study(seeds=(0, -1), quiet=True)),
+    "baseline --seeds repeated": (["baseline", "--seeds=2,2"], lambda url: api.init_study(seeds=(2, 2), quiet=True)),
+    "baseline --seeds too many": (
+        ["baseline", "--seeds=" + ",".join(map(str, TOO_MANY_SEEDS))],
+        lambda url: api.init_study(seeds=TOO_MANY_SEEDS, quiet=True),
+    ),
+    "report --init-epochs": (["report", "--init-epochs=0"], lambda url: api.report(storage=url, init_epochs=0)),
+    "report --seeds": (["report", "--seeds=4294967296"], lambda url: api.report(storage=url, seeds=[2**32])),
+    "frontier --budgets list": (
+        ["frontier", "--budgets=5000,100"],
+        lambda url: api.frontier(storage=url, budgets=[5000, 100]),
+    ),
+    "frontier --budgets range": (
+        ["frontier", "--budgets=100:5000"],
+        lambda url: api.frontier(storage=url, budgets=[100, 5000]),
+    ),
+    "frontier --budgets above the largest": (
+        ["frontier", "--budgets=5000:20000000:3"],
+        lambda url: api.frontier(storage=url, budgets=[5000, 20_000_000]),
+    ),
+    "frontier --budgets repeated": (
+        ["frontier", "--budgets=5000,5000"],
+        lambda url: api.frontier(storage=url, budgets=[5000, 5000]),
+    ),
+    "frontier --seeds": (
+        ["frontier", "--budgets=5000", "--seeds=0"],
+        lambda url: api.frontier(storage=url, budgets=[5000], seeds=0),
+    ),
+    "best --seeds": (["best", "x", "--seeds=101"], lambda url: api.best("x", storage=url, seeds=101)),
+    "worker --trials": (["worker", "--study=x", "--trials=0"], lambda url: api.worker("x", storage=url, trials=0)),
+    "worker --worker-index": (
+        ["worker", "--study=x", "--worker-index=-1"],
+        lambda url: api.worker("x", storage=url, worker_index=-1),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CHECKED_AS_THEIR_KEYWORD)
+def test_a_flag_outside_the_tables_is_refused_by_its_keywords_check(case, tmp_path, capsys):
+    """One range check, the API's, whether the value came from a flag or a keyword; the flag's refusal
+    names it, at parse time, before anything is written."""
+    command, call = CHECKED_AS_THEIR_KEYWORD[case]
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    flag = command[-1].partition("=")[0]
+    uses_storage = command[0] in ("report", "frontier", "best", "worker")
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([*command, *([f"--storage={url}"] if uses_storage else [])])
+    assert exited.value.code == 2
+    printed = capsys.readouterr().err.splitlines()[-1]
+    with pytest.raises(api.UsageError) as raised:
+        call(url)
+    assert printed == f"archsearch {command[0]}: error: argument {flag}: {raised.value}"
+    assert not list(tmp_path.iterdir())
 
 
 def toml_value(value: typing.Any) -> typing.Any:

@@ -2,8 +2,9 @@
 
 Each type refuses a bad value with an `ArgumentTypeError`, which the parser prints as one line with
 exit status 2. The types of the declared settings (search/api/options.py) read a value's form only (a whole
-number, a list, a duration): its range is checked once, where its dataclass is built. The others carry
-the limits of the configuration they feed (search/study/config.py, search/engine/config.py, models/budget.py).
+number, a list, a duration): its range is checked once, where its dataclass is built. So are the flags whose
+setting the API checks in a function of its own (`checked_by` reads the form, then calls that function).
+The others carry the limits of the configuration they feed (search/study/config.py, models/budget.py).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import math
 import re
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 from models.budget import MAX_BUDGET, MAX_DEPTH, MIN_BUDGET, log_budgets
 from search.checks import float_bounds, int_bounds, shown
-from search.engine.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED
 from search.errors import UsageError
-from search.study.config import MAX_SEED_COUNT, MAX_TRIALS, check_study_name
+from search.study.config import check_study_name
 from search.study.workers import AUTO_PACK, PackSize
 
 # The largest whole number any flag takes unless it has a tighter limit of its own: SQLite and
@@ -29,6 +30,26 @@ DURATION_FORMS = "45s, 90m, 1h30m, 1.5h, 2d or plain seconds (3600)"
 _DURATION_UNITS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
 _DECIMAL = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _DURATION = re.compile("".join(rf"(?:(?P<{unit}>{_DECIMAL}){unit})?" for unit in _DURATION_UNITS))
+
+
+def checked_by(form: Callable[[str], Any], check: Callable[[Any], None]) -> Callable[[str], Any]:
+    """A flag's type: its text read by `form`, then refused by `check`, the API's own check of the keyword
+    it sets, as argparse refuses a value (one line naming the flag, exit 2)."""
+
+    def read(text: str) -> Any:
+        value = form(text)
+        _refuse_as_a_flag(check, value)
+        return value
+
+    return read
+
+
+def _refuse_as_a_flag(check: Callable[[Any], None], value: Any) -> None:
+    """`check(value)`, its UsageError raised as argparse's refusal of a flag's value."""
+    try:
+        check(value)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def whole_number(text: str) -> int:
@@ -63,10 +84,6 @@ def non_negative_int(text: str, high: int = MAX_FLAG_INT) -> int:
     return _int_between(text, 0, high)
 
 
-def positive_float(text: str) -> float:
-    return _float_above(text, 0, low_open=True)
-
-
 def non_negative_float(text: str) -> float:
     return _float_above(text, 0, low_open=False)
 
@@ -86,40 +103,21 @@ def depth(text: str) -> int:
     return _int_between(text, 1, MAX_DEPTH)
 
 
-def epoch_count(text: str) -> int:
-    return _int_between(text, 1, MAX_EPOCHS)
-
-
-def trial_count(text: str) -> int:
-    return _int_between(text, 1, MAX_TRIALS)
-
-
-def seed(text: str) -> int:
-    """A random seed, as numpy and Optuna take them."""
-    return _int_between(text, 0, MAX_SEED)
-
-
-def batch_size(text: str) -> int:
-    """'full' (or 0) is full batch."""
-    return 0 if text == "full" else _int_between(text, 0, MAX_BATCH_SIZE, "'full' or 0 means the full batch")
-
-
 def int_list(text: str) -> list[int]:
     return _list(text, positive_int, "positive integers")
-
-
-def budget_list(text: str) -> list[int]:
-    return _list(text, budget, f"parameter budgets of {MIN_BUDGET} to {MAX_BUDGET:,}")
 
 
 DEFAULT_FRONTIER_POINTS = 8
 MAX_FRONTIER_POINTS = 64
 
 
-def budget_spec(text: str) -> list[int]:
-    """Budgets of a frontier: LOW:HIGH (8 log-spaced budgets), LOW:HIGH:COUNT, or a list 10000,50000."""
+def budget_spec(text: str, check: Callable[[tuple[int, ...]], None]) -> list[int]:
+    """Budgets of a frontier: LOW:HIGH (8 log-spaced budgets), LOW:HIGH:COUNT, or a list 10000,50000. The
+    spec's form is read here; the budgets (a list's, or a range's two ends) are refused by `check`, the
+    frontier's own check of its `budgets`."""
     if ":" not in text:
-        values = budget_list(text)
+        values = whole_numbers(text)
+        _refuse_as_a_flag(check, values)
         return sorted(values)
     parts = text.split(":")
     if len(parts) not in (2, 3):
@@ -131,20 +129,13 @@ def budget_spec(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"a range needs two different ends, got {shown(text)}; for one budget: archsearch search --budget {low}"
         )
-    low, high = budget(str(low)), budget(str(high))
+    _refuse_as_a_flag(check, (low, high))
     count = _int_between(parts[2].strip(), 2, MAX_FRONTIER_POINTS) if len(parts) == 3 else DEFAULT_FRONTIER_POINTS
     return log_budgets(low, high, count)
 
 
 def depth_list(text: str) -> list[int]:
     return _list(text, depth, f"numbers of hidden layers, 1 to {MAX_DEPTH}")
-
-
-def seed_list(text: str) -> list[int]:
-    values = _list(text, seed, f"integers of 0 or more, up to {MAX_SEED:,}")
-    if len(values) > MAX_SEED_COUNT:
-        raise argparse.ArgumentTypeError(f"must list at most {MAX_SEED_COUNT:,} seeds, got {len(values):,}")
-    return values
 
 
 def study_name(text: str) -> str:

@@ -119,6 +119,16 @@ def baseline(
     )
 
 
+INIT_STUDY_SEEDS = (0, 1, 2)
+
+
+def check_init_seeds(seeds: tuple[int, ...]) -> None:
+    """The seeds of an initialization study (`init_study`, `report`); also their --seeds flags' check."""
+    check_ints("seeds", seeds, 0, MAX_SEED)
+    if len(seeds) > MAX_SEED_COUNT:
+        raise UsageError(f"seeds must list at most {MAX_SEED_COUNT:,} seeds, got {len(seeds):,}")
+
+
 @dataclass(frozen=True)
 class InitStudy:
     """The initialization question: each initialization over several seeds, and the one-sentence answer."""
@@ -131,7 +141,7 @@ class InitStudy:
 @api_call
 def init_study(
     *,
-    seeds: Sequence[int] = (0, 1, 2),
+    seeds: Sequence[int] = INIT_STUDY_SEEDS,
     lr: float | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
@@ -144,9 +154,7 @@ def init_study(
     """Compare several initializations of the baseline over several seeds (`archsearch baseline --init-study`)."""
     config = baseline_config(lr, epochs, batch_size, 0, device)
     seeds = tuple(seeds)
-    check_ints("seeds", seeds, 0, MAX_SEED)
-    if len(seeds) > MAX_SEED_COUNT:
-        raise UsageError(f"seeds must list at most {MAX_SEED_COUNT:,} seeds, got {len(seeds):,}")
+    check_init_seeds(seeds)
     data = _data(config, data_dir, dataset, data_limit)
     from search.engine.baseline import INIT_STUDY_INITS, conclude
     from search.engine.baseline import init_study as run_init_study

@@ -33,10 +33,10 @@ from models.budget import INPUTS, MAX_BUDGET, MIN_BUDGET
 from search.api.calls import api_call, stops_handled
 from search.api.handover import flag, resume_flags, setting_flags, worker_args
 from search.api.options import DATA_OPTIONS, DEFAULT_PACK, FRONTIER_OPTIONS, FRONTIER_TRIALS, RunOptions, given_settings
-from search.api.reading import MAX_RETRAIN_SEEDS, retrain_trial
+from search.api.reading import check_retrain_seeds, retrain_trial
 from search.api.running import PackSize, resume_hint, storage_url
 from search.api.studies import run_search, search_config
-from search.checks import check_int, check_ints, shown
+from search.checks import check_ints, shown
 from search.engine.config import DEFAULT_DEVICE
 from search.errors import UsageError, worded
 from search.results.frontier_plot import frontier_plot
@@ -101,6 +101,12 @@ class Frontier:
         return self.plot.figure if isinstance(self.plot, Plot) else None
 
 
+def check_frontier_budgets(budgets: tuple[int, ...]) -> None:
+    """A frontier's budgets: at least one, none twice, each one a network can meet (the --budgets flag's
+    check too, on a list's budgets or a range's two ends)."""
+    check_ints("budgets", budgets, MIN_BUDGET, MAX_BUDGET, f"{MIN_BUDGET} parameters is the smallest MLP")
+
+
 @api_call(check_study=check_frontier_name)
 def frontier(
     config: str | None = None,
@@ -149,8 +155,8 @@ def _frontier(
     if not isinstance(warm, bool):
         raise UsageError(f"warm_start must be True or False, got {shown(warm)}")
     budgets = tuple(budgets)
-    check_ints("budgets", budgets, MIN_BUDGET, MAX_BUDGET, f"{MIN_BUDGET} parameters is the smallest MLP")
-    check_int("seeds", seeds, 1, MAX_RETRAIN_SEEDS)
+    check_frontier_budgets(budgets)
+    check_retrain_seeds(seeds)
     url = storage_url(run.storage)
     # Every budget's settings are checked against its stored study before the first one is written.
     settings = {}

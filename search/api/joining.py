@@ -70,6 +70,17 @@ def search_worker_setup(study: optuna.Study, data_dir: str | None, worker_index:
 SETUPS: dict[str, Callable] = {"search": search_worker_setup, "grid": grid.worker_setup}
 
 
+def check_worker_trials(trials: int | None) -> None:
+    """The finished trials a worker runs the study to (None: the study's own number); also the flag's check."""
+    if trials is not None:
+        check_int("trials", trials, 1, MAX_TRIALS)
+
+
+def check_worker_index(worker_index: int) -> None:
+    """A worker's index, which varies its sampler's seed; also the flag's check."""
+    check_int("worker_index", worker_index, 0, MAX_SEED)
+
+
 @api_call
 def worker(
     study: str,
@@ -94,9 +105,8 @@ def worker(
 def _worker(study, storage, trials, worker_index, pack, timeout, device, data_dir, artifacts, quiet) -> WorkerRun:
     end_with_parent()
     RunOptions(pack=pack, timeout=timeout, device=device)  # checked as the flags of the same names are
-    if trials is not None:
-        check_int("trials", trials, 1, MAX_TRIALS)
-    check_int("worker_index", worker_index, 0, MAX_SEED)
+    check_worker_trials(trials)
+    check_worker_index(worker_index)
     deadline = None if timeout is None else time.monotonic() + timeout
     url = storage_url(storage)
     # Read-only until the study is known to be ours: refusing another tool's file leaves it as it was.

@@ -38,7 +38,7 @@ from search.api.args import (
     whole_numbers,
 )
 from search.checks import check_choice, check_float, check_int, shown
-from search.engine.config import DEFAULT_DEVICE, DEVICES, OPTIMIZERS
+from search.engine.config import BASELINE_TRAIN, DEFAULT_DEVICE, DEVICES, OPTIMIZERS, TrainConfig
 from search.errors import UsageError
 from search.study.config import DATASET_NAMES, DEFAULT_STORAGE, PRUNERS, SAMPLERS, StudyConfig, field_type
 from search.study.grid import GridConfig
@@ -156,7 +156,8 @@ class Option:
 
     @property
     def stored(self) -> bool:
-        """A study's setting, which an omitted flag or keyword leaves as its study file or stored study has it."""
+        """A setting that an omitted flag or keyword leaves as it is kept elsewhere: as its study file or
+        stored study has it, or (a baseline's training) as the original study's baseline has it."""
         return self.owner is not RunOptions
 
 
@@ -239,6 +240,16 @@ GRID_OPTIONS = (
     Option(GridConfig, "train.optimizer", choices=OPTIMIZERS),
     Option(GridConfig, "train.activation", choices=ACTIVATION_NAMES),
 )
+
+# The linear baseline's training (`baseline`, and `report --init-study`, which runs it): a setting left out
+# is the original study's (BASELINE_TRAIN); `seed` is the lone baseline's, the initialization study's are its own.
+BASELINE_OPTIONS = (
+    Option(TrainConfig, "lr", finite_float, f"learning rate (default {BASELINE_TRAIN.lr:g})"),
+    Option(TrainConfig, "epochs", whole_number, f"default {BASELINE_TRAIN.epochs}"),
+    Option(TrainConfig, "batch_size", batch_size_form, "'full' (default) or a mini-batch size"),
+)
+BASELINE = {option.name: option for option in BASELINE_OPTIONS}
+BASELINE_SEED = Option(TrainConfig, "seed", whole_number, f"default {TrainConfig.seed}")
 
 # Shared with the commands that only read data (baseline, best, report), where they are plain flags.
 DATA_OPTIONS = (

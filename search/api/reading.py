@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import plotly.graph_objects as go
 
-from search.api.basics import divergence_refused
+from search.api.basics import baseline_config, check_init_seeds, divergence_refused
 from search.api.calls import api_call
 from search.api.handover import flag
 from search.api.options import check_device
@@ -104,6 +104,11 @@ class FrontierBest:
         return {"frontier": self.name, "budgets": budgets}
 
 
+def check_retrain_seeds(seeds: int) -> None:
+    """How many seeds a winner is retrained with (`best`, `frontier`); also their --seeds flag's check."""
+    check_int("seeds", seeds, 1, MAX_RETRAIN_SEEDS)
+
+
 @api_call
 def best(
     study: str,
@@ -127,7 +132,7 @@ def best(
     disagree with the stored ones; `export` writes one model. Naming a budget's study does either for
     its winner. A study named like the frontier wins (see `stored_frontier`)."""
     check_device(device)
-    check_int("seeds", seeds, 1, MAX_RETRAIN_SEEDS)
+    check_retrain_seeds(seeds)
     frontier = stored_frontier(study, storage)
     if frontier is not None:
         return _frontier_best(study, *frontier, retrain or bool(export))
@@ -329,6 +334,10 @@ def report(
     from search.results.export import output_folder, write_text
 
     check_device(device)
+    if init_epochs is not None:
+        baseline_config(None, init_epochs, None, 0, device)  # the initialization study's own check of its epochs
+    if seeds is not None:
+        check_init_seeds(tuple(seeds))
     url = storage_url(storage)
     opened = open_storage(url, read_only=True)
     ours = [s for s in (load_study(opened, name) for name in study_names(opened)) if StudyRecord.of(s).ours]

@@ -8,34 +8,34 @@ from dataclasses import asdict
 from models.budget import CLASSES, INPUTS
 from models.catalog import INIT_NAMES
 from search import api
-from search.api.args import batch_size, epoch_count, finite_float, positive_float, seed, seed_list
-from search.api.basics import BASELINE_TRAIN
-from search.cli.common import add_data_options, add_device_option, add_json_option
+from search.api.args import checked_by, finite_float, whole_numbers
+from search.api.basics import INIT_STUDY_SEEDS, check_init_seeds
+from search.api.options import BASELINE_OPTIONS, BASELINE_SEED
+from search.cli.common import add_data_options, add_device_option, add_json_option, add_options, given
 
 HELP = f"train the linear softmax baseline ({INPUTS} -> {CLASSES}) with full-batch SGD, or compare initializations"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--lr", type=positive_float, default=BASELINE_TRAIN.lr)
-    parser.add_argument("--epochs", type=epoch_count, default=BASELINE_TRAIN.epochs)
-    parser.add_argument(
-        "--batch-size", type=batch_size, default=BASELINE_TRAIN.batch_size, help="'full' (default) or a mini-batch size"
-    )
+    add_options(parser, BASELINE_OPTIONS)
     parser.add_argument("--init", choices=INIT_NAMES, default="default")
     parser.add_argument("--init-value", type=finite_float, default=0.0, help="std for normal, value for constant")
-    parser.add_argument("--seed", type=seed, default=0)
+    add_options(parser, [BASELINE_SEED])
     add_device_option(parser)
     parser.add_argument("--init-study", action="store_true", help="compare several initializations over several seeds")
-    parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="seeds for --init-study (default 0,1,2)")
+    parser.add_argument(
+        "--seeds",
+        type=checked_by(whole_numbers, check_init_seeds),
+        default=INIT_STUDY_SEEDS,
+        help=f"seeds for --init-study (default {','.join(map(str, INIT_STUDY_SEEDS))})",
+    )
     add_data_options(parser)
     add_json_option(parser)
 
 
 def run(args) -> int:
     common = {
-        "lr": args.lr,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
+        **given(args, BASELINE_OPTIONS),
         "device": args.device,
         "data_dir": args.data_dir,
         "dataset": args.dataset,
@@ -44,7 +44,7 @@ def run(args) -> int:
     }
     if args.init_study:
         return _init_study(api.init_study(seeds=args.seeds, **common), args)
-    result = api.baseline(init=args.init, init_value=args.init_value, seed=args.seed, **common)
+    result = api.baseline(init=args.init, init_value=args.init_value, **given(args, [BASELINE_SEED]), **common)
     if args.json:
         print(json.dumps(asdict(result)))
         return 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from search import api
-from search.api.args import positive_int
-from search.api.reading import MAX_RETRAIN_SEEDS
+from search.api.args import checked_by, whole_number
+from search.api.reading import check_retrain_seeds
 from search.cli.common import add_data_options, add_device_option, add_json_option, add_storage_options
 from search.cli.frontier_cmd import print_table
 
@@ -31,8 +31,7 @@ def add_arguments(parser) -> None:
     add_json_option(parser)
 
 
-def retrain_seeds(text: str) -> int:
-    return positive_int(text, high=MAX_RETRAIN_SEEDS)
+retrain_seeds = checked_by(whole_number, check_retrain_seeds)
 
 
 def run(args) -> int:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 from search import api
-from search.api.args import DEFAULT_FRONTIER_POINTS, budget_spec, positive_int
-from search.api.frontier import DEFAULT_FRONTIER, DEFAULT_SEEDS
+from search.api.args import DEFAULT_FRONTIER_POINTS, budget_spec, checked_by, whole_number
+from search.api.frontier import DEFAULT_FRONTIER, DEFAULT_SEEDS, check_frontier_budgets
 from search.api.options import DATA_OPTIONS, FRONTIER_OPTIONS, RUN_OPTIONS
 from search.api.outputs import FORMATS, check_output_folder, default_folder, write_figure
-from search.api.reading import MAX_RETRAIN_SEEDS
+from search.api.reading import check_retrain_seeds
 from search.cli.common import (
     add_data_options,
     add_device_option,
@@ -28,13 +29,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", help="study file (TOML) or preset name for every budget; flags override it")
     parser.add_argument(
         "--budgets",
-        type=budget_spec,
+        type=partial(budget_spec, check=check_frontier_budgets),
         required=True,
         help=f"LOW:HIGH ({DEFAULT_FRONTIER_POINTS} log-spaced budgets), LOW:HIGH:COUNT, or a list 10000,50000,100000",
     )
     parser.add_argument(
         "--seeds",
-        type=lambda text: positive_int(text, high=MAX_RETRAIN_SEEDS),
+        type=checked_by(whole_number, check_retrain_seeds),
         default=DEFAULT_SEEDS,
         help=f"seeds each winner is retrained with on all training images (default {DEFAULT_SEEDS})",
     )

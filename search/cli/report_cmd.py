@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from search import api
-from search.api.args import epoch_count, seed_list
-from search.api.options import RUN
+from search.api.args import checked_by, whole_numbers
+from search.api.basics import check_init_seeds
+from search.api.options import BASELINE, RUN
 from search.api.reading import HOW_TO_MEASURE, INIT_FILE
 from search.cli.common import add_data_options, add_device_option, add_options
 
@@ -24,8 +25,12 @@ def add_arguments(parser) -> None:
         action="store_true",
         help=f"run the initialization study now and keep it as OUT/{INIT_FILE} for later reports",
     )
-    parser.add_argument("--init-epochs", type=epoch_count, help="epochs per run of --init-study (default: baseline's)")
-    parser.add_argument("--seeds", type=seed_list, help="seeds of --init-study (default: baseline's)")
+    parser.add_argument(
+        "--init-epochs", type=BASELINE["epochs"].read, help="epochs per run of --init-study (default: baseline's)"
+    )
+    parser.add_argument(
+        "--seeds", type=checked_by(whole_numbers, check_init_seeds), help="seeds of --init-study (default: baseline's)"
+    )
     add_device_option(parser)
     add_data_options(parser)
 

@@ -29,6 +29,7 @@ import plotly.graph_objects as go
 import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
 
+from search.errors import worded
 from search.results.frontier_plot import frontier_plot
 from search.results.plots import Plot, own_plots
 from search.results.tables import frontier_names, frontier_rows
@@ -39,7 +40,6 @@ from search.study.workers import FINISHED
 GRAPH_PREFIX = "archsearch-"
 OBJECTIVES = {"grid": "final training loss", "search": "validation loss"}
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-READ_ONLY_REASON = "read-only dashboard: start it with --allow-edits to change or delete studies"
 DISCARD_LIMIT = 16 * 2**20  # bytes of a refused request's body read before answering; a bigger one may see a reset
 
 
@@ -100,16 +100,26 @@ def artifact_store(studies: list[optuna.Study], default: Path) -> FileSystemArti
     return next((FileSystemArtifactStore(f) for f in folders if f.is_dir()), None)
 
 
+def read_only_reason() -> str:
+    """Why a read-only dashboard refuses a change, worded for whoever started it: `archsearch dashboard`
+    (--allow-edits) or the API (allow_edits=True)."""
+    edits = worded(cli="--allow-edits", api="allow_edits=True")
+    return f"read-only dashboard: start it with {edits} to change or delete studies"
+
+
 def guard(app, allow_edits: bool = False):
-    """The WSGI app `app`, answering 403 to any request that could change something unless `allow_edits`."""
+    """The WSGI app `app`, answering 403 to any request that could change something unless `allow_edits`.
+    The refusal is worded here, where the dashboard starts: requests are served on threads of their own,
+    which do not see whether a command or the API started it."""
     if allow_edits:
         return app
+    reason = read_only_reason()
 
     def read_only(environ, start_response):
         if environ.get("REQUEST_METHOD", "GET").upper() in READ_METHODS:
             return app(environ, start_response)
         _discard_body(environ)
-        body = json.dumps({"reason": READ_ONLY_REASON}).encode()
+        body = json.dumps({"reason": reason}).encode()
         # The dashboard's own errors are JSON with a "reason", which its pages show to the user.
         start_response("403 Forbidden", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
