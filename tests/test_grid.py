@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 import signal
-import subprocess
 import tomllib
 from pathlib import Path
 
@@ -30,12 +29,13 @@ from search.study.grid import (
 from search.study.lifecycle import create_study
 from search.study.storage import open_storage
 from search.study.workers import FINISHED, run_until
-from tests.conftest import ENTRY_POINT, REPO, archsearch, command_env, start_archsearch
+from tests.conftest import REPO, archsearch, command_env, paced_epochs, start_archsearch, stored_states, wait_for
 
 GRID = ("--budgets", "1000,2000", "--depths", "1,2", "--seeds", "2")
 FULL = sorted(GridPoint(b, d, s) for b in (1000, 2000) for d in (1, 2) for s in (0, 1))
 # Small and quick: a few hundred images; one thread per process on the 2-core machine.
 QUICK = ("--epochs", "1", "--data-limit", "300", "--device", "cpu")
+INTERRUPT_PAUSE = 0.5
 
 
 @pytest.fixture()
@@ -103,13 +103,19 @@ def test_two_workers_popping_one_queue_train_each_point_once(tmp_path, env, mnis
 def test_interrupted_grid_resumes_without_duplicates(tmp_path, env):
     url = f"sqlite:///{tmp_path / 'grid.db'}"
     points = [GridPoint(b, d, 0) for b in (1000, 2000) for d in (1, 2)]
-    slow = ("--seeds", "1", "--epochs", "5", "--data-limit", "300", "--device", "cpu")
-    command = [str(ENTRY_POINT), "grid", *GRID[:4], *slow, "--study", "g", "--storage", url]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while not process.stdout.readline().startswith("#"):
-        pass
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    # Paced (conftest.paced_epochs): each trial sleeps INTERRUPT_PAUSE after its one epoch, so Ctrl-C, sent once
+    # the first point has finished, lands seconds before the last one could (three trials to go), asleep.
+    paced = {**env, **paced_epochs(tmp_path, INTERRUPT_PAUSE)}
+    err = tmp_path / "err"
+    command = ["grid", *GRID[:4], "--seeds", "1", *QUICK, "--study", "g", "--storage", url]
+    process = start_archsearch(*command, env=paced, cwd=tmp_path, stderr=err)
+    try:
+        wait_for(lambda: any(state in FINISHED for state in stored_states(url, "g")), process, err)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    finally:
+        process.kill()  # only if it did not stop
+    stderr = err.read_text()
     assert process.returncode == 130, stderr
     assert f"Resume with: archsearch grid --study=g --device=cpu --storage={url}" in stderr
     assert "Traceback" not in stderr
