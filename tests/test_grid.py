@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import signal
+import sqlite3
 import tomllib
 from pathlib import Path
 
@@ -36,6 +38,7 @@ FULL = sorted(GridPoint(b, d, s) for b in (1000, 2000) for d in (1, 2) for s in 
 # Small and quick: a few hundred images; one thread per process on the 2-core machine.
 QUICK = ("--epochs", "1", "--data-limit", "300", "--device", "cpu")
 INTERRUPT_PAUSE = 0.5
+WORKERS_PAUSE = 0.2  # after the barrier, each epoch's pause keeps the two workers' trials overlapping, asleep
 
 
 @pytest.fixture()
@@ -66,11 +69,30 @@ def one_error_line(result) -> str:
 
 
 def test_grid_with_two_workers_trains_every_point_once(tmp_path, env):
+    """On SQLite (tests/test_workers.py runs it on PostgreSQL): the two workers' trials overlap, paced
+    (conftest.paced_epochs: each process's first trial waits at its first epoch for the other's), nothing is
+    locked, and each point trains once however the two pop the queue."""
     url = f"sqlite:///{tmp_path / 'grid.db'}"
-    result = archsearch("grid", *GRID, *QUICK, "--workers", "2", "--study", "g", "--storage", url, env=env)
-    assert result.returncode == 0, result.stderr
+    out, err = tmp_path / "out", tmp_path / "err"
+    paced = {**env, **paced_epochs(tmp_path, WORKERS_PAUSE, processes=2)}
+    command = ["grid", *GRID, *QUICK, "--workers", "2", "--study", "g", "--storage", url]
+    process = start_archsearch(*command, env=paced, cwd=tmp_path, stdout=out, stderr=err)
+    try:
+        assert process.wait(timeout=600) == 0, err.read_text()  # a hang guard
+    finally:
+        process.kill()  # only if the hang guard expired
+    stdout, stderr = out.read_text(), err.read_text()
+    assert "Traceback" not in stderr and "database is locked" not in stdout + stderr
+    with sqlite3.connect(tmp_path / "grid.db") as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     trials = trials_of(url, "g")
     check_exactly_once(trials)
+    done = [t for t in trials if t.state in FINISHED]
+    assert any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+               for a, b in itertools.combinations(done, 2))  # fmt: skip
+    for trial in trials:
+        if trial.state == TrialState.FAIL:
+            assert trial.user_attrs["fail_reason"].startswith("surplus"), trial.user_attrs
     for trial in trials:
         if trial.state == TrialState.COMPLETE:
             attrs = trial.user_attrs
@@ -80,7 +102,7 @@ def test_grid_with_two_workers_trains_every_point_once(tmp_path, env):
     study = optuna.load_study(study_name="g", storage=url)
     assert study.user_attrs["kind"] == "grid"
     assert {"train_loss", "test_loss", "train_accuracy", "test_accuracy"} <= study.user_attrs["baseline"].keys()
-    assert "linear baseline" in result.stdout and "2/2" in result.stdout
+    assert "linear baseline" in stdout and "2/2" in stdout
 
 
 def test_two_workers_popping_one_queue_train_each_point_once(tmp_path, env, mnist_root):

@@ -118,6 +118,8 @@ def test_four_workers_finish_exactly_6_trials(storage, tmp_path, mnist_root):
     assert result.stdout.count("\nbest: #") == 1
 
 
+# On SQLite: tests/test_grid.py test_grid_with_two_workers_trains_every_point_once, which checks the same.
+@pytest.mark.parametrize("storage", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 def test_two_workers_run_each_grid_point_once(storage, tmp_path, mnist_root):
     """Two workers suffice: a point's claim is decided between two live trials of it (GridObjective._claim).
     Four points, twice the workers: each worker pops more than one from the queue the other pops too."""
