@@ -126,7 +126,7 @@ def test_interrupted_grid_resumes_without_duplicates(tmp_path, env):
     url = f"sqlite:///{tmp_path / 'grid.db'}"
     points = [GridPoint(b, d, 0) for b in (1000, 2000) for d in (1, 2)]
     # Paced (conftest.paced_epochs): each trial sleeps INTERRUPT_PAUSE after its one epoch, so Ctrl-C, sent once
-    # the first point has finished, lands seconds before the last one could (three trials to go), asleep.
+    # the first point has finished, has three paced trials' time (1.5 s at least) before the last one could.
     paced = {**env, **paced_epochs(tmp_path, INTERRUPT_PAUSE)}
     err = tmp_path / "err"
     command = ["grid", *GRID[:4], "--seeds", "1", *QUICK, "--study", "g", "--storage", url]
