@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import signal
-import subprocess
+import sqlite3
 import tomllib
 from pathlib import Path
 
@@ -30,12 +31,14 @@ from search.study.grid import (
 from search.study.lifecycle import create_study
 from search.study.storage import open_storage
 from search.study.workers import FINISHED, run_until
-from tests.conftest import ENTRY_POINT, REPO, archsearch, command_env, start_archsearch
+from tests.conftest import REPO, archsearch, command_env, paced_epochs, start_archsearch, stored_states, wait_for
 
 GRID = ("--budgets", "1000,2000", "--depths", "1,2", "--seeds", "2")
 FULL = sorted(GridPoint(b, d, s) for b in (1000, 2000) for d in (1, 2) for s in (0, 1))
 # Small and quick: a few hundred images; one thread per process on the 2-core machine.
 QUICK = ("--epochs", "1", "--data-limit", "300", "--device", "cpu")
+INTERRUPT_PAUSE = 0.5
+WORKERS_PAUSE = 0.2  # after the barrier, each epoch's pause keeps the two workers' trials overlapping, asleep
 
 
 @pytest.fixture()
@@ -66,11 +69,30 @@ def one_error_line(result) -> str:
 
 
 def test_grid_with_two_workers_trains_every_point_once(tmp_path, env):
+    """On SQLite (tests/test_workers.py runs it on PostgreSQL): the two workers' trials overlap, paced
+    (conftest.paced_epochs: each process's first trial waits at its first epoch for the other's), nothing is
+    locked, and each point trains once however the two pop the queue."""
     url = f"sqlite:///{tmp_path / 'grid.db'}"
-    result = archsearch("grid", *GRID, *QUICK, "--workers", "2", "--study", "g", "--storage", url, env=env)
-    assert result.returncode == 0, result.stderr
+    out, err = tmp_path / "out", tmp_path / "err"
+    paced = {**env, **paced_epochs(tmp_path, WORKERS_PAUSE, processes=2)}
+    command = ["grid", *GRID, *QUICK, "--workers", "2", "--study", "g", "--storage", url]
+    process = start_archsearch(*command, env=paced, cwd=tmp_path, stdout=out, stderr=err)
+    try:
+        assert process.wait(timeout=600) == 0, err.read_text()  # a hang guard
+    finally:
+        process.kill()  # only if the hang guard expired
+    stdout, stderr = out.read_text(), err.read_text()
+    assert "Traceback" not in stderr and "database is locked" not in stdout + stderr
+    with sqlite3.connect(tmp_path / "grid.db") as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     trials = trials_of(url, "g")
     check_exactly_once(trials)
+    done = [t for t in trials if t.state in FINISHED]
+    assert any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+               for a, b in itertools.combinations(done, 2))  # fmt: skip
+    for trial in trials:
+        if trial.state == TrialState.FAIL:
+            assert trial.user_attrs["fail_reason"].startswith("surplus"), trial.user_attrs
     for trial in trials:
         if trial.state == TrialState.COMPLETE:
             attrs = trial.user_attrs
@@ -80,7 +102,7 @@ def test_grid_with_two_workers_trains_every_point_once(tmp_path, env):
     study = optuna.load_study(study_name="g", storage=url)
     assert study.user_attrs["kind"] == "grid"
     assert {"train_loss", "test_loss", "train_accuracy", "test_accuracy"} <= study.user_attrs["baseline"].keys()
-    assert "linear baseline" in result.stdout and "2/2" in result.stdout
+    assert "linear baseline" in stdout and "2/2" in stdout
 
 
 def test_two_workers_popping_one_queue_train_each_point_once(tmp_path, env, mnist_root):
@@ -103,13 +125,19 @@ def test_two_workers_popping_one_queue_train_each_point_once(tmp_path, env, mnis
 def test_interrupted_grid_resumes_without_duplicates(tmp_path, env):
     url = f"sqlite:///{tmp_path / 'grid.db'}"
     points = [GridPoint(b, d, 0) for b in (1000, 2000) for d in (1, 2)]
-    slow = ("--seeds", "1", "--epochs", "5", "--data-limit", "300", "--device", "cpu")
-    command = [str(ENTRY_POINT), "grid", *GRID[:4], *slow, "--study", "g", "--storage", url]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while not process.stdout.readline().startswith("#"):
-        pass
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    # Paced (conftest.paced_epochs): each trial sleeps INTERRUPT_PAUSE after its one epoch, so Ctrl-C, sent once
+    # the first point has finished, has three paced trials' time (1.5 s at least) before the last one could.
+    paced = {**env, **paced_epochs(tmp_path, INTERRUPT_PAUSE)}
+    err = tmp_path / "err"
+    command = ["grid", *GRID[:4], "--seeds", "1", *QUICK, "--study", "g", "--storage", url]
+    process = start_archsearch(*command, env=paced, cwd=tmp_path, stderr=err)
+    try:
+        wait_for(lambda: any(state in FINISHED for state in stored_states(url, "g")), process, err)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    finally:
+        process.kill()  # only if it did not stop
+    stderr = err.read_text()
     assert process.returncode == 130, stderr
     assert f"Resume with: archsearch grid --study=g --device=cpu --storage={url}" in stderr
     assert "Traceback" not in stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.study.storage import open_storage
-from tests.conftest import archsearch, command_env
+from tests.conftest import command_env, paced_epochs, start_archsearch
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Small and quick: a few hundred images, one epoch; one thread per process on the 2-core machine.
@@ -41,64 +42,31 @@ def storage(request, tmp_path: Path):
         optuna.delete_study(study_name=name, storage=open_storage(url))
 
 
-# Loaded at start-up by every Python process of a test that uses it (PYTHONPATH). The in-process worker starts
-# trials at once while the spawned ones take seconds to import torch (minutes on a busy machine), so with real
-# trials of a fraction of a second the first could finish the study alone. So each process's first trial
-# waits until every worker has reached its own (a file per process in ARRIVALS is the barrier; ten minutes is
-# a hang guard, after which the overlap checks fail), and each trial then lasts long enough to overlap with
-# the others' without taking the CPU they need. Only trials wait: a grid trains its linear baseline before
-# the workers start.
-SLOW_TRIALS = """
-import os
-import time
-from pathlib import Path
-
-import search.study.objective
-
-_train_alone = search.study.objective.train_alone
-_train_packed = search.study.objective.train_packed
-_ARRIVALS = Path(os.environ["ARCHSEARCH_TEST_ARRIVALS"])
-_WORKERS = int(os.environ["ARCHSEARCH_TEST_WORKERS"])
+# Each command runs forked (conftest.start_archsearch: no interpreter start), with its workers paced
+# (conftest.paced_epochs): every process's first trial waits at its first epoch until each of the `workers`
+# processes has reached its own, so the spawned workers, fresh interpreters that take seconds to import torch,
+# overlap the first process's trials however busy the machine (rather than finding the study finished), and
+# each reported epoch then sleeps PAUSE, so that trials overlap without taking the CPU the others need. Grid
+# trials report their epochs through the same reporter (search/study/objective.py train_alone), and a grid's
+# linear baseline, trained before the workers start, reports none.
+PAUSE = 0.2
+# A search's pack forms only after the first trials, which train alone, once the barrier has let them go: each of
+# its 4 trials' epochs then sleeps this long, so that one worker's pack still runs when the other's starts.
+PACK_PAUSE = 0.5
 
 
-def wait_for_every_worker():
-    mine = _ARRIVALS / str(os.getpid())
-    if mine.exists():
-        return
-    mine.touch()
-    deadline = time.monotonic() + 600
-    while len(list(_ARRIVALS.iterdir())) < _WORKERS and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def train_alone(*args, **kwargs):
-    wait_for_every_worker()
-    time.sleep(0.5)
-    return _train_alone(*args, **kwargs)
-
-
-def train_packed(*args, **kwargs):
-    wait_for_every_worker()
-    time.sleep(2.0)  # a pack holds up to 4 trials here: long enough for the other worker's trials to overlap
-    return _train_packed(*args, **kwargs)
-
-
-search.study.objective.train_alone = train_alone
-search.study.objective.train_packed = train_packed
-"""
-
-
-def env_for(mnist_root: Path, slow_trials_in: Path | None = None, workers: int = 1) -> dict[str, str]:
-    """The command's environment; with `slow_trials_in`, its `workers` processes train as SLOW_TRIALS says."""
-    env = command_env(mnist_root)
-    if slow_trials_in is not None:
-        slow_trials_in.mkdir()
-        (slow_trials_in / "sitecustomize.py").write_text(SLOW_TRIALS)
-        (slow_trials_in / "arrivals").mkdir()
-        env["PYTHONPATH"] = str(slow_trials_in)
-        env["ARCHSEARCH_TEST_ARRIVALS"] = str(slow_trials_in / "arrivals")
-        env["ARCHSEARCH_TEST_WORKERS"] = str(workers)
-    return env
+def run_workers(
+    *args: str, tmp_path: Path, mnist_root: Path, workers: int, pause: float = PAUSE
+) -> subprocess.CompletedProcess:
+    """Run a command of `workers` paced processes to its end; its status and streams."""
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    env = command_env(mnist_root, **paced_epochs(tmp_path, pause, processes=workers))
+    process = start_archsearch(*args, "--workers", str(workers), env=env, cwd=tmp_path, stdout=out, stderr=err)
+    try:
+        status = process.wait(timeout=600)  # a hang guard
+    finally:
+        process.kill()  # only if the hang guard expired
+    return subprocess.CompletedProcess(args, status, out.read_text(), err.read_text())
 
 
 def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -127,39 +95,44 @@ def check_clean_run(result, url: str) -> None:
             assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-def test_four_workers_finish_exactly_24_trials(storage, tmp_path, mnist_root):
+def test_four_workers_finish_exactly_6_trials(storage, tmp_path, mnist_root):
+    """Four processes write to one storage at once (SQLite's locking sees more contention than with two) and race
+    for the last trials: the four first trials run together (the pacing's barrier), and then the four workers,
+    let go at once, race for the two trials left."""
     url, name = storage
-    result = archsearch(
-        "search", "--study", name, "--storage", url, "--trials", "24", "--workers", "4",
-        "--budget", "20000", "--max-depth", "2", *QUICK,
-        env=env_for(mnist_root, tmp_path / "slow", workers=4), cwd=tmp_path,
+    result = run_workers(
+        "search", "--study", name, "--storage", url, "--trials", "6", "--budget", "20000", "--max-depth", "2",
+        *QUICK, tmp_path=tmp_path, mnist_root=mnist_root, workers=4,
     )  # fmt: skip
     check_clean_run(result, url)
     trials = trials_of(url, name)
     states = Counter(t.state for t in trials)
-    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 24, states
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 6, states
     assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0, states
     # The only failures allowed are surplus trials, failed unrun by the exactly-N guard.
     for trial in trials:
         if trial.state == TrialState.FAIL:
             assert trial.user_attrs["fail_reason"].startswith("surplus"), trial.user_attrs
             assert not trial.intermediate_values
-    assert most_at_once([t for t in trials if t.state in FINISHED]) >= 2  # workers really overlapped
+    assert most_at_once([t for t in trials if t.state in FINISHED]) >= 4  # every worker trained at the barrier
     assert result.stdout.count("\nbest: #") == 1
 
 
-def test_four_workers_run_each_grid_point_once(storage, tmp_path, mnist_root):
+# On SQLite: tests/test_grid.py test_grid_with_two_workers_trains_every_point_once, which checks the same.
+@pytest.mark.parametrize("storage", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_two_workers_run_each_grid_point_once(storage, tmp_path, mnist_root):
+    """Two workers suffice: a point's claim is decided between two live trials of it (GridObjective._claim).
+    Four points, twice the workers: each worker pops more than one from the queue the other pops too."""
     url, name = storage
-    result = archsearch(
-        "grid", "--study", name, "--storage", url, "--budgets", "5000,10000", "--depths", "1,2", "--seeds", "3",
-        "--workers", "4", *QUICK,
-        env=env_for(mnist_root, tmp_path / "slow", workers=4), cwd=tmp_path,
+    result = run_workers(
+        "grid", "--study", name, "--storage", url, "--budgets", "5000,10000", "--depths", "1,2", "--seeds", "1",
+        *QUICK, tmp_path=tmp_path, mnist_root=mnist_root, workers=2,
     )  # fmt: skip
     check_clean_run(result, url)
     trials = trials_of(url, name)
     done = [t for t in trials if t.state in FINISHED]
     points = Counter((t.params["budget"], t.params["depth"], t.params["seed"]) for t in done)
-    expected = {(b, d, s) for b in (5000, 10000) for d in (1, 2) for s in range(3)}
+    expected = {(b, d, 0) for b in (5000, 10000) for d in (1, 2)}
     assert set(points) == expected
     assert all(count == 1 for count in points.values()), points
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -169,22 +142,23 @@ def test_four_workers_run_each_grid_point_once(storage, tmp_path, mnist_root):
     assert most_at_once(done) >= 2
 
 
-def test_two_workers_training_packs_of_4_finish_exactly_18_trials(tmp_path, mnist_root):
+def test_two_workers_training_packs_of_4_finish_exactly_9_trials(tmp_path, mnist_root):
+    """Each worker's first trial trains alone (no structure has proved itself yet), then packs of 4 do; the 7
+    left, not a multiple of 4, cut a pack short to end at exactly 9."""
     url, name = f"sqlite:///{tmp_path / 'studies.db'}", "packs"
     config = tmp_path / "one-structure.toml"  # every first trial's structure has proved itself once one completes
     config.write_text(
         'budget = 20000\n[space]\nmax_depth = 1\nprofiles = ["uniform"]\nactivations = ["tanh"]\n'
         'optimizers = ["adam"]\nbatch_sizes = [64]\n'
     )
-    result = archsearch(
-        "search", "--config", str(config), "--study", name, "--storage", url, "--trials", "18", "--workers", "2",
-        "--pack", "4", *QUICK,
-        env=env_for(mnist_root, tmp_path / "slow", workers=2), cwd=tmp_path,
+    result = run_workers(
+        "search", "--config", str(config), "--study", name, "--storage", url, "--trials", "9", "--pack", "4",
+        *QUICK, tmp_path=tmp_path, mnist_root=mnist_root, workers=2, pause=PACK_PAUSE,
     )  # fmt: skip
     check_clean_run(result, url)
     trials = trials_of(url, name)
     states = Counter(t.state for t in trials)
-    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 18, states
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 9, states
     assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0, states
     for trial in trials:
         if trial.state == TrialState.FAIL:
@@ -194,11 +168,13 @@ def test_two_workers_training_packs_of_4_finish_exactly_18_trials(tmp_path, mnis
 
 
 def test_two_workers_training_packs_of_4_run_each_grid_point_once(tmp_path, mnist_root):
+    """Twelve points, six of each depth: one worker's first pack takes four of depth 1 and the other's the next
+    ones (both packs are running at the pacing's barrier: at least 5 trials at once), and a point of depth 2
+    cannot join a pack of depth 1, so it starts a pack of its own."""
     url, name = f"sqlite:///{tmp_path / 'studies.db'}", "packs"
-    result = archsearch(
+    result = run_workers(
         "grid", "--study", name, "--storage", url, "--budgets", "5000,10000", "--depths", "1,2", "--seeds", "3",
-        "--workers", "2", "--pack", "4", *QUICK,
-        env=env_for(mnist_root, tmp_path / "slow", workers=2), cwd=tmp_path,
+        "--pack", "4", *QUICK, tmp_path=tmp_path, mnist_root=mnist_root, workers=2,
     )  # fmt: skip
     check_clean_run(result, url)
     trials = trials_of(url, name)
