@@ -22,7 +22,7 @@ from search.results.tables import FrontierRow, Retrained
 from tests.conftest import archsearch, command_env, paced_epochs, start_archsearch, stored_states
 
 TINY = ("--budgets", "10000:40000:3", "--trials", "3", "--epochs", "1", "--max-depth", "2", "--seeds", "2",
-        "--data-limit", "2000", "--device", "cpu")  # fmt: skip
+        "--data-limit", "300", "--device", "cpu")  # fmt: skip
 PAUSE = 0.5  # seconds a paced trial sleeps after each epoch it reports
 
 
@@ -49,7 +49,7 @@ def _report(url: str, tmp_path) -> str:
 
 def test_a_frontier_resumes_to_its_trials_after_sigkill(tmp_path, mnist_root):
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    paced = {**dict(zip(TINY[::2], TINY[1::2], strict=True)), "--epochs": "2", "--data-limit": "300"}
+    paced = {**dict(zip(TINY[::2], TINY[1::2], strict=True)), "--epochs": "2"}
     argv = ["frontier", "--study", "k", "--storage", url, *(word for pair in paced.items() for word in pair)]
     env = {**os.environ, **command_env(mnist_root)}
     # Paced (conftest.paced_epochs): each trial's epoch lasts PAUSE seconds, asleep, a window wide enough for the
