@@ -21,9 +21,10 @@ from search import api
 from search.cli import main
 from search.errors import printable, worded_for_the_cli
 from search.results.tables import BestTrial, TrialRow
-from tests.conftest import stored_states
+from tests.conftest import command_env, paced_epochs, stored_states
 from tests.studies import add_search_study
 
+PAUSE = 0.3  # seconds a paced trial sleeps after each epoch it reports
 QUICK = {"epochs": 1, "max_depth": 2, "data_limit": 2000, "device": "cpu", "quiet": True}
 
 FROM_ANOTHER_FOLDER = """
@@ -33,7 +34,7 @@ import plotly.graph_objects as go
 from search import api
 
 url = sys.argv[1]
-run = api.search("profiles-50k", study="nb", storage=url, trials=3, epochs=1, max_depth=2, data_limit=2000,
+run = api.search("profiles-50k", study="nb", storage=url, trials=3, epochs=1, max_depth=2, data_limit=300,
                  device="cpu", quiet=True)
 rows = api.trials("nb", storage=url)
 figures = api.figures("nb", storage=url)
@@ -53,25 +54,22 @@ print(json.dumps({
 """
 
 
-def run_python(code: str, *args: str, cwd: Path, env: dict | None = None, timeout: float = 300):
-    full = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, env=full, timeout=timeout
-    )
-
-
-def test_a_search_from_a_folder_outside_the_repository_by_preset_name(tmp_path, mnist_root):
-    done = run_python(
-        FROM_ANOTHER_FOLDER, f"sqlite:///{tmp_path / 'nb.db'}", cwd=tmp_path, env={"ARCHSEARCH_DATA": str(mnist_root)}
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+def test_a_search_from_a_folder_outside_the_repository_by_preset_name(tmp_path, mnist_root, monkeypatch, capsys):
+    # Run in this process, from the other folder (a fresh interpreter importing the package from outside the
+    # repository is test_packaging's notebook, whose kernel starts in a temporary folder).
+    monkeypatch.setenv("ARCHSEARCH_DATA", str(mnist_root))
+    monkeypatch.setattr(sys, "argv", ["-c", f"sqlite:///{tmp_path / 'nb.db'}"])
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    exec(FROM_ANOTHER_FOLDER, {"__name__": "__main__"})
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["finished"] == 3 and result["frame_rows"] == 3
     assert result["best_type"] == "BestTrial" and result["run_best"] == result["best"]
     assert result["best_val_loss"] == min(result["complete_val_losses"])
     assert abs(result["best_params"] - 50_000) <= 0.02 * 50_000  # the preset's budget and tolerance
     assert result["figures"]["loss-vs-params"] and all(result["figures"].values())
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["artifacts", "nb.db"]  # nothing else written here
+    written = {path.name for path in tmp_path.iterdir()} - {"nb.db-wal", "nb.db-shm"}  # open here, as SQLite keeps
+    assert sorted(written) == ["artifacts", "nb.db"]  # nothing else written here
 
 
 def test_the_preset_settings_are_the_files_settings(tmp_path, mnist_root, monkeypatch):
@@ -233,17 +231,21 @@ import sys
 from search import api
 
 try:
-    api.search(study="k", storage=sys.argv[1], budget=20000, trials=int(sys.argv[2]), epochs=40, max_depth=2,
-               data_limit=500, pruner="none", device="cpu", quiet=True)
+    api.search(study="k", storage=sys.argv[1], budget=20000, trials=int(sys.argv[2]), epochs=3, max_depth=2,
+               data_limit=300, pruner="none", device="cpu", quiet=True)
     print("FINISHED")
 except api.Interrupted as stop:
     print("INTERRUPTED", stop)
 """
 
 
-def test_a_kernel_interrupt_fails_the_running_trial_and_the_same_call_resumes_to_exactly_n(tmp_path, mnist_root):
+def test_a_kernel_interrupt_fails_the_running_trial_and_the_same_call_resumes_to_exactly_n(
+    tmp_path, mnist_root, monkeypatch, capsys
+):
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ARCHSEARCH_DATA": str(mnist_root)}
+    # Paced (conftest.paced_epochs): each epoch of the kernel's trials lasts PAUSE seconds, asleep, so the
+    # interrupt lands mid-trial; the kernel is a process of its own, as SIGINT must reach it.
+    env = {**os.environ, **command_env(mnist_root), **paced_epochs(tmp_path, PAUSE)}
     worker = subprocess.Popen(
         [sys.executable, "-c", INTERRUPTED, url, "4"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
     )
@@ -259,8 +261,13 @@ def test_a_kernel_interrupt_fails_the_running_trial_and_the_same_call_resumes_to
     assert out.startswith("INTERRUPTED interrupted; the running trials were marked failed. Resume with:"), out
     states = _states(url)
     assert TrialState.RUNNING not in states and states.count(TrialState.FAIL) == 1
-    resumed = run_python(INTERRUPTED, url, "4", cwd=tmp_path, env={"ARCHSEARCH_DATA": str(mnist_root)})
-    assert resumed.stdout.strip() == "FINISHED", resumed.stderr
+    # The same call again, in this process (unpaced): it resumes the study to exactly 4 finished trials.
+    monkeypatch.setenv("ARCHSEARCH_DATA", str(mnist_root))
+    monkeypatch.setattr(sys, "argv", ["-c", url, "4"])
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    exec(INTERRUPTED, {"__name__": "__main__"})
+    assert capsys.readouterr().out.strip() == "FINISHED"
     assert _states(url).count(TrialState.COMPLETE) == 4
 
 

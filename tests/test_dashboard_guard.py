@@ -29,7 +29,8 @@ from search.api.serving import is_loopback
 from search.errors import worded_for_the_cli
 from search.results.dashboard import guard, read_only_reason
 from search.study.storage import open_storage
-from tests.conftest import ENTRY_POINT, archsearch, free_port
+from tests.conftest import ENTRY_POINT, archsearch, free_port, start_archsearch
+from tests.forked_cli import ForkedProcess
 
 WRITES = ("POST", "PUT", "DELETE", "PATCH")
 READS = ("GET", "HEAD", "OPTIONS")
@@ -259,21 +260,20 @@ def test_sigterm_stops_the_dashboard_even_in_the_middle_of_a_request(storage_url
     """A stop that lands while a request is served is not lost: wsgiref logs and drops any exception
     raised inside a request, so the requests run on a thread of their own and the stop lands in the wait."""
     url, _ = storage_url
-    for attempt in range(5):
-        log = tmp_path / f"log-{attempt}"
+    for attempt in range(5):  # each a process of its own, forked from one that imported the CLI already
+        log, errors = tmp_path / f"log-{attempt}", tmp_path / f"errors-{attempt}"
         port = free_port()
-        command = [str(ENTRY_POINT), "dashboard", "--storage", url, "--port", str(port), "--refresh", "0"]
-        with open(log, "w") as sink:
-            server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        command = ["dashboard", "--storage", url, "--port", str(port), "--refresh", "0"]
+        server = start_archsearch(*command, env={}, cwd=tmp_path, stdout=log, stderr=errors)
         try:
             stop_under_load(server, f"http://127.0.0.1:{port}")
-            assert server.wait(timeout=300) in (0, 128 + signal.SIGTERM), log.read_text()[-2000:]
+            assert server.wait(timeout=300) in (0, 128 + signal.SIGTERM), (log.read_text() + errors.read_text())[-2000:]
         finally:
             server.kill()
             server.wait(timeout=300)
 
 
-def stop_under_load(server: subprocess.Popen, base: str) -> None:
+def stop_under_load(server: ForkedProcess, base: str) -> None:
     """SIGTERM while another thread keeps the dashboard answering its largest request."""
     deadline = time.monotonic() + 600  # a hang guard
     while True:

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from search.study.record import write_study
 from tests.conftest import ENTRY_POINT
 from tests.studies import add_search_study
 
@@ -58,7 +59,9 @@ def world(tmp_path_factory, mnist_root) -> dict:
     (folder / "hook").mkdir()
     (folder / "hook" / "sitecustomize.py").write_text(HOOK)
     url = f"sqlite:///{folder / 'studies.db'}"
-    add_search_study(url, "s")
+    study = add_search_study(url, "s")
+    # The worker's recording run trains the study's one trial left: 1 epoch on 200 images, not all of MNIST.
+    write_study(study, config={**study.user_attrs["config"], "epochs": 1, "data_limit": 200})
     env = {**os.environ, "PYTHONPATH": str(folder / "hook"), "ARCHSEARCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
     world = {"folder": folder, "url": url, "env": env, "modules": {}}
     for kind, command in commands(world, folder / "recorded.db").items():

@@ -19,10 +19,11 @@ from search import api
 from search.results.frontier_plot import LITERATURE, frontier_plot
 from search.results.plots import Plot, Skipped
 from search.results.tables import FrontierRow, Retrained
-from tests.conftest import archsearch, command_env, start_archsearch, stored_states
+from tests.conftest import archsearch, command_env, paced_epochs, start_archsearch, stored_states
 
 TINY = ("--budgets", "10000:40000:3", "--trials", "3", "--epochs", "1", "--max-depth", "2", "--seeds", "2",
-        "--data-limit", "2000", "--device", "cpu")  # fmt: skip
+        "--data-limit", "300", "--device", "cpu")  # fmt: skip
+PAUSE = 0.5  # seconds a paced trial sleeps after each epoch it reports
 
 
 def test_a_frontier_over_three_budgets_has_one_retrained_winner_within_each_budget(tmp_path, mnist_root):
@@ -48,10 +49,12 @@ def _report(url: str, tmp_path) -> str:
 
 def test_a_frontier_resumes_to_its_trials_after_sigkill(tmp_path, mnist_root):
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    longer = [*TINY[: TINY.index("--epochs") + 1], "4", *TINY[TINY.index("--epochs") + 2 :]]  # a wider window
-    argv = ["frontier", "--study", "k", "--storage", url, *longer]
+    paced = {**dict(zip(TINY[::2], TINY[1::2], strict=True)), "--epochs": "2"}
+    argv = ["frontier", "--study", "k", "--storage", url, *(word for pair in paced.items() for word in pair)]
     env = {**os.environ, **command_env(mnist_root)}
-    first = start_archsearch(*argv, env=env, cwd=tmp_path)
+    # Paced (conftest.paced_epochs): each trial's epoch lasts PAUSE seconds, asleep, a window wide enough for the
+    # kill to land mid-trial; the resume runs unpaced, in this process.
+    first = start_archsearch(*argv, env={**env, **paced_epochs(tmp_path, PAUSE)}, cwd=tmp_path)
     deadline = time.monotonic() + 600  # a hang guard: the second budget's first trial starts long before
     while TrialState.RUNNING not in _states(url, "k@20000"):
         assert time.monotonic() < deadline and first.poll() is None, "no trial of the second budget ran"
@@ -201,8 +204,8 @@ def test_a_frontier_terminated_in_its_second_budget_prints_the_frontier_command_
     url = f"sqlite:///{tmp_path / 's.db'}"
     env = {**os.environ, **command_env(mnist_root)}
     err = tmp_path / "err"
-    argv = ["frontier", "--study", "s", "--storage", url, *SMALL, "--epochs", "4"]
-    first = start_archsearch(*argv, env=env, cwd=tmp_path, stderr=err)
+    argv = ["frontier", "--study", "s", "--storage", url, *SMALL, "--epochs", "2"]
+    first = start_archsearch(*argv, env={**env, **paced_epochs(tmp_path, PAUSE)}, cwd=tmp_path, stderr=err)
     try:
         deadline = time.monotonic() + 600  # a hang guard: the second budget's first trial starts long before
         while TrialState.RUNNING not in (_states(url, "s@20000") or []):
@@ -215,4 +218,4 @@ def test_a_frontier_terminated_in_its_second_budget_prints_the_frontier_command_
     printed = err.read_text()
     assert "terminated; the running trials were marked failed. Resume with: archsearch frontier " in printed, printed
     assert "archsearch search" not in printed
-    _resumed_as_printed(printed, url, "s", 4, command_env(mnist_root), tmp_path)
+    _resumed_as_printed(printed, url, "s", 2, command_env(mnist_root), tmp_path)

@@ -87,7 +87,7 @@ def test_the_notebook_runs_top_to_bottom(tmp_path, mnist_root, monkeypatch):
     # The kernel inherits this process's environment.
     monkeypatch.setenv("ARCHSEARCH_DATA", str(mnist_root))
     monkeypatch.setenv("ARCHSEARCH_NOTEBOOK_STORAGE", f"sqlite:///{tmp_path / 'nb.db'}")
-    monkeypatch.setenv("ARCHSEARCH_NOTEBOOK_LIMIT", "2000")
+    monkeypatch.setenv("ARCHSEARCH_NOTEBOOK_LIMIT", "200")
     client = NotebookClient(
         notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
