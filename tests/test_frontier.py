@@ -80,7 +80,7 @@ def _states(url: str, study: str) -> list[TrialState]:
 @pytest.mark.parametrize(
     ("budgets", "says"),
     [
-        ("", "expected at least one value"),
+        ("", "budgets is empty; give at least one value"),
         ("40000:10000", "a range goes from low to high"),
         ("100:5000", "805 parameters is the smallest MLP"),
         ("800,20000", "805 parameters is the smallest MLP"),
