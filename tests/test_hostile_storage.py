@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import gzip
 import hashlib
 import io
@@ -423,9 +424,12 @@ def test_refusing_another_tools_sqlite_file_leaves_its_journal_mode_and_bytes(tm
     assert sha256(path) == before and [p.name for p in tmp_path.iterdir()] == ["tool.db"]
 
 
-def test_a_valid_database_that_cannot_be_read_now_is_not_called_another_programs(tmp_path):
+def test_a_valid_database_that_cannot_be_read_now_is_not_called_another_programs(tmp_path, monkeypatch):
     path = tmp_path / "studies.db"
     optuna.create_study(study_name="s", storage=f"sqlite:///{path}")
+    # The checks' own connections wait SQLite's default 5 s for the lock before they give up; a tenth of a
+    # second shows the same refusal.
+    monkeypatch.setattr(sqlite3, "connect", functools.partial(sqlite3.connect, timeout=0.1))
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process writing: reading must wait, then fail, for now
     try:
