@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -298,3 +299,32 @@ def test_a_heartbeat_that_fails_is_skipped_and_the_next_one_tries_again(tmp_path
     storage.record_heartbeat(trial._trial_id)
     storage.record_heartbeat(trial._trial_id)
     assert calls == [trial._trial_id] * 2
+
+
+@pytest.mark.parametrize(
+    ("revision", "says"),
+    [("v3.0.0.d", "optuna storage upgrade"), ("v99.0.0.a", "updating optuna")],
+    ids=["older-optuna", "newer-optuna"],
+)
+@pytest.mark.parametrize("read_only", [False, True], ids=["open", "read-only"])
+def test_a_database_of_another_optunas_schema_is_refused_in_one_line_and_left_as_it_was(
+    tmp_path, revision, says, read_only
+):
+    """open_storage checks the schema revision itself, reading the installed Optuna's once per process; a
+    database at another revision still gets Optuna's own refusal, with its advice."""
+    path = tmp_path / "studies.db"
+    url = f"sqlite:///{path}"
+    storage = open_storage(url)
+    optuna.create_study(study_name="s", storage=storage)
+    storage.engine.dispose()
+    reader = open_storage(url, read_only=True)
+    assert reader.get_current_version() == reader.get_head_version()
+    reader.engine.dispose()  # closed before the file is compared: the last close folds the journal into it
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        connection.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    before = path.read_bytes()
+    with pytest.raises(UsageError) as refused:
+        open_storage(url, read_only=read_only)
+    message = str(refused.value)
+    assert "\n" not in message and "table schema" in message and says in message, message
+    assert path.read_bytes() == before

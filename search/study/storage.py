@@ -187,14 +187,20 @@ def open_storage(
             for attempt in range(1, SCHEMA_ATTEMPTS + 1):
                 try:
                     with _calls_within():  # tables created and WAL switched on whole, never cut off half-way
-                        storage = _RDBStorage(
-                            parsed.render_as_string(hide_password=False),
+                        options = dict(
                             engine_kwargs=engine_kwargs,
                             heartbeat_interval=heartbeat_seconds,
                             grace_period=grace_seconds,
                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                            skip_table_creation=must_exist,
                         )
+                        target = parsed.render_as_string(hide_password=False)
+                        storage = _RDBStorage(
+                            target, skip_table_creation=must_exist, skip_compatibility_check=True, **options
+                        )
+                        if not schema_is_current(storage):
+                            # Optuna's own check, which refuses the schema with its message (upgrade the
+                            # storage, or Optuna); it would pass only if the schema were current after all.
+                            _RDBStorage(target, skip_table_creation=True, **options).engine.dispose()
                         if path is not None and not read_only:
                             # WAL lets readers (the dashboard, other workers) proceed while one worker writes.
                             with storage.engine.connect() as connection:
@@ -215,6 +221,25 @@ def open_storage(
     if path is not None:
         _engines_to_close.add(storage.engine)
     return storage
+
+
+_schema_head: list[str] = []  # the installed Optuna's schema revision, read at the first open
+
+
+def schema_is_current(storage: RDBStorage) -> bool:
+    """Whether the database's schema revision is the one the installed Optuna writes.
+
+    Optuna's own check, on by default, reads the newest revision from its migration scripts (importing
+    each of them) every time a storage opens, which is most of what an open costs; that revision belongs
+    to the installed Optuna, so it is read once per process here. A database at any other revision goes
+    to Optuna's own check, which words the refusal."""
+    try:
+        current = storage.get_current_version()
+    except AssertionError:  # no revision stamped: Optuna's check says what is wrong
+        return False
+    if not _schema_head:
+        _schema_head.append(storage.get_head_version())
+    return current == _schema_head[0]
 
 
 # SQLite engines this process opened. Closed at exit, so that SQLite folds each WAL back into its
