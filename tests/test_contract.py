@@ -67,7 +67,8 @@ SERVING_GRACE = 0.5  # a dashboard that says it serves must keep serving this lo
 STOP_SECONDS = 120.0  # after SIGTERM, a run must have stopped within this long: a hang guard, not a speed test
 HANG_GUARD_SECONDS = 600.0  # a valid base command must finish; only a hang would take this long
 MEMORY_CAP = 4 << 30  # address space a case may add: a huge net or grid fails in the case, not the machine
-EXAMPLES = int(os.environ.get("ARCHSEARCH_CONTRACT_EXAMPLES", "3"))  # per flag and per study-file key
+# Generated cases per flag and per study-file key (derandomized: the same each run); more for a deeper run.
+EXAMPLES = int(os.environ.get("ARCHSEARCH_CONTRACT_EXAMPLES", "2"))
 SEARCH_STUDY, GRID_STUDY = "s", "g"
 SIDE_FILES = ("a/b/work/studies.db-wal", "a/b/work/studies.db-shm")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -23,6 +24,8 @@ from search.engine.config import TrainConfig
 from search.study.record import FIELD_TYPES, StudyRecord, TrialRecord, conforms
 from tests.studies import add_grid_study, add_search_study
 
+# Generated damaged values per field, beside the explicit ones below (more: ARCHSEARCH_DAMAGE_EXAMPLES=N).
+EXAMPLES = int(os.environ.get("ARCHSEARCH_DAMAGE_EXAMPLES", "2"))
 WRONG = ["oops", "", 5, -1, 1.5, None, True, [], ["a"], [1, "x"], {}, {"a": 1}, [[1]], {"1": [None]}]
 # Settings tables whose contents are damaged: read key by key, they are checked as settings are.
 DAMAGED_SETTINGS = {
@@ -97,7 +100,7 @@ STUDY_FIELDS = [f.name for f in dataclasses.fields(StudyRecord)]
 
 @pytest.mark.parametrize("field", TRIAL_FIELDS)
 def test_a_damaged_trial_record_is_one_line_naming_the_field(field, template, tmp_path, capsys):
-    @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
     @given(value=wrong_values(field, FIELD_TYPES[TrialRecord][field]))
     def check(value):
         check_refused(template, tmp_path, "trial", field, value, capsys)
@@ -109,7 +112,7 @@ def test_a_damaged_trial_record_is_one_line_naming_the_field(field, template, tm
 
 @pytest.mark.parametrize("field", STUDY_FIELDS)
 def test_a_damaged_study_record_is_one_line_naming_the_field(field, template, tmp_path, capsys):
-    @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
     @given(value=wrong_values(field, FIELD_TYPES[StudyRecord][field]))
     def check(value):
         check_refused(template, tmp_path, "study", field, value, capsys)
