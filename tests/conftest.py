@@ -220,7 +220,7 @@ def _as_at_exit(args, env: dict, engines_before: set) -> None:
     folder = env.get("ARCHSEARCH_DATA") or os.environ.get("ARCHSEARCH_DATA")  # os.environ is the test's again
     elsewhere = not folder or real is None or Path(folder) != real
     if elsewhere or any(arg.startswith(("--data-dir", "--config")) for arg in args):
-        for cached in (data.load_data, getattr(data, "_load_arrays", None)):
+        for cached in (data._load_data, data._load_arrays):
             if cached is not None:
                 cached.cache_clear()
 

@@ -5,7 +5,7 @@ import torch
 
 from models.budget import INPUTS
 from search.engine import data as data_module
-from search.engine.data import load_data
+from search.engine.data import _load_data, load_data
 from search.errors import UsageError
 
 
@@ -25,7 +25,7 @@ def test_reads_gzip_only_root_without_writing(tiny_mnist):
 
 def test_split_is_seeded_and_disjoint(tiny_mnist):
     first = load_data(str(tiny_mnist), "mnist", "cpu", split_seed=1)
-    again = load_data.__wrapped__(str(tiny_mnist), "mnist", "cpu", split_seed=1)
+    again = _load_data.__wrapped__(str(tiny_mnist), "mnist", "cpu", 1, None)
     other = load_data(str(tiny_mnist), "mnist", "cpu", split_seed=2)
     assert torch.equal(first.validation.x, again.validation.x)
     assert not torch.equal(first.validation.x, other.validation.x)
@@ -74,3 +74,13 @@ def test_real_mnist_shapes_and_preprocessing(mnist_root):
 
 def tree_state(root: Path) -> dict[str, tuple[int, int]]:
     return {str(path): (path.stat().st_size, path.stat().st_mtime_ns) for path in sorted(root.rglob("*"))}
+
+
+def test_data_read_through_the_environment_is_kept_by_its_folder(tiny_mnist, mnist_root, monkeypatch):
+    """A process that points ARCHSEARCH_DATA elsewhere between calls (a notebook) gets the new folder's data."""
+    monkeypatch.setenv("ARCHSEARCH_DATA", str(tiny_mnist))
+    tiny = load_data(limit=50)
+    monkeypatch.setenv("ARCHSEARCH_DATA", str(mnist_root))
+    real = load_data(limit=50)
+    assert tiny is load_data(str(tiny_mnist), limit=50) and real is load_data(str(mnist_root), limit=50)
+    assert not torch.equal(tiny.test.x, real.test.x)

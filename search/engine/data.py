@@ -232,12 +232,18 @@ def scaled_pixels(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.div_(float(PIXEL_LEVELS)).sub_(PIXEL_OFFSET)
 
 
-@functools.lru_cache(maxsize=8)
 def load_data(
     root: str | None = None, dataset: str = "mnist", device: str = "cpu", split_seed: int = 0, limit: int | None = None
 ) -> Data:
-    """Loaded once per process and kept on the device; `limit` trims every split for quick runs."""
-    arrays = _load_arrays(str(data_root(root)), dataset)
+    """Loaded once per process and kept on the device; `limit` trims every split for quick runs. Kept by the
+    folder it was read from, resolved first: a process that changes ARCHSEARCH_DATA between calls (a notebook)
+    reads the new folder, not the data of the old one."""
+    return _load_data(str(data_root(root)), dataset, device, split_seed, limit)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_data(root: str, dataset: str, device: str, split_seed: int, limit: int | None) -> Data:
+    arrays = _load_arrays(root, dataset)
     train_size, test_size = len(arrays["train"][1]), len(arrays["test"][1])
     order = torch.randperm(train_size, generator=torch.Generator().manual_seed(split_seed))
     indices = [torch.arange(train_size), order[VALIDATION_SIZE:], order[:VALIDATION_SIZE], torch.arange(test_size)]
