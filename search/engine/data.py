@@ -16,6 +16,7 @@ import torch
 
 from models.budget import CLASSES, INPUTS
 from models.catalog import DATASET_FOLDERS, VALIDATION_SIZE
+from search.engine.denormals import flush_denormals
 from search.errors import UsageError, argument
 
 DATASETS = DATASET_FOLDERS
@@ -237,7 +238,9 @@ def load_data(
 ) -> Data:
     """Loaded once per process and kept on the device; `limit` trims every split for quick runs. Kept by the
     folder it was read from, resolved first: a process that changes ARCHSEARCH_DATA between calls (a notebook)
-    reads the new folder, not the data of the old one."""
+    reads the new folder, not the data of the old one. Subnormal floats are flushed to zero from here on,
+    before torch makes its threads for this data (search/engine/denormals.py)."""
+    flush_denormals()
     return _load_data(str(data_root(root)), dataset, device, split_seed, limit)
 
 

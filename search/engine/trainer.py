@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from models.mlp import split_input_dropout
 from search.engine.config import DEFAULT_DEVICE, TrainConfig
 from search.engine.data import Split
+from search.engine.denormals import flush_denormals
 from search.engine.fused import fused_update
 from search.engine.sparse_rows import FirstLayer, SparseRows
 from search.errors import UsageError, worded
@@ -397,6 +398,7 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> TrainResult:
     """Train in place; `on_epoch` may raise (an Optuna prune) to stop early."""
+    flush_denormals()  # a network that stops learning goes subnormal: search/engine/denormals.py
     device = train_split.x.device
     step, optimizer, batch = make_step(model, train_split, config)
     steps_per_epoch = math.ceil(len(train_split) / batch)

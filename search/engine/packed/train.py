@@ -11,6 +11,7 @@ from torch import nn
 
 from search.engine.config import TrainConfig
 from search.engine.data import Split
+from search.engine.denormals import flush_denormals
 from search.engine.packed.layout import Entrant, Member
 from search.engine.packed.pack import Pack
 from search.engine.trainer import Diverged, EpochRecord, Scores, TrainResult
@@ -61,6 +62,7 @@ def train_pack(
     Raises ValueError where the models cannot share a pack: another shape than build_mlp's, or different
     depths, activations or SHARED_SETTINGS (an entrant included).
     """
+    flush_denormals()  # as train() does: search/engine/denormals.py
     pack = Pack.build(models, configs, train_split, dropout_states)
     results: list[TrainResult | Exception | None] = [None] * len(models)
     slots = max(slots or 0, len(models))
