@@ -31,6 +31,7 @@ SOURCES = {
     "k-sweep": ("ksweep.csv", lambda rows: ksweep_figure(rows)),
     "frontier": ("frontier.csv", lambda rows: frontier_figure(rows, "mlp-frontier")),
     "targets": ("targets.csv", lambda rows: frontier_figure(rows, "targets")),
+    "default-frontier": ("default-frontier.csv", lambda rows: frontier_figure(rows, "(defaults)")),
 }
 
 
@@ -100,8 +101,20 @@ def tables(results: Path = RESULTS) -> dict[str, str]:
         f"| {_winner(r)} | {int(r['params']):,} | {float(r['val_loss']):.4f} | **{_percent(r)}** |"
         for r in read_rows(results / "targets.csv")
     ]
+    default = [
+        "| budget | target | trials | winner | parameters | val loss | test error | from |",
+        "| ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |",
+    ]
+    default += [
+        f"| {int(r['budget']):,} | {100 * float(r['target_error']):.2f}% | {r['trials']} | {_winner(r)} "
+        f"| {int(r['params']):,} | {float(r['val_loss']):.4f} | **{_percent(r)}** "
+        f"| {'warm start: `' + r['warm_start'] + '`' if r['warm_start'] else 'its own search'} |"
+        for r in read_rows(results / "default-frontier.csv")
+        if r["budget"]
+    ]
     return {
         "ksweep": "\n".join(lines).rstrip() + "\n",
+        "default-frontier": "\n".join(default) + "\n",
         "frontier": "\n".join(frontier) + "\n",
         "targets": "\n".join(targets) + "\n",
     }
