@@ -1,5 +1,5 @@
-"""Subnormal floats are flushed to zero in a process that trains: in the thread that loads the data, in the
-threads torch makes after it, and in the thread that trains, alone or packed.
+"""Subnormal floats are flushed to zero where archsearch trains: in torch's threads, made while the data is
+loaded, and in the thread that trains, alone or packed, which gets its own mode back afterwards.
 
 The speed this buys is measured by bench/denormals.py, not here."""
 
@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from models.mlp import build_mlp
-from search.engine import denormals, trainer
+from search.engine import denormals
 from search.engine.config import TrainConfig
 from search.engine.data import load_data
-from search.engine.denormals import SUBNORMAL, flushing
+from search.engine.denormals import SUBNORMAL, denormals_flushed, flushing
 from search.engine.packed import train_pack
 from search.engine.trainer import train
 
@@ -53,28 +53,43 @@ def test_the_probe_sees_the_mode():
     assert (torch.full((1,), SUBNORMAL) * 1.0).item() > 0.0
 
 
-@needs_mode
-def test_loading_the_data_flushes(tiny_mnist):
-    load_data(str(tiny_mnist), "mnist", "cpu", limit=300)  # cached: the flush is set on every call all the same
-    assert flushing()
+def python_sees_subnormals() -> bool:
+    """What a library that checks IEEE floats sees (hypothesis refuses to run without subnormals)."""
+    tiny = float("5e-324")
+    return tiny * 3.0 > 0.0
 
 
 @needs_mode
-def test_training_alone_flushes_in_its_thread(data):
+def test_loading_the_data_leaves_this_threads_mode_as_it_was(tiny_mnist):
+    load_data(str(tiny_mnist), "mnist", "cpu", limit=299)
+    assert not flushing()
+    assert python_sees_subnormals()
+
+
+@needs_mode
+def test_training_alone_flushes_in_its_thread_and_puts_it_back(data):
     seen = []
     torch.manual_seed(CONFIG.seed)
-    train(
-        build_mlp([16], CONFIG.activation),
-        data.train,
-        CONFIG,
-        data.validation,
-        on_epoch=lambda r: seen.append(flushing()),
-    )
+    model = build_mlp([16], CONFIG.activation)
+    train(model, data.train, CONFIG, data.validation, on_epoch=lambda record: seen.append(flushing()))
     assert seen == [True, True]
+    assert not flushing()
+    assert python_sees_subnormals()
 
 
 @needs_mode
-def test_a_pack_flushes_in_its_thread(data):
+def test_a_pruned_training_puts_the_mode_back(data):
+    def prune(record):
+        raise RuntimeError("pruned")
+
+    torch.manual_seed(CONFIG.seed)
+    with pytest.raises(RuntimeError, match="pruned"):
+        train(build_mlp([16], CONFIG.activation), data.train, CONFIG, data.validation, on_epoch=prune)
+    assert not flushing()
+
+
+@needs_mode
+def test_a_pack_flushes_in_its_thread_and_puts_it_back(data):
     seen = []
     models = []
     for seed in (0, 1):
@@ -83,6 +98,15 @@ def test_a_pack_flushes_in_its_thread(data):
     configs = [CONFIG, CONFIG]
     train_pack(models, configs, data.train, data.validation, on_epoch=lambda index, r: seen.append(flushing()))
     assert seen == [True] * 4
+    assert not flushing()
+
+
+@needs_mode
+def test_a_mode_set_before_is_left_set():
+    torch.set_flush_denormal(True)
+    with denormals_flushed():
+        assert flushing()
+    assert flushing()
 
 
 THREADS_CHECK = textwrap.dedent(
@@ -103,7 +127,7 @@ THREADS_CHECK = textwrap.dedent(
 
 @needs_mode
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="torch makes no threads of its own on one core")
-def test_torchs_threads_made_after_the_data_is_loaded_flush_too(tiny_mnist):
+def test_torchs_threads_made_while_the_data_loads_flush_too(tiny_mnist):
     def unflushed(order: str) -> int:
         done = subprocess.run(
             [sys.executable, "-c", THREADS_CHECK, str(tiny_mnist), order],
@@ -125,7 +149,9 @@ def test_a_cpu_without_the_mode_trains_to_the_same_losses(data, monkeypatch):
         return [r.train_loss for r in result.history] + [result.validation.loss]
 
     flushed = losses()
-    torch.set_flush_denormal(False)
-    monkeypatch.setattr(denormals.torch, "set_flush_denormal", lambda mode: False)
-    assert trainer.flush_denormals() is False
+    asked = []
+    monkeypatch.setattr(denormals.torch, "set_flush_denormal", lambda mode: asked.append(mode) or False)
+    with denormals_flushed():
+        assert not flushing()
     assert losses() == flushed
+    assert asked and set(asked) == {True}  # asked, refused, and nothing to put back

@@ -16,7 +16,7 @@ import torch
 
 from models.budget import CLASSES, INPUTS
 from models.catalog import DATASET_FOLDERS, VALIDATION_SIZE
-from search.engine.denormals import flush_denormals
+from search.engine.denormals import denormals_flushed
 from search.errors import UsageError, argument
 
 DATASETS = DATASET_FOLDERS
@@ -238,14 +238,17 @@ def load_data(
 ) -> Data:
     """Loaded once per process and kept on the device; `limit` trims every split for quick runs. Kept by the
     folder it was read from, resolved first: a process that changes ARCHSEARCH_DATA between calls (a notebook)
-    reads the new folder, not the data of the old one. Subnormal floats are flushed to zero from here on,
-    before torch makes its threads for this data (search/engine/denormals.py)."""
-    flush_denormals()
+    reads the new folder, not the data of the old one."""
     return _load_data(str(data_root(root)), dataset, device, split_seed, limit)
 
 
 @functools.lru_cache(maxsize=8)
 def _load_data(root: str, dataset: str, device: str, split_seed: int, limit: int | None) -> Data:
+    with denormals_flushed():  # torch makes its threads for the first parallel work here: search/engine/denormals.py
+        return _read_data(root, dataset, device, split_seed, limit)
+
+
+def _read_data(root: str, dataset: str, device: str, split_seed: int, limit: int | None) -> Data:
     arrays = _load_arrays(root, dataset)
     train_size, test_size = len(arrays["train"][1]), len(arrays["test"][1])
     order = torch.randperm(train_size, generator=torch.Generator().manual_seed(split_seed))

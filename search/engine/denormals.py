@@ -9,27 +9,38 @@ subnormal weight, activation or gradient is far below anything that moves a floa
 bench/denormals.py measures both.
 
 The mode is a register of each thread (MXCSR on x86, FPCR on ARM), set through torch's public
-`torch.set_flush_denormal`, and a thread inherits it from the thread that makes it. So it is set when
-the data is loaded, before torch makes its intra-op threads for the first parallel operation on it, and
-again by each training for the thread that runs it. It stays set for the rest of the process: it cannot
-be put back in threads that inherited it. In a Python session that ran parallel torch work before its
-first archsearch training, torch's existing threads keep the CPU's default; set
-`torch.set_flush_denormal(True)` first thing in such a session to have it everywhere.
+`torch.set_flush_denormal`, and a thread inherits it from the thread that makes it. So it is set while
+the data is loaded, when torch makes its intra-op threads for the first parallel operation on it (they
+keep it: only torch's kernels run on them), and while a model trains, in the thread that trains it. The
+calling thread gets its own mode back after each: Python code around a training (a notebook's, a test
+library's) still sees IEEE floats. In a session whose torch made its threads before its first archsearch
+training, those threads keep the CPU's default; `torch.set_flush_denormal(True)` first thing in such a
+session has them flush too.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
 SUBNORMAL = 1e-39  # a float32 subnormal: nonzero unless the mode flushes it
 
 
-def flush_denormals() -> bool:
-    """Flush subnormal floats to zero in this thread, and in the threads torch makes from it after this;
-    False on a CPU without the mode (an old x86), which trains as before."""
-    return torch.set_flush_denormal(True)
-
-
 def flushing() -> bool:
     """Whether this thread flushes subnormals now: torch has no getter, so one is made to flush."""
     return (torch.full((1,), SUBNORMAL) * 1.0).item() == 0.0
+
+
+@contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Flush subnormal floats to zero in this thread, and in the threads torch makes in the block, then put
+    this thread's mode back; a CPU without the mode (an old x86) runs the block as before."""
+    if flushing() or not torch.set_flush_denormal(True):
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from models.mlp import split_input_dropout
 from search.engine.config import DEFAULT_DEVICE, TrainConfig
 from search.engine.data import Split
-from search.engine.denormals import flush_denormals
+from search.engine.denormals import denormals_flushed
 from search.engine.fused import fused_update
 from search.engine.sparse_rows import FirstLayer, SparseRows
 from search.errors import UsageError, worded
@@ -398,7 +398,18 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> TrainResult:
     """Train in place; `on_epoch` may raise (an Optuna prune) to stop early."""
-    flush_denormals()  # a network that stops learning goes subnormal: search/engine/denormals.py
+    with denormals_flushed():  # a network that stops learning goes subnormal: search/engine/denormals.py
+        return _train(model, train_split, config, validation, test, on_epoch)
+
+
+def _train(
+    model: nn.Module,
+    train_split: Split,
+    config: TrainConfig,
+    validation: Split | None,
+    test: Split | None,
+    on_epoch: Callable[[EpochRecord], None] | None,
+) -> TrainResult:
     device = train_split.x.device
     step, optimizer, batch = make_step(model, train_split, config)
     steps_per_epoch = math.ceil(len(train_split) / batch)

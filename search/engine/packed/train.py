@@ -11,7 +11,7 @@ from torch import nn
 
 from search.engine.config import TrainConfig
 from search.engine.data import Split
-from search.engine.denormals import flush_denormals
+from search.engine.denormals import denormals_flushed
 from search.engine.packed.layout import Entrant, Member
 from search.engine.packed.pack import Pack
 from search.engine.trainer import Diverged, EpochRecord, Scores, TrainResult
@@ -62,7 +62,24 @@ def train_pack(
     Raises ValueError where the models cannot share a pack: another shape than build_mlp's, or different
     depths, activations or SHARED_SETTINGS (an entrant included).
     """
-    flush_denormals()  # as train() does: search/engine/denormals.py
+    with denormals_flushed():  # as train() does: search/engine/denormals.py
+        return _train_pack(
+            models, configs, train_split, validation, test, on_epoch, dropout_states, refill, on_end, slots
+        )
+
+
+def _train_pack(
+    models: Sequence[nn.Sequential],
+    configs: Sequence[TrainConfig],
+    train_split: Split,
+    validation: Split | None,
+    test: Split | None,
+    on_epoch: OnPackEpoch | None,
+    dropout_states: Sequence[torch.Tensor] | None,
+    refill: Refill | None,
+    on_end: OnPackEnd | None,
+    slots: int | None,
+) -> list[TrainResult | Exception]:
     pack = Pack.build(models, configs, train_split, dropout_states)
     results: list[TrainResult | Exception | None] = [None] * len(models)
     slots = max(slots or 0, len(models))
