@@ -243,12 +243,8 @@ def load_data(
 
 
 @functools.lru_cache(maxsize=8)
+@denormals_flushed()  # torch makes its threads for the first parallel work here: search/engine/denormals.py
 def _load_data(root: str, dataset: str, device: str, split_seed: int, limit: int | None) -> Data:
-    with denormals_flushed():  # torch makes its threads for the first parallel work here: search/engine/denormals.py
-        return _read_data(root, dataset, device, split_seed, limit)
-
-
-def _read_data(root: str, dataset: str, device: str, split_seed: int, limit: int | None) -> Data:
     arrays = _load_arrays(root, dataset)
     train_size, test_size = len(arrays["train"][1]), len(arrays["test"][1])
     order = torch.randperm(train_size, generator=torch.Generator().manual_seed(split_seed))

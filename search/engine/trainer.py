@@ -389,6 +389,7 @@ def make_step(model: nn.Module, train_split: Split, config: TrainConfig) -> tupl
     return step, optimizer, batch
 
 
+@denormals_flushed()  # a network that stops learning goes subnormal: search/engine/denormals.py
 def train(
     model: nn.Module,
     train_split: Split,
@@ -398,18 +399,6 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> TrainResult:
     """Train in place; `on_epoch` may raise (an Optuna prune) to stop early."""
-    with denormals_flushed():  # a network that stops learning goes subnormal: search/engine/denormals.py
-        return _train(model, train_split, config, validation, test, on_epoch)
-
-
-def _train(
-    model: nn.Module,
-    train_split: Split,
-    config: TrainConfig,
-    validation: Split | None,
-    test: Split | None,
-    on_epoch: Callable[[EpochRecord], None] | None,
-) -> TrainResult:
     device = train_split.x.device
     step, optimizer, batch = make_step(model, train_split, config)
     steps_per_epoch = math.ceil(len(train_split) / batch)

@@ -22,6 +22,7 @@ Refill = Callable[[int], Sequence[Entrant]]
 OnPackEnd = Callable[[int, "TrainResult | Exception"], None]
 
 
+@denormals_flushed()  # as train() is: search/engine/denormals.py
 def train_pack(
     models: Sequence[nn.Sequential],
     configs: Sequence[TrainConfig],
@@ -62,24 +63,6 @@ def train_pack(
     Raises ValueError where the models cannot share a pack: another shape than build_mlp's, or different
     depths, activations or SHARED_SETTINGS (an entrant included).
     """
-    with denormals_flushed():  # as train() does: search/engine/denormals.py
-        return _train_pack(
-            models, configs, train_split, validation, test, on_epoch, dropout_states, refill, on_end, slots
-        )
-
-
-def _train_pack(
-    models: Sequence[nn.Sequential],
-    configs: Sequence[TrainConfig],
-    train_split: Split,
-    validation: Split | None,
-    test: Split | None,
-    on_epoch: OnPackEpoch | None,
-    dropout_states: Sequence[torch.Tensor] | None,
-    refill: Refill | None,
-    on_end: OnPackEnd | None,
-    slots: int | None,
-) -> list[TrainResult | Exception]:
     pack = Pack.build(models, configs, train_split, dropout_states)
     results: list[TrainResult | Exception | None] = [None] * len(models)
     slots = max(slots or 0, len(models))
