@@ -24,22 +24,13 @@ sys.path.insert(0, str(REPO))
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from bench.stamp import command, markdown_table, write_table  # noqa: E402
+from bench.stamp import markdown_table  # noqa: E402
+from bench.studies import publish, stored  # noqa: E402
 from search import api  # noqa: E402
 from search.study.config import PRUNERS  # noqa: E402
-from search.study.quiet import optuna_quieted  # noqa: E402
 from search.study.record import TrialRecord  # noqa: E402
-from search.study.storage import open_storage  # noqa: E402
 
 MANY_TRIALS = 10_000  # more than any run of minutes finishes: the timeout ends each arm
-
-
-def stored(url: str, name: str) -> optuna.Study | None:
-    with optuna_quieted():
-        try:
-            return optuna.load_study(study_name=name, storage=open_storage(url))
-        except KeyError:
-            return None
 
 
 def run_arm(args: argparse.Namespace, pruner: str, seed: int) -> optuna.Study:
@@ -124,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Search at {args.budget:,} parameters for {args.minutes:g} minutes with {args.workers} worker(s), "
         f"per pruner and seed{', on ' + str(args.data_limit) + ' images' if args.data_limit else ''}.\n\n"
     )
-    print(title + table)
-    if not args.no_table:
-        write_table("pruners", title + table, command("pruners.py", argv), threads="torch's default number of")
+    publish("pruners", title + table, argv, write=not args.no_table)
     return 0
 
 

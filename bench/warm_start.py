@@ -30,11 +30,10 @@ sys.path.insert(0, str(REPO))
 import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from bench.stamp import command, markdown_table, write_table  # noqa: E402
+from bench.stamp import markdown_table  # noqa: E402
+from bench.studies import publish, stored  # noqa: E402
 from search import api  # noqa: E402
-from search.study.quiet import optuna_quieted  # noqa: E402
 from search.study.record import TrialRecord  # noqa: E402
-from search.study.storage import open_storage  # noqa: E402
 
 SOURCE = "source"
 
@@ -50,14 +49,6 @@ def reached_at(trials: list[FrozenTrial], threshold: float) -> int | None:
 def finished(study: optuna.Study) -> list[FrozenTrial]:
     states = (TrialState.COMPLETE, TrialState.PRUNED)
     return [t for t in study.get_trials(deepcopy=False) if t.state in states]
-
-
-def stored(url: str, name: str) -> optuna.Study | None:
-    with optuna_quieted():
-        try:
-            return optuna.load_study(study_name=name, storage=open_storage(url))
-        except KeyError:
-            return None
 
 
 def run_arm(args: argparse.Namespace, name: str, budget: int, seed: int, warm: bool) -> optuna.Study:
@@ -162,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Search at {args.budget:,} parameters, warm-started from `{SOURCE}` ({args.source_budget:,}) or cold; "
         f"{args.trials} trials each{', on ' + str(args.data_limit) + ' images' if args.data_limit else ''}.\n\n"
     )
-    print(title + table)
-    if not args.no_table:
-        write_table("warm_start", title + table, command("warm_start.py", argv), threads="torch's default number of")
+    publish("warm_start", title + table, argv, write=not args.no_table)
     return 0
 
 
