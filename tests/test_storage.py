@@ -20,7 +20,7 @@ from search.errors import UsageError
 from search.study.lifecycle import check_settings, create_study, load_study, stored_settings
 from search.study.record import StudyRecord, TrialRecord, write_study, write_trial
 from search.study.storage import describe, has_password, open_storage, public_url, storage_calls_within
-from search.study.workers import fail_orphaned_trials, owner_is_gone, owner_record, run_until
+from search.study.workers import blocking_trials, fail_orphaned_trials, owner_is_gone, owner_record, run_until
 
 SETTINGS = {"budget": 20000, "trials": 3, "epochs": 1, "storage": "placeholder"}
 
@@ -174,6 +174,26 @@ def test_owners_on_other_hosts_or_alive_are_left_alone():
     assert not owner_is_gone({**owner_record(), "host": "another-host", "pid": 2**22 + 7})
     assert not owner_is_gone(owner_record())
     assert not owner_is_gone(None) and not owner_is_gone({"pid": "x"})
+
+
+def test_a_wait_on_this_hosts_running_trials_is_not_told_to_resume_elsewhere(url):
+    """A frontier's own spawned worker finishing its last trial is a normal wait; only a trial whose
+    process this host cannot see (another host, or no owner yet) may be one that is gone."""
+    study = create_study(open_storage(url), "wait", "search", SETTINGS, None, None)
+    here = study.ask()
+    write_trial(here, worker=owner_record())
+    assert (
+        blocking_trials(study).names
+        == f"#{here.number} (process {owner_record()['pid']} on host {owner_record()['host']})"
+    )
+    assert not blocking_trials(study).unchecked
+    elsewhere = study.ask()
+    write_trial(elsewhere, worker={**owner_record(), "host": "another-host"})
+    assert blocking_trials(study).unchecked
+    study.tell(elsewhere.number, state=TrialState.FAIL)
+    assert not blocking_trials(study).unchecked
+    study.ask()  # no owner recorded yet
+    assert blocking_trials(study).unchecked
 
 
 def test_records_refuse_fields_they_do_not_have(url):

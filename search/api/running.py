@@ -35,7 +35,7 @@ from search.study.storage import (
     scrub,
     sqlite_path,
 )
-from search.study.workers import PackSize, count_trials, run_until
+from search.study.workers import Blocking, PackSize, count_trials, run_until
 
 PARENT_ENV = "ARCHSEARCH_PARENT_PID"  # set for spawned workers: they end when this process does
 
@@ -76,12 +76,16 @@ def run_with_progress(
             bar.n = min(count_trials(study).finished, target)
             bar.refresh()
 
-        def on_wait(blocking: str) -> None:
-            if not quiet:
-                bar.write(
-                    f"waiting for running trial(s) {blocking} to finish; if such a process is gone, resume on "
-                    "its host, which fails its trial at once (or, with a heartbeat, wait for its grace period)"
+        def on_wait(blocking: Blocking) -> None:
+            if quiet:
+                return
+            line = f"waiting for running trial(s) {blocking.names} to finish"
+            if blocking.unchecked:
+                line += (
+                    "; if such a process is gone, resume on its host, which fails its trial at once "
+                    "(or, with a heartbeat, wait for its grace period)"
                 )
+            bar.write(line)
 
         return run_until(
             study, objective, target, on_trial, deadline=deadline, on_wait=on_wait,

@@ -111,14 +111,26 @@ def fail_orphaned_trials(study: optuna.Study, grace_seconds: float = UNOWNED_GRA
     return failed
 
 
-def blocking_trials(study: optuna.Study) -> str:
-    """The running trials a finished study waits for, with where they run, for a one-line message."""
-    parts = []
+@dataclass(frozen=True)
+class Blocking:
+    """The running trials a finished study waits for. `names` lists them with where they run, for a
+    one-line message; `unchecked` is True when one runs where this process cannot see whether it is still
+    alive (another host, or no owner recorded yet). On this host a gone owner's trial is failed at once,
+    so the trials left there are running."""
+
+    names: str
+    unchecked: bool
+
+
+def blocking_trials(study: optuna.Study) -> Blocking:
+    parts, unchecked = [], False
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = TrialRecord.of(trial).worker
-        where = f"process {owner.get('pid')} on host {owner.get('host')}" if isinstance(owner, dict) else "unknown"
+        known = isinstance(owner, dict)
+        where = f"process {owner.get('pid')} on host {owner.get('host')}" if known else "unknown"
         parts.append(f"#{trial.number} ({where})")
-    return ", ".join(parts)
+        unchecked |= not known or owner.get("host") != socket.gethostname()
+    return Blocking(", ".join(parts), unchecked)
 
 
 def check_rank(trial: optuna.Trial, target: int) -> None:

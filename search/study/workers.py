@@ -21,6 +21,7 @@ from search.errors import UsageError
 from search.study.owners import (
     FINISHED,
     UNOWNED_GRACE_SECONDS,
+    Blocking,
     Surplus,
     blocking_trials,
     count_trials,
@@ -36,8 +37,10 @@ __all__ = [
     "AUTO_PACK",
     "FINISHED",
     "MAX_PACK",
+    "Blocking",
     "PackSize",
     "Surplus",
+    "blocking_trials",
     "count_trials",
     "fail_orphaned_trials",
     "is_proven",
@@ -54,7 +57,7 @@ def run_until(
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     poll_seconds: float = 1.0,
     deadline: float | None = None,
-    on_wait: Callable[[str], None] | None = None,
+    on_wait: Callable[[Blocking], None] | None = None,
     bookkeeping: Callable[[], AbstractContextManager] = nullcontext,
     training: Callable[[], AbstractContextManager] = nullcontext,
     pack: PackSize = 1,
@@ -64,7 +67,7 @@ def run_until(
 
     False if `deadline` (a `time.monotonic()` value) came first: like Optuna's `optimize(timeout=)`,
     no trial starts after it and a running one finishes. While only other processes' trials are
-    left, `on_wait` gets a line naming them, once for each new set. `bookkeeping` is entered around
+    left, `on_wait` gets them (`Blocking`), once for each new set. `bookkeeping` is entered around
     everything but training and the waits, `training` around training (the CLI defers Ctrl-C in
     the first and raises it at once in the second).
 
@@ -72,7 +75,7 @@ def run_until(
     `data`): up to `pack` trials are asked at once and trained together (`run_pack`); `storage` is the
     study's, for their heartbeats."""
     callbacks = [on_trial] if on_trial else []
-    announced = ""
+    announced = None
     while True:
         with bookkeeping():
             fail_stale_trials(study)
