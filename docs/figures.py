@@ -112,9 +112,21 @@ def tables(results: Path = RESULTS) -> dict[str, str]:
         for r in read_rows(results / "default-frontier.csv")
         if r["budget"]
     ]
+    warm = [
+        "| budget | warm: winner | val loss | test error | cold: winner | val loss | test error |",
+        "| ---: | --- | ---: | ---: | --- | ---: | ---: |",
+    ]
+    cold_rows = {r["budget"]: r for r in read_rows(results / "default-frontier-cold.csv") if r["budget"]}
+    warm += [
+        f"| {int(r['budget']):,} | {_winner(r)} | {float(r['val_loss']):.4f} | {_percent(r)} "
+        f"| {_winner(c)} | {float(c['val_loss']):.4f} | {_percent(c)} |"
+        for r in read_rows(results / "default-frontier.csv")
+        if r["budget"] and (c := cold_rows[r["budget"]])
+    ]
     return {
         "ksweep": "\n".join(lines).rstrip() + "\n",
         "default-frontier": "\n".join(default) + "\n",
+        "default-frontier-cold": "\n".join(warm) + "\n",
         "frontier": "\n".join(frontier) + "\n",
         "targets": "\n".join(targets) + "\n",
     }
