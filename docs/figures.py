@@ -57,6 +57,11 @@ def _winner(row: dict[str, str]) -> str:
     return f"{row['profile']} [{', '.join(row['widths'].split())}]"
 
 
+def _searched(path: Path) -> dict[str, dict[str, str]]:
+    """A frontier CSV's searched budgets (its rows without a budget are the published networks), by budget."""
+    return {r["budget"]: r for r in read_rows(path) if r["budget"]}
+
+
 def tables(results: Path = RESULTS) -> dict[str, str]:
     """The pages' result tables in Markdown, drawn from the same CSVs as the figures: NAME.table.md."""
     sweep = read_rows(results / "ksweep.csv")
@@ -116,12 +121,11 @@ def tables(results: Path = RESULTS) -> dict[str, str]:
         "| budget | warm: winner | val loss | test error | cold: winner | val loss | test error |",
         "| ---: | --- | ---: | ---: | --- | ---: | ---: |",
     ]
-    cold_rows = {r["budget"]: r for r in read_rows(results / "default-frontier-cold.csv") if r["budget"]}
+    cold = _searched(results / "default-frontier-cold.csv")
     warm += [
-        f"| {int(r['budget']):,} | {_winner(r)} | {float(r['val_loss']):.4f} | {_percent(r)} "
-        f"| {_winner(c)} | {float(c['val_loss']):.4f} | {_percent(c)} |"
-        for r in read_rows(results / "default-frontier.csv")
-        if r["budget"] and (c := cold_rows[r["budget"]])
+        f"| {int(budget):,} | {_winner(r)} | {float(r['val_loss']):.4f} | {_percent(r)} "
+        f"| {_winner(cold[budget])} | {float(cold[budget]['val_loss']):.4f} | {_percent(cold[budget])} |"
+        for budget, r in _searched(results / "default-frontier.csv").items()
     ]
     return {
         "ksweep": "\n".join(lines).rstrip() + "\n",

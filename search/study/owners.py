@@ -64,13 +64,14 @@ def _process_start(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def runs_here(owner: Any) -> bool:
+    """Whether a trial's owner record names this host, where its process can be looked up."""
+    return isinstance(owner, dict) and owner.get("host") == socket.gethostname()
+
+
 def owner_is_gone(owner: Any) -> bool:
     """True only when the owner ran on this host and its process no longer exists."""
-    if (
-        not isinstance(owner, dict)
-        or owner.get("host") != socket.gethostname()
-        or not isinstance(owner.get("pid"), int)
-    ):
+    if not runs_here(owner) or not isinstance(owner.get("pid"), int):
         return False
     pid = owner["pid"]
     try:
@@ -126,10 +127,9 @@ def blocking_trials(study: optuna.Study) -> Blocking:
     parts, unchecked = [], False
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = TrialRecord.of(trial).worker
-        known = isinstance(owner, dict)
-        where = f"process {owner.get('pid')} on host {owner.get('host')}" if known else "unknown"
+        where = f"process {owner.get('pid')} on host {owner.get('host')}" if isinstance(owner, dict) else "unknown"
         parts.append(f"#{trial.number} ({where})")
-        unchecked |= not known or owner.get("host") != socket.gethostname()
+        unchecked |= not runs_here(owner)
     return Blocking(", ".join(parts), unchecked)
 
 
